@@ -1,0 +1,161 @@
+"""Autoregressive generation over the KV cache: greedy or sampled, batched, with stop rules and streaming.
+
+One prefill fills the cache with every prompt (padded left or right to a common length; the pad slots are
+masked and each row keeps its own positions), then one token per row per step. Stop ids end a row at once;
+stop strings need the text, so a row's text is decoded as it grows, cut at the first stop string, and streamed
+with any tail that could still become a stop string held back — a streamed reply never shows a stop string.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .model import Transformer
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    seed: int | None = None
+    stop_ids: Sequence[int] = ()
+    stop_strings: Sequence[str] = ()
+
+
+@dataclass
+class Completion:
+    token_ids: list[int] = field(default_factory=list)  # generated ids, the stop id (if any) excluded
+    text: str = ""  # decoded and cut before the first stop string (empty without a tokenizer)
+    finish_reason: str = "length"  # "length" | "stop_id" | "stop_string"
+
+
+def warp_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (HF's order); filtered-out tokens get -inf."""
+    logits = logits.float() / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= params.top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row from logits [B, V]: argmax when greedy, else a draw from the warped distribution."""
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = warp_logits(logits, params).softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class _RowText:
+    """Decodes one row's tokens as they come, finds stop strings, and yields the text that is safe to stream."""
+
+    def __init__(self, tokenizer, stop_strings: Sequence[str]):
+        self.tokenizer, self.stops = tokenizer, [s for s in stop_strings if s]
+        self.text, self.emitted, self.stopped = "", 0, False
+
+    def update(self, ids: list[int]) -> str:
+        self.text = self.tokenizer.decode(ids)
+        hits = [self.text.find(s) for s in self.stops]
+        hits = [h for h in hits if h >= 0]
+        if hits:
+            self.text, self.stopped = self.text[:min(hits)], True
+            safe = len(self.text)
+        else:
+            safe = len(self.text.rstrip("\ufffd"))  # an unfinished UTF-8 sequence decodes to U+FFFD: wait
+            for s in self.stops:  # hold back a tail that could be the start of a stop string
+                for n in range(min(len(s) - 1, safe), 0, -1):
+                    if self.text[safe - n:safe] == s[:n]:
+                        safe -= n
+                        break
+        delta = self.text[self.emitted:safe] if safe > self.emitted else ""
+        self.emitted = max(self.emitted, safe)
+        return delta
+
+    def flush(self) -> str:
+        delta, self.emitted = self.text[self.emitted:], len(self.text)
+        return delta
+
+
+@torch.inference_mode()
+def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+             tokenizer=None, on_text: Callable[[int, str], None] | None = None,
+             padding_side: str = "left") -> list[Completion]:
+    """Generate a completion for each prompt (lists of token ids). Stop strings and streaming need `tokenizer`.
+
+    on_text(row, text) is called with each new piece of a row's reply as soon as it is safe to show.
+    """
+    params = params or SamplingParams()
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
+    if (params.stop_strings or on_text) and tokenizer is None:
+        raise ValueError("stop strings and streaming need a tokenizer to decode the text")
+    device = model.lm_head.weight.device
+    B, lengths = len(prompts), [len(p) for p in prompts]
+    T = max(lengths)
+    cache = model.new_cache(B, T + params.max_new_tokens)
+    ids, key_valid = _pad(prompts, T, padding_side, device)
+    positions = (key_valid.long().cumsum(dim=1) - 1).clamp(min=0)
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+
+    ragged = min(lengths) != T
+    logits = model(ids, positions=positions, cache=cache, key_valid=key_valid if ragged else None)
+    last = torch.tensor([T - 1 if padding_side == "left" else n - 1 for n in lengths], device=device)
+    logits = logits[torch.arange(B, device=device), last]
+    next_pos = torch.tensor(lengths, device=device)
+
+    stop_ids = set(params.stop_ids)
+    out = [Completion() for _ in range(B)]
+    texts = [_RowText(tokenizer, params.stop_strings) for _ in range(B)] if tokenizer is not None else None
+    done = [False] * B
+    for step in range(params.max_new_tokens):
+        tokens = sample_next(logits, params, generator)
+        for b, tok in enumerate(tokens.tolist()):
+            if done[b]:
+                continue
+            if tok in stop_ids:
+                done[b], out[b].finish_reason = True, "stop_id"
+                continue
+            out[b].token_ids.append(tok)
+            if texts is not None:
+                delta = texts[b].update(out[b].token_ids)
+                if delta and on_text:
+                    on_text(b, delta)
+                if texts[b].stopped:
+                    done[b], out[b].finish_reason = True, "stop_string"
+        if all(done) or step == params.max_new_tokens - 1:
+            break
+        logits = model(tokens[:, None], positions=next_pos[:, None], cache=cache)[:, -1]
+        next_pos = next_pos + 1
+
+    for b in range(B):
+        if texts is not None:
+            if not texts[b].stopped:
+                texts[b].update(out[b].token_ids)
+            tail = texts[b].flush()
+            if tail and on_text:
+                on_text(b, tail)
+            out[b].text = texts[b].text
+    return out
+
+
+def _pad(prompts, T, side, device):
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+    ids = torch.zeros(len(prompts), T, dtype=torch.long, device=device)
+    valid = torch.zeros(len(prompts), T, dtype=torch.bool, device=device)
+    for b, p in enumerate(prompts):
+        cols = slice(T - len(p), T) if side == "left" else slice(0, len(p))
+        ids[b, cols] = torch.as_tensor(list(p), device=device)
+        valid[b, cols] = True
+    return ids, valid

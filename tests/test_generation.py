@@ -1,0 +1,87 @@
+"""Sampling, stop rules and streaming.
+
+Oracles: transformers' logits warpers for temperature/top-k/top-p; for stop strings and streaming, a
+hand-checkable toy tokenizer (token i decodes to one known character) so the expected text is computed by hand.
+"""
+import pytest
+import torch
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from minagent import load_model
+from minagent.generation import SamplingParams, generate, warp_logits
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz .,!?\n"
+
+
+class CharTokenizer:
+    """Token i is the character ALPHABET[i % 32]: decode is obvious, so expected texts are easy to state."""
+
+    def decode(self, ids):
+        return "".join(ALPHABET[i % len(ALPHABET)] for i in ids)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 0, 1.0), (1.0, 5, 1.0), (1.3, 0, 0.8), (0.5, 50, 0.3)])
+def test_warping_matches_transformers(temperature, top_k, top_p):
+    logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(3)) * 3
+    want = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    if top_k:
+        want = TopKLogitsWarper(top_k)(None, want)
+    if top_p < 1:
+        want = TopPLogitsWarper(top_p)(None, want)
+    got = warp_logits(logits, SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    torch.testing.assert_close(got[~torch.isinf(got)], want[~torch.isinf(want)])
+
+
+def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy(hf_checkpoint):
+    model = load_model(hf_checkpoint("qwen3")[0])
+    prompt = [[5, 6, 7, 8]]
+    a = generate(model, prompt, SamplingParams(max_new_tokens=12, temperature=1.0, seed=11))[0].token_ids
+    b = generate(model, prompt, SamplingParams(max_new_tokens=12, temperature=1.0, seed=11))[0].token_ids
+    c = generate(model, prompt, SamplingParams(max_new_tokens=12, temperature=1.0, seed=12))[0].token_ids
+    assert a == b and a != c
+    greedy = generate(model, prompt, SamplingParams(max_new_tokens=12))[0].token_ids
+    assert generate(model, prompt, SamplingParams(max_new_tokens=12, temperature=2.0, top_k=1,
+                                                  seed=5))[0].token_ids == greedy
+
+
+def test_stop_id_ends_the_row_and_is_not_returned(hf_checkpoint):
+    model = load_model(hf_checkpoint("llama-gqa")[0])
+    full = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=12))[0]
+    stop = full.token_ids[5]
+    cut = full.token_ids.index(stop)
+    got = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=12, stop_ids=[stop]))[0]
+    assert got.token_ids == full.token_ids[:cut] and got.finish_reason == "stop_id"
+    assert full.finish_reason == "length" and len(full.token_ids) == 12
+
+
+def test_stop_string_cuts_text_and_streaming_never_shows_it(hf_checkpoint):
+    model, tok = load_model(hf_checkpoint("llama-gqa")[0]), CharTokenizer()
+    full = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=24), tokenizer=tok)[0]
+    assert full.text == tok.decode(full.token_ids)
+    stop = full.text[9:12]  # a three-character stop string that straddles several tokens
+    streamed = []
+    got = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=24, stop_strings=[stop]), tokenizer=tok,
+                   on_text=lambda row, t: streamed.append(t))[0]
+    assert got.text == full.text[:full.text.index(stop)]
+    assert got.finish_reason == "stop_string"
+    assert "".join(streamed) == got.text and all(stop not in s for s in streamed)
+
+
+def test_streaming_pieces_add_up_per_row_in_a_batch(hf_checkpoint):
+    model, tok = load_model(hf_checkpoint("qwen2-tied")[0]), CharTokenizer()
+    pieces = {0: [], 1: []}
+    out = generate(model, [[4, 5], [6, 7, 8, 9]], SamplingParams(max_new_tokens=9), tokenizer=tok,
+                   on_text=lambda row, t: pieces[row].append(t))
+    for row in (0, 1):
+        assert "".join(pieces[row]) == out[row].text == tok.decode(out[row].token_ids)
+
+
+def test_bad_generation_arguments_are_explained(hf_checkpoint):
+    model = load_model(hf_checkpoint("qwen3")[0])
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, [[]])
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        generate(model, [[1]], SamplingParams(stop_strings=["x"]))
+    with pytest.raises(ValueError, match="padding_side"):
+        generate(model, [[1], [1, 2]], padding_side="middle")

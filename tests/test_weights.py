@@ -1,0 +1,163 @@
+"""Checkpoint loading, export and config parsing, against transformers as the oracle, plus every bad input."""
+import json
+
+import pytest
+import torch
+import transformers
+
+from minagent import ModelConfig, load_model, save_model
+from minagent.config import ConfigError
+from minagent.weights import CheckpointError
+
+IDS = torch.randint(0, 257, (2, 13), generator=torch.Generator().manual_seed(7))
+
+
+@pytest.mark.parametrize("variant", ["qwen2-tied", "qwen3", "llama-linear-tied-bias", "mistral"])
+def test_export_loads_in_transformers_with_our_logits(hf_checkpoint, tmp_path, variant):
+    path, _ = hf_checkpoint(variant)
+    ours = load_model(path)
+    save_model(ours, tmp_path)
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(back).__name__ == ours.config.architecture
+    with torch.no_grad():
+        torch.testing.assert_close(back(IDS).logits, ours(IDS))
+
+
+def test_sharded_export_writes_index_and_round_trips(hf_checkpoint, tmp_path):
+    path, hf = hf_checkpoint("llama-gqa")
+    ours = load_model(path)
+    save_model(ours, tmp_path, max_shard_bytes=100_000)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and all((tmp_path / s).exists() for s in shards)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(IDS).logits, hf(IDS).logits)
+        torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
+    save_model(ours, tmp_path)  # re-exporting unsharded leaves exactly one checkpoint behind
+    assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
+
+
+def test_loads_checkpoint_sharded_by_transformers(tmp_path):
+    from hf_tiny import save_hf_model
+
+    hf = save_hf_model("qwen3", tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
+
+
+def test_export_in_bf16_loads_in_transformers(hf_checkpoint, tmp_path):
+    path, _ = hf_checkpoint("qwen2-tied")
+    save_model(load_model(path), tmp_path, dtype="bfloat16")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype="auto")
+    assert back.lm_head.weight.dtype == torch.bfloat16
+    assert load_model(tmp_path).lm_head.weight.dtype == torch.bfloat16
+
+
+def test_config_reads_transformers_4_and_5_spellings():
+    base = dict(architectures=["LlamaForCausalLM"], vocab_size=100, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    v4 = ModelConfig.from_hf({**base, "torch_dtype": "bfloat16", "rope_theta": 500000.0, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192}})
+    v5 = ModelConfig.from_hf({**base, "dtype": "bfloat16", "rope_parameters": {
+        "rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})
+    assert v4 == v5
+    assert (v5.torch_dtype, v5.rope_theta, v5.rope_type, v5.head_dim) == ("bfloat16", 500000.0, "llama3", 8)
+    # the transformers version in use reads our config back to the same thing
+    hf = transformers.AutoConfig.for_model(**{k: v for k, v in v5.to_hf_dict().items() if k != "architectures"})
+    back = ModelConfig.from_hf({**hf.to_dict(), "architectures": ["LlamaForCausalLM"]})
+    back.extra = v5.extra = {}
+    assert back == v5
+
+
+def test_rope_frequencies_match_transformers_for_each_scaling(hf_checkpoint):
+    from minagent.config import rope_inverse_frequencies
+
+    for variant in ("llama-gqa", "llama-linear-tied-bias", "llama-llama3-mqa"):
+        path, hf = hf_checkpoint(variant)
+        torch.testing.assert_close(rope_inverse_frequencies(ModelConfig.from_hf(path)),
+                                   hf.model.rotary_emb.inv_freq)
+
+
+# ---- bad input: each error names the file and what was expected --------------------------------------------
+
+def _copy_checkpoint(src, dst):
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+
+
+def test_truncated_safetensors_names_the_file(hf_checkpoint, tmp_path):
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_model(tmp_path)
+
+
+def test_corrupt_safetensors_header_names_the_file(hf_checkpoint, tmp_path):
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:40] = b"\xff" * 32
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors.*not a readable safetensors"):
+        load_model(tmp_path)
+
+
+def test_tensor_of_wrong_shape_is_named(hf_checkpoint, tmp_path):
+    path, _ = hf_checkpoint("llama-gqa")
+    _copy_checkpoint(path, tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["intermediate_size"] = 120
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"'model\.layers\.0\.mlp\.\w+_proj\.weight' has shape .*expected"):
+        load_model(tmp_path)
+
+
+def test_missing_tensor_is_named(hf_checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    del sd["model.norm.weight"]
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="lacks tensors.*model.norm.weight"):
+        load_model(tmp_path)
+
+
+def test_unknown_architecture_names_the_field(hf_checkpoint, tmp_path):
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["architectures"], cfg["model_type"] = ["GPTNeoXForCausalLM"], "gpt_neox"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"config\.json: field 'architectures'.*GPTNeoXForCausalLM.*supports"):
+        load_model(tmp_path)
+
+
+def test_unsupported_rope_type_and_missing_field_are_named():
+    base = dict(architectures=["LlamaForCausalLM"], vocab_size=100, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=4)
+    with pytest.raises(ConfigError, match="rope type 'yarn' is not supported"):
+        ModelConfig.from_hf({**base, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
+    with pytest.raises(ConfigError, match="llama3 RoPE scaling needs field 'low_freq_factor'"):
+        ModelConfig.from_hf({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    with pytest.raises(ConfigError, match="field 'hidden_act' is 'gelu'.*silu"):
+        ModelConfig.from_hf({**base, "hidden_act": "gelu"})
+    with pytest.raises(ConfigError, match="missing required field 'hidden_size'"):
+        ModelConfig.from_hf({k: v for k, v in base.items() if k != "hidden_size"})
+
+
+def test_missing_weights_and_missing_shard_are_named(hf_checkpoint, tmp_path):
+    (tmp_path / "config.json").write_bytes((hf_checkpoint("llama-gqa")[0] / "config.json").read_bytes())
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        load_model(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
+    with pytest.raises(CheckpointError, match="lists shard gone.safetensors"):
+        load_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path.parent)
