@@ -176,6 +176,9 @@ def save_model(model: Transformer, out_dir: str | Path, max_shard_bytes: int = 4
 def _atomic_save(tensors: dict, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file private (0600); give it normal permissions
     os.replace(tmp, path)
 
 

@@ -1,4 +1,6 @@
 """Shared fixtures: tiny HF checkpoints built by transformers (the oracle) in a session temp dir."""
+import os
+
 import pytest
 import torch
 
@@ -24,3 +26,24 @@ def hf_checkpoint(tmp_path_factory):
 @pytest.fixture(params=sorted(VARIANTS))
 def variant(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """Path of the cached SmolLM2-135M-Instruct.Q4_1.gguf (skips when it cannot be downloaded, fails under CI)."""
+    from minagent.fetch import FetchError, fetch_smollm2_gguf
+
+    try:
+        return fetch_smollm2_gguf(verbose=False)
+    except FetchError as e:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"SmolLM2 GGUF not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf, tmp_path_factory):
+    """SmolLM2-135M-Instruct converted by the code under test (fresh each session), float32."""
+    from minagent.gguf import convert_gguf
+
+    return convert_gguf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")

@@ -1,0 +1,62 @@
+"""The `normalizer` section of tokenizer.json, as a plain str -> str function.
+
+Qwen2 declares NFC: text is composed (e + combining acute -> é) before pre-tokenization, so both spellings
+encode identically. Other byte-level tokenizers (GPT-2, SmolLM2, Llama-3) have no normalizer. The few other
+simple types are supported because they cost a line each; anything else is rejected by name.
+"""
+from __future__ import annotations
+
+import unicodedata
+from typing import Callable
+
+from .errors import SpecError
+from .unicode_regex import compile_pattern, is_whitespace
+
+Normalizer = Callable[[str], str]
+
+
+def _strip_whitespace(text: str, left: bool, right: bool) -> str:
+    start, stop = 0, len(text)
+    while left and start < stop and is_whitespace(text[start]):
+        start += 1
+    while right and stop > start and is_whitespace(text[stop - 1]):
+        stop -= 1
+    return text[start:stop]
+
+
+def build_normalizer(spec: dict | None, where: str = "normalizer") -> Normalizer | None:
+    """Function for a tokenizer.json normalizer spec (None when there is nothing to do).
+    Raises SpecError naming `where` (the JSON path) for types we do not implement."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise SpecError(where, f"expected an object with a 'type', got {spec!r:.80}")
+    kind = spec["type"]
+    if kind in ("NFC", "NFD", "NFKC", "NFKD"):
+        return lambda text: unicodedata.normalize(kind, text)
+    if kind == "Lowercase":
+        return str.lower
+    if kind == "Sequence":
+        steps = [build_normalizer(s, f"{where}.normalizers[{i}]") for i, s in enumerate(spec["normalizers"])]
+        steps = [s for s in steps if s is not None]
+
+        def run_all(text: str) -> str:
+            for step in steps:
+                text = step(text)
+            return text
+        return run_all
+    if kind == "Prepend":
+        prefix = spec["prepend"]
+        return lambda text: prefix + text if text else text
+    if kind == "Replace":
+        pattern, content = spec["pattern"], spec["content"]
+        if "String" in pattern:
+            old = pattern["String"]
+            return lambda text: text.replace(old, content)
+        regex = compile_pattern(pattern["Regex"])
+        return lambda text: regex.sub(lambda _m: content, text)
+    if kind == "Strip":
+        left, right = spec.get("strip_left", True), spec.get("strip_right", True)
+        return lambda text: _strip_whitespace(text, left, right)
+    raise SpecError(f"{where}.type", f"unsupported normalizer {kind!r} "
+                     "(supported: NFC, NFD, NFKC, NFKD, Lowercase, Sequence, Prepend, Replace, Strip)")
