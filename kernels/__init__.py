@@ -1,49 +1,103 @@
 """Hand-written kernels and the dispatcher the model calls.
 
-Every op here has a short pure-PyTorch reference; the dispatcher picks the Triton kernel on CUDA and the
-reference elsewhere. The model imports only the names below, never a kernel module directly.
+Every op has a Triton kernel and a short pure-PyTorch reference side by side in its own module:
+
+    flash_attention.py  attention: FA2 forward/backward, GQA, packed documents, decode (reference: torch SDPA)
+    rmsnorm.py          RMSNorm forward/backward
+    rope.py             rotary embedding (rotate-half) forward/backward
+    silu_mul.py         SwiGLU's silu(gate) * up forward/backward
+    cross_entropy.py    fused linear + cross-entropy, chunked so the logits never exist in full
+    dispatch.py         which path runs; _triton.py imports Triton if it is installed
+    compile_check.py    compiles every kernel for an NVIDIA GPU on a machine without one
+
+The functions below choose between them (see dispatch.py: Triton on CUDA, PyTorch elsewhere, forced with
+MINAGENT_KERNELS=triton|torch or `kernels.use_backend(...)`). The model imports only these names.
 Tensor layout follows torch SDPA: q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D].
+
+The op modules load on first use, not on `import kernels`, so importing the package never imports Triton.
 """
 import torch
-import torch.nn.functional as F
+
+from .dispatch import BACKENDS, get_backend, set_backend, use_backend, use_triton
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # the kernels compute in fp32 at most
+
+
+def _triton_for(*tensors) -> bool:
+    """Triton for these tensors? `auto` also leaves dtypes the kernels would lose precision on (fp64) to torch."""
+    if not use_triton(*tensors):
+        return False
+    return get_backend() == "triton" or all(t.dtype in _KERNEL_DTYPES for t in tensors)
+
+__all__ = ["rms_norm", "apply_rope", "swiglu", "attention", "fused_linear_cross_entropy", "document_positions",
+           "get_backend", "set_backend", "use_backend", "BACKENDS"]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm in fp32, cast back before the weight multiply (the order HF uses, so fp32 logits match)."""
-    dtype = x.dtype
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(dtype)
+    from . import rmsnorm
 
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    if _triton_for(x, weight):
+        return rmsnorm.rms_norm_triton(x, weight, eps)
+    return rmsnorm.rms_norm_reference(x, weight, eps)
 
 
 def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotate-half RoPE. cos/sin are [B, T, D] (or [T, D]) and broadcast over heads."""
-    cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    """Rotate-half RoPE on q [B, Hq, T, D] and k [B, Hk, T, D]. cos/sin are [B, T, D] (or [T, D]) and broadcast
+    over heads. Returns (q, k). cos/sin get no gradient on the Triton path (they are tables, not weights)."""
+    from . import rope
+
+    if _triton_for(q, k, cos, sin):
+        return rope.apply_rope_triton(q, k, cos, sin)
+    return rope.apply_rope_reference(q, k, cos, sin)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return F.silu(gate) * up
+    """silu(gate) * up."""
+    from . import silu_mul
+
+    if _triton_for(gate, up):
+        return silu_mul.swiglu_triton(gate, up)
+    return silu_mul.swiglu_reference(gate, up)
 
 
-def attention(q, k, v, *, causal: bool = True, attn_mask=None, scale=None):
-    """Scaled dot-product attention with grouped-query K/V.
+def attention(q, k, v, *, causal: bool = True, attn_mask=None, scale=None, doc_ids=None):
+    """Scaled dot-product attention with grouped-query K/V (Hq a multiple of Hkv, never repeated in memory).
 
-    attn_mask: bool [B, 1, Tq, Tk], True = may attend; when given it replaces the causal rule.
+    attn_mask: bool [B|1, 1|Hq, Tq, Tk], True = may attend; when given it replaces the causal rule.
     Without a mask and with Tq < Tk, causal queries are the last Tq positions (decode against a cache).
+    doc_ids: int [B, Tk] for packed sequences: each run of equal ids is one document, and tokens attend only
+    within their own run (combined with the causal rule or the mask).
     """
-    gqa = q.shape[1] != k.shape[1]
-    if attn_mask is not None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=gqa)
-    tq, tk = q.shape[-2], k.shape[-2]
-    if causal and tq == tk:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    if causal and tq > 1:
-        mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(tk - tq)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+    from . import flash_attention as fa
+
+    if _triton_for(q, k, v) and (get_backend() == "triton" or _triton_can_attend(q)):
+        return fa.flash_attention(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)
+    return fa.attention_sdpa(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)
+
+
+def document_positions(doc_ids: torch.Tensor) -> torch.Tensor:
+    """RoPE positions for packed rows (doc_ids [B, T]): every document starts again at position 0."""
+    from .flash_attention import document_positions as positions
+
+    return positions(doc_ids)
+
+
+def _triton_can_attend(q) -> bool:
+    """What `auto` sends to the Triton attention on a GPU: fp16/bf16, what it is tuned for (fp32 runs when
+    forced, with small blocks and 3xTF32 dots)."""
+    return q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
+
+
+def fused_linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100, reduction: str = "mean",
+                               chunk_size=None) -> torch.Tensor:
+    """cross_entropy(hidden @ weight.T, targets) as a 0-dim fp32 tensor, never holding all the logits at once.
+
+    hidden [..., H], weight [V, H] (the LM head), targets [...] int; rows whose target is ignore_index count
+    for nothing; reduction 'mean' (over the valid rows, like F.cross_entropy) or 'sum'. Both paths chunk over
+    tokens; the Triton path also runs each chunk's softmax/gradient as one kernel.
+    """
+    from . import cross_entropy
+
+    return cross_entropy.fused_linear_cross_entropy(hidden, weight, targets, ignore_index, reduction, chunk_size,
+                                                    use_triton=_triton_for(hidden, weight))

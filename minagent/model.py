@@ -83,7 +83,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, doc_ids=None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
@@ -94,7 +94,7 @@ class Attention(nn.Module):
         q, k = kernels.apply_rope(q, k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, k, v)
-        y = kernels.attention(q, k, v, causal=True, attn_mask=mask)
+        y = kernels.attention(q, k, v, causal=True, attn_mask=mask, doc_ids=doc_ids)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -117,8 +117,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, cache, layer):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, mask, cache, layer, doc_ids=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, doc_ids)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -147,14 +147,22 @@ class Transformer(nn.Module):
         p = self.lm_head.weight
         return KVCache(self.config, batch_size, max_len, dtype=p.dtype, device=p.device)
 
-    def forward_hidden(self, input_ids, positions=None, cache: KVCache | None = None, key_valid=None):
+    def forward_hidden(self, input_ids, positions=None, cache: KVCache | None = None, key_valid=None,
+                       doc_ids=None):
         """Final-normed hidden states [B, T, hidden]. Training's fused loss and the dense encoder start here.
 
         positions: [B, T] RoPE positions (default: the slot numbers). key_valid: bool [B, slots so far + T]
         marking real (non-pad) slots; with a cache it is kept in the cache, so later steps need not pass it.
+        doc_ids: int [B, T] for packed training rows (no cache): tokens attend only within their document,
+        and positions restart at 0 for each document unless given.
         """
         B, T = input_ids.shape
         start = cache.length if cache is not None else 0
+        if doc_ids is not None:
+            if cache is not None or key_valid is not None:
+                raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache or padding mask")
+            if positions is None:
+                positions = kernels.document_positions(doc_ids)
         if positions is None:
             positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         if cache is not None:
@@ -168,17 +176,18 @@ class Transformer(nn.Module):
         cos, sin = self.model.rotary_emb(positions, x.dtype)
         for i, layer in enumerate(self.model.layers):
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, i, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, i, doc_ids,
+                                                      use_reentrant=False)
             else:
-                x = layer(x, cos, sin, mask, cache, i)
+                x = layer(x, cos, sin, mask, cache, i, doc_ids)
         if cache is not None:
             cache.length += T
         return self.model.norm(x)
 
     def forward(self, input_ids, positions=None, cache: KVCache | None = None, key_valid=None,
-                last_only: bool = False):
+                last_only: bool = False, doc_ids=None):
         """Logits [B, T, vocab] (or [B, 1, vocab] with last_only, which skips the head on the other tokens)."""
-        h = self.forward_hidden(input_ids, positions, cache, key_valid)
+        h = self.forward_hidden(input_ids, positions, cache, key_valid, doc_ids)
         return self.lm_head(h[:, -1:] if last_only else h)
 
     def num_parameters(self) -> int:

@@ -1,8 +1,14 @@
 """Shared fixtures: tiny HF checkpoints built by transformers (the oracle) in a session temp dir."""
 import os
 
-import pytest
 import torch
+
+# Triton (imported by transformers, by kernels on first use) reads this once at import: set it before anything
+# imports it, so the kernel tests run the Triton interpreter on a machine without a GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 from hf_tiny import VARIANTS, save_hf_model
 

@@ -80,3 +80,16 @@ def test_half_precision_checkpoint_loads_in_its_dtype(tmp_path, dtype):
     with torch.no_grad():
         torch.testing.assert_close(ours(IDS).float(), hf(IDS).logits.float(), atol=0.05, rtol=0.05)
     assert load_model(tmp_path, dtype="float32").lm_head.weight.dtype == torch.float32
+
+
+def test_packed_documents_equal_each_document_alone(hf_checkpoint):
+    """A packed training row (doc ids, positions restarting per document) computes each document's HF logits."""
+    path, hf = hf_checkpoint("qwen3")
+    ours = load_model(path)
+    docs = [IDS[0, :7], IDS[1, :13], IDS[2, :9]]
+    packed = torch.cat(docs)[None]
+    doc_ids = torch.cat([torch.full((len(d),), i) for i, d in enumerate(docs)])[None]
+    with torch.no_grad():
+        got = ours(packed, doc_ids=doc_ids)[0].split([len(d) for d in docs])
+        for d, g in zip(docs, got):
+            torch.testing.assert_close(g, hf(d[None]).logits[0])

@@ -1,0 +1,152 @@
+"""Fused linear + cross-entropy: the language-model loss without the [tokens, vocab] logits tensor.
+
+The last step of training is loss = cross_entropy(hidden @ W^T, targets). With Qwen's 151,936-token vocabulary
+and 16k tokens per batch, the logits alone are 2.5 G numbers (5 GB in bf16), and the naive path keeps more
+tensors of that size alive (the softmax for the backward, then its gradient). That is often the largest
+allocation of a whole training step.
+
+Two facts remove it:
+  1. The gradient of mean cross-entropy with respect to a row of logits is known in closed form,
+         dlogits = (softmax(logits) - onehot(target)) / n_valid
+     so it can be computed in the *forward* pass, right after the loss, and the logits need never be kept.
+  2. Rows are independent. Processing CHUNK tokens at a time, only a [CHUNK, vocab] block ever exists:
+         logits_c = h_c @ W^T                    (one matmul)
+         loss_c, dlogits_c = CE(logits_c)        (in place: the gradient overwrites the logits)
+         dh_c  = dlogits_c @ W                   (the hidden-state gradient for these rows, final)
+         dW   += dlogits_c^T @ h_c               (summed over chunks, in fp32)
+Peak memory is then one chunk of logits plus dW and dh, independent of how many tokens the batch holds; the
+backward just scales the stored dh and dW by the incoming gradient (1.0 for a loss).
+
+The per-row CE (the only non-matmul work) is a Triton kernel on GPU: one program per row makes two passes over
+the vocabulary: an online max / sum-of-exponentials for the log-sum-exp, then the gradient written over the
+logits. A PyTorch version of the same step serves the CPU, so CPU training gets the memory saving too.
+Rows whose target is ignore_index add no loss and get zero gradient; the mean divides by the valid rows only.
+"""
+import torch
+import torch.nn.functional as F
+
+from ._triton import next_power_of_2, tl, triton
+
+
+def linear_cross_entropy_reference(hidden, weight, targets, ignore_index=-100, reduction="mean"):
+    """The naive path: materialise the logits, then torch's cross-entropy."""
+    logits = hidden.reshape(-1, hidden.shape[-1]) @ weight.T
+    return F.cross_entropy(logits.float(), targets.reshape(-1), ignore_index=ignore_index, reduction=reduction)
+
+
+def _ce_chunk_torch(logits, targets, ignore_index, grad_scale):
+    """Row losses (fp32) of a chunk; overwrites `logits` with d(loss)/d(logits) * grad_scale."""
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    lse = torch.logsumexp(x, dim=-1)
+    valid = targets != ignore_index
+    safe = torch.where(valid, targets, 0)
+    rows = torch.arange(len(targets), device=logits.device)
+    loss = torch.where(valid, lse - x[rows, safe], 0.0)
+    grad = torch.exp(x - lse[:, None])
+    grad[rows, safe] -= 1.0
+    logits.copy_(grad * (valid * grad_scale)[:, None])
+    return loss
+
+
+@triton.jit
+def _ce_kernel(LOGITS, TARGETS, LOSS, GRAD_SCALE, stride, V, ignore_index, BLOCK_V: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    base = LOGITS + row * stride
+    target = tl.load(TARGETS + row)
+    valid = target != ignore_index
+    cols = tl.arange(0, BLOCK_V)
+    m = float("-inf")
+    s = 0.0
+    for start in range(0, V, BLOCK_V):  # pass 1: online log-sum-exp
+        x = tl.load(base + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(x, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+        m = m_new
+    lse = m + tl.log(s)
+    safe_target = tl.where(valid, target, 0)
+    x_target = tl.load(base + safe_target).to(tl.float32)
+    tl.store(LOSS + row, tl.where(valid, lse - x_target, 0.0))
+    scale = tl.where(valid, tl.load(GRAD_SCALE), 0.0)
+    for start in range(0, V, BLOCK_V):  # pass 2: gradient over the logits, in place
+        idx = start + cols
+        x = tl.load(base + idx, mask=idx < V, other=0.0).to(tl.float32)
+        g = tl.exp(x - lse)
+        g = tl.where(idx == safe_target, g - 1.0, g) * scale
+        tl.store(base + idx, g, mask=idx < V)
+
+
+def _ce_chunk_triton(logits, targets, ignore_index, grad_scale):
+    C, V = logits.shape
+    loss = torch.empty(C, dtype=torch.float32, device=logits.device)
+    block = min(next_power_of_2(V), 4096 if logits.is_cuda else 1024)
+    _ce_kernel[(C,)](logits, targets, loss, grad_scale, logits.stride(0), V, ignore_index,
+                     BLOCK_V=block, num_warps=8 if block >= 2048 else 4)
+    return loss
+
+
+def default_chunk_size(n_rows: int, vocab: int, element_size: int) -> int:
+    """Rows per chunk: about 512 MiB of logits, a power of two, at least 64 (matmuls want some height)."""
+    rows = max(64, (1 << 29) // max(1, vocab * element_size))
+    return min(max(1, n_rows), 1 << (rows.bit_length() - 1))
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk):
+        H = hidden.shape[-1]
+        if weight.dim() != 2 or weight.shape[1] != H:
+            raise ValueError(f"fused_linear_cross_entropy: weight must be [vocab, {H}], got {tuple(weight.shape)}")
+        h = hidden.reshape(-1, H)
+        t = targets.reshape(-1)
+        if t.shape[0] != h.shape[0]:
+            raise ValueError(f"fused_linear_cross_entropy: {h.shape[0]} hidden rows but {t.shape[0]} targets")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"fused_linear_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
+        w = weight.to(h.dtype)
+        N, V = h.shape[0], w.shape[0]
+        t = t.to(torch.int64).contiguous()
+        if reduction == "mean":  # a tensor, not a Python number: no host-device sync
+            grad_scale = 1.0 / (t != ignore_index).sum().float()
+        else:
+            grad_scale = torch.ones((), dtype=torch.float32, device=h.device)
+        if h.dtype == torch.float64:
+            grad_scale = grad_scale.double()
+        grad_scale = grad_scale.reshape(1)
+        chunk = chunk_size or default_chunk_size(N, V, h.element_size())
+        grad_h = torch.empty_like(h) if hidden.requires_grad else None
+        acc_dtype = torch.promote_types(h.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+        grad_w = torch.zeros(w.shape, dtype=acc_dtype, device=h.device) if weight.requires_grad else None
+        loss = torch.zeros((), dtype=acc_dtype, device=h.device)
+        for start in range(0, N, chunk):
+            hc, tc = h[start:start + chunk], t[start:start + chunk]
+            logits = hc @ w.T
+            loss += ce_chunk(logits, tc, ignore_index, grad_scale).sum()
+            if grad_h is not None:
+                torch.matmul(logits, w, out=grad_h[start:start + chunk])
+            if grad_w is not None:
+                if grad_w.dtype == logits.dtype:
+                    grad_w.addmm_(logits.T, hc)
+                else:  # bf16/fp16 product, summed in fp32 (one [V, H] temporary per chunk)
+                    grad_w += logits.T @ hc
+        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
+        ctx.hidden_shape = hidden.shape
+        return loss * grad_scale[0]
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        if grad_h is not None:
+            grad_h = (grad_h * grad_loss.to(grad_h.dtype)).view(ctx.hidden_shape)
+        if grad_w is not None:
+            grad_w = grad_w * grad_loss.to(grad_w.dtype)
+        return grad_h, grad_w, None, None, None, None, None
+
+
+def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduction="mean", chunk_size=None,
+                               use_triton=False):
+    """cross_entropy(hidden @ weight.T, targets) in fp32 (fp64 for fp64 inputs) without materialising the logits.
+
+    hidden [..., H], weight [V, H], targets [...] (same leading shape). Returns a 0-dim fp32 tensor.
+    """
+    ce_chunk = _ce_chunk_triton if use_triton else _ce_chunk_torch
+    return LinearCrossEntropyFunction.apply(hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk)

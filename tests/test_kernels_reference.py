@@ -1,0 +1,155 @@
+"""The PyTorch paths of `kernels` (what runs on CPU) and the dispatcher; no Triton needed.
+
+Oracles: float64 math written out here, torch's F.cross_entropy on materialised logits, attention over each
+document separately, and hand-checked examples.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # before anything imports Triton: see test_kernels_triton.py
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels.flash_attention import attention_reference, document_runs  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def torch_backend():
+    with kernels.use_backend("torch"):
+        yield
+
+
+def test_document_runs_hand_checked():
+    seg, start, end = document_runs(torch.tensor([[0, 0, 1, 1, 1, 0], [7, 7, 7, 7, 7, 7]]))
+    assert seg.tolist() == [[0, 0, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0]]
+    assert start.tolist() == [[0, 0, 2, 2, 2, 5], [0, 0, 0, 0, 0, 0]]
+    assert end.tolist() == [[2, 2, 5, 5, 5, 6], [6, 6, 6, 6, 6, 6]]
+
+
+def test_document_positions_restart_per_document():
+    assert kernels.document_positions(torch.tensor([[4, 4, 4, 9, 9, 2]])).tolist() == [[0, 1, 2, 0, 1, 0]]
+
+
+def test_packed_documents_equal_separate_documents():
+    B, HQ, HK, T, D = 2, 6, 2, 29, 16
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, h, T, D, generator=g, dtype=torch.float64) for h in (HQ, HK, HK))
+    doc = torch.zeros(B, T, dtype=torch.long)
+    doc[0, 4:] = 1
+    doc[0, 20:] = 2
+    doc[1, 11:] = 5
+    packed = kernels.attention(q, k, v, doc_ids=doc)
+    for b, bounds in enumerate([[0, 4, 20, T], [0, 11, T]]):
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            alone = F.scaled_dot_product_attention(q[b:b + 1, :, s:e], k[b:b + 1, :, s:e], v[b:b + 1, :, s:e],
+                                                   is_causal=True, enable_gqa=True)
+            torch.testing.assert_close(packed[b:b + 1, :, s:e], alone)
+
+
+def test_sdpa_path_matches_plain_softmax_for_decode_and_masks():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 4, 3, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 10, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    want = attention_reference(q, k, v)  # bottom-right causal: query i sees keys <= i + 7
+    scores = (q @ k.repeat_interleave(2, 1).transpose(-1, -2)) / 8 ** 0.5
+    scores[..., 0, 8:] = float("-inf")
+    scores[..., 1, 9:] = float("-inf")
+    torch.testing.assert_close(want, scores.softmax(-1) @ v.repeat_interleave(2, 1))
+    torch.testing.assert_close(kernels.attention(q, k, v), want)
+    mask = torch.rand(2, 1, 3, 10, generator=g) > 0.4
+    mask[..., 0] = True
+    torch.testing.assert_close(kernels.attention(q, k, v, attn_mask=mask), attention_reference(q, k, v, attn_mask=mask))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fused_linear_cross_entropy_torch_path(reduction):
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, 19, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = (0.3 * torch.randn(301, 24, generator=g, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 301, (2, 19), generator=g)
+    targets[0, :7] = -100
+    loss = kernels.fused_linear_cross_entropy(hidden, weight, targets, reduction=reduction, chunk_size=5)
+    dh, dw = torch.autograd.grad(3.0 * loss, (hidden, weight))
+    want = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten(), ignore_index=-100,
+                           reduction=reduction)
+    wdh, wdw = torch.autograd.grad(3.0 * want, (hidden, weight))
+    torch.testing.assert_close(loss.double(), want)
+    torch.testing.assert_close(dh, wdh)
+    torch.testing.assert_close(dw, wdw)
+
+
+def test_fused_linear_cross_entropy_all_rows_ignored_in_a_chunk():
+    hidden = torch.randn(12, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 8, dtype=torch.float64)
+    targets = torch.full((12,), -100)
+    targets[10] = 3  # chunks of 4: the first two chunks have no valid row
+    loss = kernels.fused_linear_cross_entropy(hidden, weight, targets, chunk_size=4)
+    want = F.cross_entropy(hidden @ weight.T, targets)
+    torch.testing.assert_close(loss.double(), want)
+    (dh,) = torch.autograd.grad(loss, hidden)
+    assert dh[:10].abs().max() == 0 and dh[11].abs().max() == 0 and dh[10].abs().max() > 0
+
+
+def test_rope_reference_is_a_rotation_by_position():
+    """Hand check: D=2, position angle theta; (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
+    theta = torch.tensor([[0.0], [torch.pi / 2]])  # two positions
+    cos, sin = theta.cos().repeat(1, 2), theta.sin().repeat(1, 2)
+    x = torch.tensor([3.0, 4.0]).expand(1, 1, 2, 2)
+    q, _ = kernels.apply_rope(x, x, cos, sin)
+    torch.testing.assert_close(q[0, 0], torch.tensor([[3.0, 4.0], [-4.0, 3.0]]))
+
+
+def test_use_backend_restores_and_rejects_unknown_names():
+    with kernels.use_backend("triton"):
+        assert kernels.get_backend() == "triton"
+    assert kernels.get_backend() == "torch"
+    with pytest.raises(ValueError, match="one of auto, triton, torch"):
+        kernels.set_backend("cuda")
+
+
+def test_environment_variable_chooses_the_backend(monkeypatch):
+    import importlib
+
+    from kernels import dispatch
+
+    try:
+        monkeypatch.setenv("MINAGENT_KERNELS", "Triton ")
+        assert importlib.reload(dispatch).get_backend() == "triton"
+        monkeypatch.setenv("MINAGENT_KERNELS", "fast")
+        with pytest.raises(ValueError, match="environment variable MINAGENT_KERNELS.*'fast'"):
+            importlib.reload(dispatch)
+    finally:
+        monkeypatch.delenv("MINAGENT_KERNELS")
+        importlib.reload(dispatch)
+
+
+_FRESH_PROCESS = """
+import sys, torch, kernels
+print("imported", sys.modules.get("triton") is not None)
+kernels.set_backend("triton")
+try:
+    kernels.swiglu(torch.ones(3), torch.ones(3))
+    print("ran")
+except RuntimeError as e:
+    print("error", e)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine forcing Triton is legitimate")
+def test_import_never_loads_triton_and_forcing_it_on_cpu_says_how_to_fix_it():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "MINAGENT_KERNELS")}
+    r = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "imported False"
+    assert lines[1].startswith("error")
+    assert ("TRITON_INTERPRET=1" in lines[1]) or ("pip install triton" in lines[1])
