@@ -1,0 +1,301 @@
+"""LoRA: low-rank adapters on the linear layers of a frozen model, in PEFT's file format.
+
+A LoRA layer keeps the pretrained weight W frozen and learns a low-rank update:
+
+    y = x W^T + b + scale * B(A(dropout(x))),   A: [r, in], B: [out, r],   scale = alpha / r  (alpha / sqrt(r)
+                                                                            with rsLoRA, which keeps the update's
+                                                                            size steady as r grows)
+
+A starts kaiming-uniform (a = sqrt 5, nn.Linear's own init) and B at zero, so a fresh adapter changes nothing.
+Only A and B train, which is why LoRA fits fine-tuning of a 7B model on one GPU. The adapter is saved exactly as
+peft saves it (`adapter_config.json` + `adapter_model.safetensors`, keys `base_model.model.<module>.lora_A.weight`)
+so `peft.PeftModel.from_pretrained` loads ours and we load peft's. Our modules already carry HF's names, so the
+key of `model.layers.0.self_attn.q_proj` is the same in both worlds.
+
+The adapter weights stay fp32 even on a bf16 base (peft does the same): the update is small next to W, and bf16
+would round it away. `merge` folds scale * B @ A into W (for export or fast inference); `unmerge` takes it out.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+# "q" is shorthand for q_proj etc., so `--lora-targets q,v` works like peft's ["q_proj", "v_proj"].
+SHORT_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
+               "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+
+class AdapterError(ValueError):
+    """An adapter directory that cannot be loaded; the message names the file and what is wrong."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"  # names (suffix match), a regex string, or "all-linear"
+    use_rslora: bool = False
+    base_model_name_or_path: str | None = None
+    extra: dict = field(default_factory=dict)  # other adapter_config.json fields, written back unchanged
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
+
+    def __post_init__(self):
+        if int(self.r) != self.r or self.r < 1:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.target_modules, (list, tuple)):
+            self.target_modules = [SHORT_NAMES.get(t, t) for t in self.target_modules]
+
+
+class LoRALinear(nn.Module):
+    """An nn.Linear plus a low-rank update. `base` keeps its name so the state dict reads
+    `...q_proj.base.weight`; `base_state_dict()` of the model maps it back to HF names."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
+        super().__init__()
+        self.base = base
+        self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
+        self.scale = alpha / math.sqrt(r) if use_rslora else alpha / r
+        device = base.weight.device
+        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device, dtype=torch.float32)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=device, dtype=torch.float32)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        base.weight.requires_grad_(False)
+        if base.bias is not None:
+            base.bias.requires_grad_(False)
+
+    @property
+    def in_features(self):
+        return self.base.in_features
+
+    @property
+    def out_features(self):
+        return self.base.out_features
+
+    @property
+    def weight(self):  # so code that reads `.weight` (the fused loss, tied heads) sees the (merged or not) base
+        return self.base.weight
+
+    def delta_weight(self) -> torch.Tensor:
+        """scale * B @ A in fp32, the [out, in] update that merging adds to W."""
+        return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scale
+
+    def forward(self, x):
+        y = self.base(x)
+        if self.merged:
+            return y
+        a = self.lora_A.weight
+        update = F.linear(F.linear(self.dropout(x.to(a.dtype)), a), self.lora_B.weight)
+        return y + (update * self.scale).to(y.dtype)
+
+    @torch.no_grad()
+    def merge(self):
+        if not self.merged:
+            w = self.base.weight
+            w.copy_((w.float() + self.delta_weight()).to(w.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if self.merged:
+            w = self.base.weight
+            w.copy_((w.float() - self.delta_weight()).to(w.dtype))
+            self.merged = False
+
+    def extra_repr(self):
+        return f"r={self.r}, alpha={self.alpha}, scale={self.scale:g}, merged={self.merged}"
+
+
+# ---- finding targets and injecting ----------------------------------------------------------------------
+
+def _output_layer_names(model: nn.Module) -> set[str]:
+    """The LM head, which peft's "all-linear" leaves out (it is the output layer, and often tied)."""
+    return {"lm_head"} if hasattr(model, "lm_head") else set()
+
+
+def target_names(model: nn.Module, targets) -> list[str]:
+    """Names of the nn.Linear modules that `targets` selects, with peft's matching rules:
+    a list matches a module whose name equals an entry or ends with "." + entry; a string is a regex that must
+    match the whole name; "all-linear" is every linear layer except the output layer."""
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _inside_lora(n)]
+    if targets == "all-linear":
+        skip = _output_layer_names(model)
+        chosen = [n for n in linear if n not in skip]
+    elif isinstance(targets, str):
+        chosen = [n for n in linear if re.fullmatch(targets, n)]
+    else:
+        keys = [SHORT_NAMES.get(t, t) for t in targets]
+        chosen = [n for n in linear if any(n == k or n.endswith("." + k) for k in keys)]
+    if not chosen:
+        raise ValueError(f"LoRA target_modules {targets!r} match no linear layer; the model has e.g. "
+                         f"{sorted({n.rsplit('.', 1)[-1] for n in linear})}")
+    return chosen
+
+
+def _inside_lora(name: str) -> bool:
+    return name.endswith((".lora_A", ".lora_B", ".base"))
+
+
+def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
+    """Replace the targeted nn.Linear modules by LoRALinear, freeze everything else. Returns the names wrapped."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = target_names(model, config.target_modules)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = LoRALinear(getattr(parent, child), config.r, config.alpha, config.dropout, config.use_rslora)
+        setattr(parent, child, layer.train(model.training))  # an eval-mode model must not get active dropout
+    model.lora_config = config
+    return names
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def merge_lora(model: nn.Module):
+    for m in lora_modules(model).values():
+        m.merge()
+
+
+def unmerge_lora(model: nn.Module):
+    for m in lora_modules(model).values():
+        m.unmerge()
+
+
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict under HF names, without the adapter (`q_proj.base.weight` -> `q_proj.weight`).
+    After merge_lora this is the merged checkpoint."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if ".lora_A." in k or ".lora_B." in k:
+            continue
+        out[k.replace(".base.", ".")] = v
+    return out
+
+
+# ---- PEFT file format -----------------------------------------------------------------------------------
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """LoRA weights under peft's saved key names."""
+    out = {}
+    for name, m in lora_modules(model).items():
+        out[f"{PEFT_PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach()
+        out[f"{PEFT_PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach()
+    return out
+
+
+def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | None = None) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors as peft does (each file atomically)."""
+    config = config or model.lora_config
+    modules = lora_modules(model)
+    if not modules:
+        raise ValueError("the model has no LoRA layers to save")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # peft records the leaf names it wrapped; we record the same so the adapter re-targets identically.
+    targets = config.target_modules if isinstance(config.target_modules, str) and config.target_modules != \
+        "all-linear" else sorted({n.rsplit(".", 1)[-1] for n in modules})
+    cfg = {**config.extra, "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r,
+           "lora_alpha": config.alpha, "lora_dropout": config.dropout, "target_modules": targets,
+           "use_rslora": config.use_rslora, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
+           "init_lora_weights": True, "modules_to_save": None, "use_dora": False,
+           "base_model_name_or_path": config.base_model_name_or_path}
+    tensors = {k: v.float().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
+    tmp = out / (ADAPTER_WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / ADAPTER_WEIGHTS)
+    tmp = out / (ADAPTER_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / ADAPTER_CONFIG)
+    return out
+
+
+def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
+    path = Path(adapter_dir) / ADAPTER_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (expected a PEFT LoRA adapter directory)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"{path}: not valid JSON ({e})") from None
+    if raw.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{path}: peft_type is {raw.get('peft_type')!r}; only LORA adapters are supported")
+    for key, ok in (("bias", "none"), ("use_dora", False), ("fan_in_fan_out", False)):
+        if raw.get(key, ok) not in (ok, None):
+            raise AdapterError(f"{path}: {key}={raw[key]!r} is not supported (expected {ok!r})")
+    for key in ("modules_to_save", "rank_pattern", "alpha_pattern", "layers_to_transform"):
+        if raw.get(key):
+            raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); per-layer patterns and extra saved "
+                               "modules are not supported")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if key not in raw:
+            raise AdapterError(f"{path}: missing field '{key}'")
+    targets = raw["target_modules"]
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = targets  # a regex, as peft treats a string
+    elif not isinstance(targets, str):
+        targets = list(targets)
+    known = {"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "base_model_name_or_path"}
+    return LoraConfig(r=int(raw["r"]), alpha=float(raw["lora_alpha"]), dropout=float(raw.get("lora_dropout") or 0),
+                      target_modules=targets, use_rslora=bool(raw.get("use_rslora", False)),
+                      base_model_name_or_path=raw.get("base_model_name_or_path"),
+                      extra={k: v for k, v in raw.items() if k not in known})
+
+
+def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True) -> LoraConfig:
+    """Load a PEFT LoRA adapter (ours or peft's) into `model`, injecting LoRA layers first when `inject`."""
+    adapter_dir = Path(adapter_dir)
+    config = read_adapter_config(adapter_dir)
+    weights = adapter_dir / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: not found (peft's .bin adapters are not supported; re-save with "
+                                "safe_serialization=True)")
+    if inject:
+        inject_lora(model, config)
+    modules = lora_modules(model)
+    seen = set()
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            m = re.fullmatch(r"base_model\.model\.(.+)\.(lora_[AB])(?:\.[^.]+)?\.weight", key)
+            if m is None:
+                raise AdapterError(f"{weights}: unexpected tensor '{key}' (expected "
+                                   f"'{PEFT_PREFIX}<module>.lora_A.weight' / '.lora_B.weight')")
+            name, which = m.groups()
+            if name not in modules:
+                raise AdapterError(f"{weights}: tensor '{key}' is for module '{name}', which is not a LoRA layer "
+                                   f"of this model (target_modules={config.target_modules!r})")
+            param = getattr(modules[name], which).weight
+            t = f.get_tensor(key)
+            if tuple(t.shape) != tuple(param.shape):
+                raise AdapterError(f"{weights}: tensor '{key}' has shape {tuple(t.shape)}, expected "
+                                   f"{tuple(param.shape)} (r={config.r})")
+            with torch.no_grad():
+                param.copy_(t)
+            seen.add((name, which))
+    missing = [f"{n}.{w}" for n in modules for w in ("lora_A", "lora_B") if (n, w) not in seen]
+    if missing:
+        raise AdapterError(f"{weights}: no weights for {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    return config

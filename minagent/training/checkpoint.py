@@ -1,0 +1,107 @@
+"""Training checkpoints that a killed run resumes from exactly.
+
+A checkpoint is a directory `checkpoints/step_00000040/` with
+    trainable.safetensors  the trainable parameters (all weights for full fine-tuning, the adapter for LoRA)
+    optimizer.pt           AdamW's state (moments and step counts)
+    rng.pt                 torch (CPU and CUDA), Python and numpy RNG states: dropout continues identically
+    state.json             the optimizer step reached (the data position and the learning rate follow from it)
+                           and the settings that must not change across a resume
+It is written under a temporary name and renamed into place, then `checkpoints/latest` (a one-line file) is
+replaced atomically; a kill at any moment leaves either the old or the new checkpoint, never a torn one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointStateError
+
+# Settings a resumed run must share with the run that wrote the checkpoint (anything else may change).
+RESUME_KEYS = ("stage", "model", "data", "eval_data", "eval_fraction", "method", "lora_r", "lora_alpha",
+               "lora_targets", "rslora", "max_length", "truncation", "observation_role", "seed", "lr",
+               "min_lr_ratio", "warmup_steps", "epochs", "max_steps", "weight_decay", "beta1", "beta2",
+               "global_batch")  # batch_size x grad_accum x processes: the data position depends on it, not its split
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(ckpt_root: str | Path, step: int, model, optimizer, settings: dict, extra: dict,
+                    keep: int = 2) -> Path:
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model).items()}
+    save_file(tensors, str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    state = {"step": step, "settings": {k: settings.get(k) for k in RESUME_KEYS}, **extra}
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = root / ".latest.tmp"
+    pointer.write_text(final.name + "\n", encoding="utf-8")
+    os.replace(pointer, root / "latest")
+    old = sorted(p for p in root.glob("step_*") if p.is_dir() and p != final)
+    for p in old[:max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
+    pointer = Path(ckpt_root) / "latest"
+    if not pointer.is_file():
+        return None
+    path = Path(ckpt_root) / pointer.read_text(encoding="utf-8").strip()
+    if not (path / "state.json").is_file():
+        raise CheckpointStateError(f"{pointer}: points to {path.name}, which is not a complete checkpoint")
+    return path
+
+
+def load_checkpoint(path: str | Path, model, optimizer, settings: dict) -> dict:
+    """Restore model weights, optimizer and RNG; return state.json. Refuses a checkpoint of other settings."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    for k in RESUME_KEYS:
+        was, now = state["settings"].get(k), settings.get(k)
+        if was != now:
+            raise CheckpointStateError(f"{path / 'state.json'}: the checkpoint was written with {k}={was!r} but "
+                                       f"this run has {k}={now!r}; resume with the same setting or use a new --out")
+    params = trainable_parameters(model)
+    saved = load_file(str(path / "trainable.safetensors"))
+    if set(saved) != set(params):
+        diff = sorted(set(saved) ^ set(params))[:4]
+        raise CheckpointStateError(f"{path / 'trainable.safetensors'}: trainable parameters differ from the "
+                                   f"model's (e.g. {diff})")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(saved[n])
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    return state

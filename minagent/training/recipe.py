@@ -1,0 +1,126 @@
+"""Every training setting in one dataclass; `train.py` builds its flags (and their --help) from it.
+
+Settings come from three layers, later ones winning: the defaults below, a recipe (a named one such as
+`agent-distillation`, or a JSON file whose keys are these field names), and the flags given on the command line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+def _f(default, help_text, **kw):
+    return field(default=default, metadata={"help": help_text, **kw})
+
+
+@dataclass
+class TrainConfig:
+    stage: str = _f("sft", "cpt: next-token loss on manuals; sft: loss on the assistant turns of trajectories",
+                    choices=("cpt", "sft"))
+    model: str = _f(None, "base checkpoint directory (HF config.json + safetensors + tokenizer files)")
+    data: str = _f(None, "cpt: a directory of .txt/.md/.html manuals or a JSONL of {\"text\": ...}; "
+                         "sft: a trajectory JSONL (see README, 'Trajectory format')")
+    out: str = _f(None, "output directory: checkpoints/, metrics.jsonl, final/model (merged HF checkpoint), "
+                        "final/adapter (PEFT LoRA adapter)")
+    eval_data: str = _f(None, "held-out data in the same format as --data (default: split off --eval-fraction)")
+    eval_fraction: float = _f(0.05, "share of documents/trajectories held out for the eval loss when "
+                                     "--eval-data is not given (0 = no eval)")
+    method: str = _f("lora", "lora: train low-rank adapters on a frozen base; full: train every weight",
+                     choices=("lora", "full"))
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: float = _f(32.0, "LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with --rslora)")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA input")
+    lora_targets: str = _f("all-linear", "comma-separated module names (q,k,v,o,gate,up,down or q_proj,...) or "
+                                         "all-linear (every linear layer but lm_head, as peft)")
+    rslora: bool = _f(False, "rank-stabilised LoRA: scale alpha/sqrt(r)")
+    max_length: int = _f(2048, "tokens per packed row; sft: longest trajectory kept (see --truncation)")
+    truncation: str = _f("drop", "sft trajectories longer than --max-length: drop (skip, reported), truncate "
+                                 "(keep the start), fail (stop)", choices=("drop", "truncate", "fail"))
+    on_bad_line: str = _f("fail", "a malformed JSONL line: fail (stop with file:line) or skip (report and go on)",
+                          choices=("fail", "skip"))
+    observation_role: str = _f("user", "chat role that tool/observation messages are rendered with",
+                               choices=("user", "tool"))
+    batch_size: int = _f(4, "rows per micro-batch per process")
+    grad_accum: int = _f(1, "micro-batches per optimizer step (global batch = batch_size * grad_accum * "
+                            "processes rows)")
+    epochs: float = _f(1.0, "passes over the training rows (ignored when --max-steps is set)")
+    max_steps: int = _f(None, "optimizer steps to run (default: from --epochs)")
+    lr: float = _f(2e-4, "peak learning rate")
+    min_lr_ratio: float = _f(0.1, "cosine decay ends at lr * min_lr_ratio")
+    warmup_steps: int = _f(None, "linear warmup steps (default: 3%% of the steps, at least 1)")
+    weight_decay: float = _f(0.0, "AdamW weight decay (not applied to norms, biases or LoRA B)")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.999, "AdamW beta2")
+    clip: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping)")
+    precision: str = _f("auto", "auto: bf16 autocast on GPU, fp32 on CPU; bf16: autocast bf16; fp32: none",
+                        choices=("auto", "bf16", "fp32"))
+    base_dtype: str = _f("auto", "dtype of the frozen base weights: auto (bf16 on GPU for LoRA, else fp32), "
+                                 "float32, bfloat16", choices=("auto", "float32", "bfloat16"))
+    grad_checkpointing: bool = _f(False, "recompute each layer's activations in the backward (less memory, "
+                                         "~30%% more compute)")
+    seed: int = _f(0, "seed for the data split, the data order, LoRA init and dropout")
+    eval_every: int = _f(0, "evaluate every N optimizer steps (0 = only at the end)")
+    save_every: int = _f(100, "write a checkpoint every N optimizer steps (and at the end)")
+    keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
+    log_every: int = _f(1, "write a metrics.jsonl line every N optimizer steps")
+    resume: bool = _f(False, "continue from the latest checkpoint in --out (model, optimizer, schedule, RNG, "
+                             "data position)")
+    cache_dir: str = _f(None, "where the tokenised CPT corpus is cached (default $MINAGENT_CACHE/cpt-tokens or "
+                              "~/.cache/minagent/cpt-tokens)")
+    device: str = _f("auto", "cpu, cuda, cuda:N or auto (cuda:LOCAL_RANK when a GPU exists)")
+    export: bool = _f(True, "at the end write final/model (merged HF safetensors) and final/adapter (PEFT)")
+    progress: bool = _f(True, "show a tqdm progress bar (loss, tokens/s)")
+
+    def validate(self):
+        for name in ("model", "data", "out"):
+            if getattr(self, name) in (None, ""):
+                raise ValueError(f"--{name.replace('_', '-')} is required")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                 f"got {getattr(self, f.name)!r}")
+        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "save_every", "log_every",
+                     "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The agent-distillation paper's SFT setting (ANCHORS.md): LoRA r=64, alpha=128, dropout 0.05 on all linear
+# layers, lr 2e-4, 2 epochs, effective batch 8, max length 10240, bf16.
+RECIPES = {
+    "agent-distillation": dict(stage="sft", method="lora", lora_r=64, lora_alpha=128.0, lora_dropout=0.05,
+                               lora_targets="all-linear", lr=2e-4, epochs=2.0, batch_size=1, grad_accum=8,
+                               max_length=10240, precision="auto"),
+}
+
+
+def load_recipe(name_or_path: str) -> dict:
+    """A named recipe or a JSON file {field: value}; unknown keys are an error naming the file."""
+    if name_or_path in RECIPES:
+        return dict(RECIPES[name_or_path])
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {name_or_path!r}: not a named recipe ({', '.join(RECIPES)}) "
+                                "and no such file")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    out = {}
+    for k, v in raw.items():
+        key = k.replace("-", "_")
+        if key not in known:
+            raise ValueError(f"{path}: unknown setting {k!r}; known: {', '.join(sorted(known))}")
+        out[key] = v
+    return out

@@ -1,0 +1,142 @@
+"""Agent trajectories (JSONL) -> token ids with a loss mask on what the agent itself writes.
+
+One trajectory per line, either {"messages": [...], ...other fields ignored} or a bare list of messages. Each
+message is {"role": ..., "content": str}; roles:
+  system     the agent's instructions (optional, first)
+  user       the task
+  assistant  one agent step: "Thought: ...\\nCode:\\n```py\\n...\\n```<end_code>" (or the final answer step)
+  tool / observation   what executing the step printed ("Observation:\\nExecution logs:\\n..."). Rendered with
+             the role `observation_role` (default "user", as the agent-distillation reference does), so the
+             agent at inference must present observations the same way.
+
+Only assistant content and its end-of-turn token are trained: the system prompt, the task, the observations and
+the template's own headers are context. The conversation is rendered by the model's chat template as segments
+(text, trained?) and each segment is encoded on its own; the boundaries fall on special tokens or right after
+"<|im_start|>assistant\\n", where generation starts anyway, so the trained ids are exactly what the model
+would generate after the same prompt.
+
+Too long (more than max_length tokens) is handled by the truncation policy:
+  drop      skip the trajectory, report file:line (default: a cut-off step teaches an unfinished action)
+  truncate  keep the first max_length tokens (dropped if no trained token is left)
+  fail      stop with an error naming the line
+A malformed line (not JSON, no messages, unknown role, non-string content, no assistant turn) is reported as
+`file:line: what is wrong`; on_bad_line="fail" stops there, "skip" reports it and goes on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TrainingDataError
+
+ROLES = {"system", "user", "assistant", "tool", "observation"}
+TRUNCATION_POLICIES = ("drop", "truncate", "fail")
+
+
+@dataclass
+class Trajectory:
+    where: str              # "file:line"
+    messages: list[dict]
+
+
+@dataclass
+class EncodedExample:
+    where: str
+    ids: list[int]
+    trainable: list[bool]
+
+
+def _validate(obj, observation_role: str) -> list[dict]:
+    messages = obj.get("messages") if isinstance(obj, dict) else obj
+    if not isinstance(messages, list):
+        raise ValueError('expected {"messages": [...]} or a JSON list of messages')
+    if not messages:
+        raise ValueError("the messages list is empty")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"messages[{i}] is {type(m).__name__}, expected an object with role and content")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise ValueError(f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
+        if role in ("tool", "observation"):
+            role = observation_role
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages if isinstance(m, dict)):
+        raise ValueError("no assistant turn with content: nothing to train on")
+    if any(m["role"] == "system" for m in out[1:]):
+        raise ValueError("a system message may only come first")
+    return out
+
+
+def read_trajectories(path: str | Path, on_bad_line: str = "fail", observation_role: str = "user",
+                      log=print) -> list[Trajectory]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such trajectory file (expected JSONL, one trajectory per line)")
+    out, bad = [], 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+                messages = _validate(obj, observation_role)
+            except ValueError as e:
+                if on_bad_line == "fail":
+                    raise TrainingDataError(f"{where}: {e} (use --on-bad-line skip to skip such lines)") from None
+                log(f"skipped {where}: {e}")
+                bad += 1
+                continue
+            out.append(Trajectory(where, messages))
+    if not out:
+        raise TrainingDataError(f"{path}: no usable trajectory" + (f" ({bad} malformed lines skipped)" if bad else ""))
+    return out
+
+
+def encode_trajectory(tokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    """Token ids of the chat-templated conversation and, per token, whether it is trained."""
+    ids, trainable = [], []
+    for text, is_assistant in tokenizer.chat_segments(messages, add_generation_prompt=False):
+        # Llama-3's template carries BOS as text; everything else is encoded without added specials, as
+        # apply_chat_template output is at inference.
+        piece = tokenizer.encode(text, add_special_tokens=False, parse_special=True)
+        ids += piece
+        trainable += [is_assistant] * len(piece)
+    return ids, trainable
+
+
+def encode_trajectories(trajectories: list[Trajectory], tokenizer, max_length: int, truncation: str = "drop",
+                        log=print) -> list[EncodedExample]:
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+    out, dropped = [], 0
+    for t in trajectories:
+        ids, trainable = encode_trajectory(tokenizer, t.messages)
+        if len(ids) > max_length:
+            if truncation == "fail":
+                raise TrainingDataError(f"{t.where}: {len(ids)} tokens, more than --max-length {max_length} "
+                                        "(use --truncation drop or truncate)")
+            if truncation == "drop":
+                log(f"dropped {t.where}: {len(ids)} tokens > max length {max_length}")
+                dropped += 1
+                continue
+            ids, trainable = ids[:max_length], trainable[:max_length]
+            if not any(trainable[1:]):
+                log(f"dropped {t.where}: no assistant token within the first {max_length} tokens")
+                dropped += 1
+                continue
+        out.append(EncodedExample(t.where, ids, trainable))
+    if not out:
+        raise TrainingDataError(f"every trajectory was longer than max length {max_length} ({dropped} dropped); "
+                                "raise --max-length or use --truncation truncate")
+    if dropped:
+        log(f"{dropped} of {len(trajectories)} trajectories dropped for length (policy: {truncation})")
+    return out
