@@ -30,7 +30,7 @@ class ModelConfig:
     intermediate_size: int = 1376
     num_hidden_layers: int = 8
     num_attention_heads: int = 8
-    num_key_value_heads: int = 8
+    num_key_value_heads: int | None = None  # None = num_attention_heads (no grouping)
     head_dim: int | None = None
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
@@ -48,6 +48,8 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)  # unknown HF keys, kept so an export round-trips them
 
     def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
@@ -170,7 +172,7 @@ def rope_inverse_frequencies(cfg: ModelConfig):
     import torch
 
     dim = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim))
     s = cfg.rope_scaling or {}
     if cfg.rope_type == "linear":
         inv_freq = inv_freq / s["factor"]

@@ -11,11 +11,13 @@ size limit) in HF's layout, each file under a temporary name renamed into place,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -95,7 +97,7 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
         raise FileNotFoundError(f"{path}: not a checkpoint directory")
     cfg = ModelConfig.from_hf(path)
     dtype = resolve_dtype(dtype) or DTYPES.get(cfg.torch_dtype, torch.float32)
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_random_init():
         model = Transformer(cfg)
     expected = dict(model.state_dict())
     if cfg.tie_word_embeddings:
@@ -121,6 +123,18 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb.reset_parameters(torch.device(device))
     return model.eval()
+
+
+@contextlib.contextmanager
+def _skip_random_init():
+    """Random init of weights the checkpoint overwrites is wasted work; on the meta device it also pulls in
+    torch's decomposition machinery, seconds of start-up per process. Skip it while the model is built."""
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
 # ---- export ---------------------------------------------------------------------------------------------
