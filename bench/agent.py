@@ -1,0 +1,117 @@
+"""Agent benchmark: steps/s with and without KV-cache reuse across steps, and the cost of SAG per step.
+
+    python bench/agent.py [--model models/SmolLM2-135M-Instruct] [--questions 3] [--max-tokens 64] [--sag 4]
+
+The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 index of tests/data/manuals with a
+real model, greedy. With and without reuse the runs produce the same tokens (tests/test_agent_llm.py checks
+that), so the difference is pure prefill work: without reuse every step re-prefills the whole conversation
+(system prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N
+candidates per step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves
+repeated searches once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from minagent import load_model, load_tokenizer  # noqa: E402
+from minagent.agent import Agent, AgentConfig, MinagentLLM, make_search  # noqa: E402
+from minagent.retrieval import Retriever, chunk_corpus  # noqa: E402
+
+
+def run(llm, search, questions, cfg):
+    steps, t0, tool_calls, tool_runs = 0, time.perf_counter(), 0, 0
+    answers = []
+    for q in questions:
+        llm.sessions.clear()  # each question starts cold: reuse only helps within a conversation
+        r = Agent(llm, {"search": search}, cfg).run(q)
+        steps += r.steps + (1 if r.forced_answer else 0)
+        tool_calls, tool_runs = tool_calls + r.tool_calls, tool_runs + r.tool_calls_run
+        answers.append(r.answer)
+    return dict(steps=steps, seconds=time.perf_counter() - t0, tool_calls=tool_calls, tool_calls_run=tool_runs,
+                answers=answers)
+
+
+def reuse_ab(model, tok, search, questions, cfg, rounds):
+    """No reuse vs reuse, interleaved question by question (ABBA...) so load changes on a shared machine hit both
+    alike. Prefill and decode are timed separately: reuse changes only the prefill."""
+    llms = {"no reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=False),
+            "KV reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=True)}
+    totals = {k: dict(steps=0, seconds=0.0, answers=[]) for k in llms}
+    order = list(llms)
+    for _ in range(rounds):
+        for q in questions:
+            for name in order:
+                r = run(llms[name], search, [q], cfg)
+                totals[name]["steps"] += r["steps"]
+                totals[name]["seconds"] += r["seconds"]
+                totals[name]["answers"] += r["answers"]
+            order.reverse()
+    for name, llm in llms.items():
+        totals[name].update(prefilled=llm.prefilled_tokens, prefill_s=llm.prefill_seconds,
+                            decoded=llm.decoded_tokens, decode_s=llm.decode_seconds,
+                            steps_per_s=totals[name]["steps"] / totals[name]["seconds"])
+    return totals
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "models/SmolLM2-135M-Instruct"))
+    ap.add_argument("--questions", type=int, default=3)
+    ap.add_argument("--max-steps", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--sag", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=("reuse", "sag"), help="run one half of the benchmark")
+    ap.add_argument("--rounds", type=int, default=1, help="repetitions of the reuse A/B comparison")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tok = load_model(args.model, dtype="float32"), load_tokenizer(args.model)
+    passages, _ = chunk_corpus(ROOT / "tests/data/manuals", progress=False)
+    search = make_search(Retriever.from_passages(passages), max_chars=600)
+    questions = [json.loads(x)["question"] for x in (ROOT / "tests/data/git_questions.jsonl").read_text().splitlines()
+                 if x.strip()][:args.questions]
+    base = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, timeout=10)
+    print(f"model {args.model}, {len(questions)} questions, max_steps {args.max_steps}, "
+          f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages")
+    results = {}
+    if args.only != "sag":
+        results = reuse_ab(model, tok, search, questions, base, args.rounds)
+        report_reuse(results)
+    else:
+        results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192), search, questions, base)
+    if args.sag > 1 and args.only != "reuse":
+        sag_cfg = AgentConfig(**{**base.__dict__, "sag": args.sag, "seed": 0})
+        r = run(MinagentLLM(model, tok, max_len=8192), search, questions, sag_cfg)
+        one = results["KV reuse"]
+        print("\n| SAG | steps | s/step | tool calls asked | tool calls run |\n| --- | --- | --- | --- | --- |")
+        print(f"| off (N=1) | {one['steps']} | {one['seconds'] / one['steps']:.2f} | {one['tool_calls']} | "
+              f"{one['tool_calls_run']} |")
+        print(f"| N={args.sag} | {r['steps']} | {r['seconds'] / r['steps']:.2f} | {r['tool_calls']} | "
+              f"{r['tool_calls_run']} |")
+
+
+def report_reuse(results):
+    same = results["no reuse"]["answers"] == results["KV reuse"]["answers"]
+    print("\n| mode | steps | seconds | steps/s | prefilled tokens | prefill s | decoded tokens | decode s |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['steps']} | {r['seconds']:.1f} | {r['steps_per_s']:.3f} | {r['prefilled']} | "
+              f"{r['prefill_s']:.1f} | {r['decoded']} | {r['decode_s']:.1f} |")
+    a, b = results["no reuse"], results["KV reuse"]
+    print(f"prefill time per step: {a['prefill_s'] / a['steps']:.2f} s -> {b['prefill_s'] / b['steps']:.2f} s "
+          f"({a['prefill_s'] / max(b['prefill_s'], 1e-9):.1f}x less)")
+    speedup = results["KV reuse"]["steps_per_s"] / results["no reuse"]["steps_per_s"]
+    print(f"\nKV-cache reuse speed-up: {speedup:.2f}x (same answers: {same})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""What `infer.py ask | exam | distill | serve` call: load a model, an index and the agent, then run.
+
+Each function takes plain values (paths, numbers) so the CLI only parses arguments and calls one of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .executor import Agent, AgentConfig
+from .extractor import ContextExtractor
+from .llm import HTTPChatLLM, MinagentLLM
+from .multiple_choice import accuracy, is_correct
+from .teacher import distill, read_questions
+from .tools import make_search
+
+
+def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int = 4096):
+    """A model directory -> MinagentLLM; an http(s):// URL (…/v1) -> HTTPChatLLM."""
+    if model.startswith(("http://", "https://")):
+        return HTTPChatLLM(model, log=print)
+    from .. import load_model, load_tokenizer
+    return MinagentLLM(load_model(model, dtype=dtype, device=device), load_tokenizer(model), max_len=max_len)
+
+
+def load_tools(index_dir: str | None, mode: str = "bm25") -> dict:
+    if index_dir is None:
+        return {}
+    from ..retrieval import load_index
+    return {"search": make_search(load_index(index_dir), mode=mode)}
+
+
+def build_agent(llm, index_dir=None, config: AgentConfig | None = None, extractor: bool = False, on_event=None,
+                search_mode: str = "bm25") -> Agent:
+    return Agent(llm, load_tools(index_dir, search_mode), config or AgentConfig(),
+                 extractor=ContextExtractor(llm) if extractor else None, on_event=on_event)
+
+
+def print_event(kind: str, text: str):
+    head = {"step": "--- step ---", "observation": "--- observation ---", "final": "=== final answer ==="}[kind]
+    print(f"{head}\n{text}", flush=True)
+
+
+def ask(model: str, index_dir: str | None, question: str, config: AgentConfig | None = None,
+        extractor: bool = False, choices: dict | None = None):
+    """One question; prints each step, observation and the final answer as they come. Returns the RunResult."""
+    agent = build_agent(load_llm(model), index_dir, config, extractor, on_event=print_event)
+    return agent.run(question, choices)
+
+
+def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = None, extractor: bool = False,
+             log=print) -> dict:
+    """Every exam question through the agent; results JSONL (one line per question, with its trajectory) is
+    written to a temp name and renamed. Returns {"accuracy", "n", "correct"}."""
+    agent = build_agent(llm, index_dir, config, extractor)
+    rows = []
+    out = Path(out_path)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for item in read_questions(exam_path):
+            r = agent.run(item["question"], item.get("choices"))
+            row = {"id": item["id"], "question": item["question"], "answer": r.answer, "letter": r.letter,
+                   "gold": item.get("correct") or item.get("answer"), "correct": is_correct(r.answer, item),
+                   "stats": r.summary(), "messages": r.messages}
+            rows.append(row)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if log:
+                log(f"{item['id']}: {'correct' if row['correct'] else 'wrong'} ({r.answer!r}, {r.steps} steps)")
+    os.replace(tmp, out)
+    acc = accuracy(rows)
+    if log:
+        log(f"accuracy {acc:.3f} ({sum(r['correct'] for r in rows)}/{len(rows)})")
+    return {"accuracy": acc, "n": len(rows), "correct": sum(r["correct"] for r in rows)}
+
+
+def exam(model: str, index_dir, exam_path, out_path, config=None, extractor=False, log=print) -> dict:
+    return run_exam(load_llm(model), index_dir, exam_path, out_path, config, extractor, log)
+
+
+def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bool = True,
+                      config: AgentConfig | None = None, log=print) -> dict:
+    """teacher: a model directory or an OpenAI-compatible base URL (http://host:port/v1)."""
+    llm = load_llm(teacher)
+    agent = build_agent(llm, index_dir, config)
+    return distill(read_questions(questions_path), agent, out_path, ftp_llm=llm if ftp else None, log=log)
+
+
+def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: str | None = None):
+    """Serve a model directory, or with oracle=QUESTIONS.jsonl the oracle teacher for those questions (a
+    perfect teacher with known answers: how the CLI's distill/serve round trip is tested without a big model)."""
+    from .server import make_server
+    from .teacher import oracle_teacher
+    if oracle:
+        llm = oracle_teacher({q["question"]: {"answer": q.get("correct") or q["answer"]}
+                              for q in read_questions(oracle)})
+    elif model:
+        llm = load_llm(model)
+    else:
+        raise ValueError("serve needs a model directory or an oracle questions file")
+    server = make_server(llm, host, port, model_name=Path(model).name if model else "oracle")
+    print(f"serving {model or 'oracle ' + str(oracle)} at http://{host}:{server.server_address[1]}/v1/chat/completions", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

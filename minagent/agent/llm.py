@@ -1,0 +1,233 @@
+"""The one small model interface the agent talks to, and its three backends.
+
+    llm.complete(messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None, prefix="")
+        -> list of n completion texts
+
+`messages` is the chat so far ([{"role", "content"}]); role "tool" (an observation) is shown to the model as a
+user turn, the way the training loader renders it. `prefix` is text the assistant turn is forced to start with
+(the first-thought prefix); the returned text is what comes AFTER it. Every backend cuts its text before the
+first stop string, so the agent sees the same thing whichever backend runs.
+
+Backends:
+  ScriptedLLM   returns given strings (tests: the unit under test is the agent, not a model)
+  MinagentLLM   a minagent checkpoint; keeps the conversation in the KV cache between calls, so a step only
+                prefills what is new since the last call (the observation), not the whole conversation
+  HTTPChatLLM   any OpenAI-compatible /v1/chat/completions endpoint (vLLM, llama.cpp server, Ollama, or
+                `infer.py serve`), stdlib urllib, timeouts and retries with exponential backoff
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Callable, Sequence
+
+import torch
+
+from ..generation import SamplingParams, sample_next
+
+
+class LLMError(RuntimeError):
+    """A backend could not produce a completion (bad request, endpoint down after every retry, ...)."""
+
+
+class ContextOverflow(LLMError):
+    """The conversation no longer fits the model's context: the run ends, the next question can go on."""
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    hits = [text.find(s) for s in stop if s and s in text]
+    return text[:min(hits)] if hits else text
+
+
+def render_messages(messages: list[dict]) -> list[dict]:
+    """Observations (role tool/observation) become user turns, as the training loader shows them by default."""
+    return [{"role": "user" if m["role"] in ("tool", "observation") else m["role"], "content": m["content"]}
+            for m in messages]
+
+
+class ScriptedLLM:
+    """Replies with the given strings in order (or `script(messages, n, prefix)` -> list of strings).
+
+    Stop strings are honoured like a real backend unless honor_stop=False, which plays a backend that ignores
+    them (a known local-model complaint): the parser must then cope with e.g. a self-written `Observation:`.
+    `calls` records (messages, kwargs) of each call for assertions.
+    """
+
+    def __init__(self, script: Sequence[str] | Callable, honor_stop: bool = True):
+        self.script = script if callable(script) else list(script)
+        self.honor_stop, self.calls, self.next = honor_stop, [], 0
+
+    def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
+                 prefix="", session="agent") -> list[str]:
+        self.calls.append(([dict(m) for m in messages], dict(stop=stop, n=n, temperature=temperature,
+                                                              prefix=prefix, session=session)))
+        if callable(self.script):
+            out = list(self.script(messages, n, prefix))
+        else:
+            if self.next + n > len(self.script):
+                raise LLMError(f"ScriptedLLM ran out of replies (asked for #{self.next + 1}..{self.next + n}, "
+                               f"script has {len(self.script)})")
+            out = self.script[self.next:self.next + n]
+            self.next += n
+        return [cut_at_stop(t, stop) if self.honor_stop else t for t in out]
+
+
+class _Session:
+    """One conversation's KV cache and the token ids it holds (slot i holds ids[i])."""
+
+    def __init__(self, cache):
+        self.cache, self.ids = cache, []
+
+
+class MinagentLLM:
+    """A minagent model with KV-cache reuse across calls.
+
+    Each call renders the whole conversation with the chat template, finds the longest prefix of its token ids
+    already in the cache, rolls the cache back to it (setting cache.length: later slots are just overwritten)
+    and prefills only the rest. Between agent steps that rest is the end of the last step plus the observation.
+    Separate conversations (the agent and its extractor) use separate sessions so they do not evict each other.
+    reuse_cache=False re-prefills everything each call (the baseline the bench compares against).
+    """
+
+    def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True):
+        self.model, self.tok, self.max_len, self.reuse = model, tokenizer, max_len, reuse_cache
+        self.sessions: dict[str, _Session] = {}
+        # work counters (the bench reports them): tokens and seconds spent in prefill and in decoding
+        self.prefilled_tokens, self.prefill_seconds, self.decoded_tokens, self.decode_seconds = 0, 0.0, 0, 0.0
+
+    def prompt_ids(self, messages, prefix: str = "") -> list[int]:
+        msgs = render_messages(messages)
+        if prefix:
+            text = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": prefix}],
+                                                add_generation_prompt=False, continue_final_message=True)
+        else:
+            text = self.tok.apply_chat_template(msgs, add_generation_prompt=True)
+        return self.tok.encode(text, add_special_tokens=False, parse_special=True)
+
+    @torch.inference_mode()
+    def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
+                 prefix="", session="agent") -> list[str]:
+        ids = self.prompt_ids(messages, prefix)
+        if len(ids) + max_tokens > self.max_len:
+            raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
+                           f"{self.max_len} tokens (raise max_len or lower max_steps / passage length)")
+        s = self.sessions.get(session)
+        if s is None:
+            s = self.sessions[session] = _Session(self.model.new_cache(1, self.max_len))
+        if not self.reuse:
+            s.ids = []  # same buffers, nothing reused: every call prefills the whole conversation
+        gen = None if seed is None else torch.Generator(device=self.model.lm_head.weight.device).manual_seed(seed)
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            logits = self._prefill(s, ids)
+            t1 = time.perf_counter()
+            out.append(self._decode(s, logits, params, stop, gen))
+            self.prefill_seconds += t1 - t0
+            self.decode_seconds += time.perf_counter() - t1
+        return out
+
+    def _prefill(self, s: _Session, ids: list[int]) -> torch.Tensor:
+        common = 0
+        for a, b in zip(s.ids, ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)  # at least one token must be run to get the next-token logits
+        s.cache.length, s.ids = common, list(ids)
+        new = torch.tensor([ids[common:]], device=self.model.lm_head.weight.device)
+        self.prefilled_tokens += new.shape[1]
+        return self.model(new, cache=s.cache, last_only=True)[:, -1]
+
+    def _decode(self, s: _Session, logits, params, stop, gen) -> str:
+        stop_ids, new = set(self.tok.stop_token_ids), []
+        text = ""
+        for _ in range(params.max_new_tokens):
+            tok = int(sample_next(logits, params, gen)[0])
+            if tok in stop_ids:
+                break
+            new.append(tok)
+            self.decoded_tokens += 1
+            text = self.tok.decode(new)
+            if any(x in text for x in stop if x):
+                break
+            if len(s.ids) + 1 >= self.max_len:
+                break
+            s.ids.append(tok)  # the cache now gets this token
+            logits = self.model(torch.tensor([[tok]], device=logits.device), cache=s.cache)[:, -1]
+        return cut_at_stop(text, stop)
+
+
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class HTTPChatLLM:
+    """Client for an OpenAI-compatible chat-completions endpoint (stdlib only).
+
+    base_url is the part before /chat/completions, e.g. http://127.0.0.1:8000/v1. A dropped connection, a
+    timeout or a 5xx/429 answer is retried up to `retries` times with exponential backoff (backoff, 2*backoff,
+    ... capped at max_backoff); other 4xx answers are errors at once (retrying a bad request cannot help).
+    A forced prefix is sent as a final assistant message with `continue_final_message: true,
+    add_generation_prompt: false` (vLLM's and `infer.py serve`'s extension); a server that ignores it starts a
+    fresh reply, so keep FTP off for such servers.
+    """
+
+    def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 120.0,
+                 retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0, log=None):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout = model, api_key, timeout
+        self.retries, self.backoff, self.max_backoff, self.log = retries, backoff, max_backoff, log
+        self.requests = 0  # HTTP attempts made (tests and logs)
+
+    def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
+                 prefix="", session="agent") -> list[str]:
+        msgs = render_messages(messages)
+        body = {"model": self.model, "messages": msgs, "n": n, "temperature": temperature, "top_p": top_p,
+                "max_tokens": max_tokens}
+        if stop:
+            body["stop"] = list(stop)[:4]  # OpenAI's limit
+        if seed is not None:
+            body["seed"] = seed
+        if prefix:
+            body["messages"] = msgs + [{"role": "assistant", "content": prefix}]
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        reply = self._post(body)
+        try:
+            texts = [c["message"]["content"] or "" for c in sorted(reply["choices"], key=lambda c: c["index"])]
+        except (KeyError, TypeError) as e:
+            raise LLMError(f"{self.url}: reply is not a chat completion (missing {e}): {str(reply)[:300]}") from None
+        if prefix:  # some servers echo the forced prefix back
+            texts = [t[len(prefix):] if t.startswith(prefix) else t for t in texts]
+        return [cut_at_stop(t, stop) for t in texts]
+
+    def _post(self, body: dict) -> dict:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                if self.log:
+                    self.log(f"{self.url}: {last}; retry {attempt}/{self.retries} in {delay:.1f}s")
+                time.sleep(delay)
+            self.requests += 1
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                    return json.loads(r.read().decode("utf-8"))
+            except urllib.error.HTTPError as e:
+                detail = e.read().decode("utf-8", "replace")[:300]
+                if e.code not in RETRYABLE_STATUS:
+                    raise LLMError(f"{self.url}: HTTP {e.code}: {detail}") from None
+                last = f"HTTP {e.code}"
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout,
+                    TimeoutError, json.JSONDecodeError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        raise LLMError(f"{self.url}: no answer after {self.retries + 1} attempts (last: {last})")

@@ -1,0 +1,91 @@
+"""Turn what a model wrote into one agent step: a thought and the Python code to run.
+
+The reference step format (CodeAct, agent-distillation / smolagents) is
+
+    Thought: ...
+    Code:
+    ```py
+    ...
+    ```<end_code>
+
+Small models bend it, and a strict regex turns every bend into a "code block not found" failure. Tolerated here:
+  - text after the action: a self-written `Observation:` (with made-up results), `Calling tools:`, more prose
+    after the closing fence, `<end_code>` missing or present
+  - ```python / ``` / ```py fences; several blocks (joined in order, as smolagents does)
+  - an unclosed fence (the stop string cut the closing ``` off, or the model forgot it)
+  - no fence at all after `Code:` (the rest is taken as code)
+  - a bare `final_answer(...)` line or `Final answer: X` with no code block
+A step with none of these is a parse failure; its message tells the model the expected format.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+STOP_STRINGS = ("<end_code>", "Observation:", "Calling tools:")
+
+FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# python code; print() what you "
+               "need to see, call final_answer(answer) when done\n```<end_code>")
+
+_FENCE = re.compile(r"```[ \t]*(?:py|python|python3)?[ \t]*\n(.*?)```", re.S | re.I)
+_OPEN_FENCE = re.compile(r"```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I)
+_FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
+_FINAL_TEXT = re.compile(r"(?:^|\n)\s*\**final answer\**\s*[:：]\s*(.+)", re.I | re.S)
+
+
+@dataclass
+class Step:
+    text: str            # the step as it should stay in the conversation (cut after the action)
+    thought: str
+    code: str | None     # None = parse failure
+    error: str | None = None
+
+
+def cut_trailing(text: str) -> str:
+    """Drop everything from the first self-written Observation:/Calling tools: on (the model is inventing the
+    tool's answer), and whatever follows the first closed code block's <end_code>."""
+    for marker in ("Observation:", "Calling tools:"):
+        i = text.find(marker)
+        if i > 0:
+            text = text[:i]
+    i = text.find("<end_code>")
+    if i >= 0:
+        text = text[:i]
+    return text.rstrip()
+
+
+def parse_step(raw: str) -> Step:
+    text = cut_trailing(raw)
+    blocks = [b.strip("\n") for b in _FENCE.findall(text)]
+    if blocks:
+        last = list(_FENCE.finditer(text))[-1]
+        text = text[:last.end()]  # prose after the last closed block is dropped
+    else:
+        m = _OPEN_FENCE.search(text)
+        if m:
+            blocks = [m.group(1).strip("\n")]
+            text = text.rstrip() + "\n```"  # close it, so the kept step shows the format the model should use
+        else:
+            code_at = re.search(r"(?:^|\n)\s*Code\s*:\s*\n", text)
+            if code_at and text[code_at.end():].strip():
+                blocks = [text[code_at.end():].strip("\n")]
+            elif _FINAL_CALL.search(text):
+                blocks = [_FINAL_CALL.search(text).group(0).strip()]
+            elif _FINAL_TEXT.search(text):
+                answer = _FINAL_TEXT.search(text).group(1).strip().splitlines()[0].strip()
+                blocks = [f"final_answer({answer!r})"]
+    thought = re.split(r"(?:^|\n)\s*Code\s*:|```", text, maxsplit=1)[0]
+    thought = re.sub(r"^\s*Thought\s*:\s*", "", thought).strip()
+    code = "\n\n".join(b for b in blocks if b.strip())
+    if not code.strip():
+        return Step(text, thought, None, "Error: no code found in your step. " + FORMAT_HINT)
+    return Step(text, thought, code)
+
+
+def step_message(step: Step) -> str:
+    """The assistant turn as stored (and trained on): the reference keeps the <end_code> marker."""
+    if step.code is None:
+        return step.text
+    if "```" in step.text:
+        return step.text + "<end_code>"
+    return f"Thought: {step.thought}\nCode:\n```py\n{step.code}\n```<end_code>"

@@ -1,0 +1,252 @@
+"""Python execution for the agent in a separate, limited process, with the agent's tools callable from inside.
+
+    box = Sandbox({"search": search_fn}, timeout=10, memory_mb=512)
+    r = box.run("x = search('git log')\\nprint(x[:80])")     # -> ExecResult(output, value, final, error, ...)
+    box.close()
+
+Each cell runs in a fork of the process that holds the agent's variables (sandbox_child.py explains the layout),
+so variables persist between steps, a killed or failed cell leaves them untouched, and self-consistency
+candidates run isolated from each other: run_candidate() several times, then commit(winner) — the winner's
+process simply becomes the holder, it is not run again. Tool calls (search, ...) travel over a pipe to this
+process, are served here (from a cache when the same call was made before) and their time is not counted
+against the cell's wall-time limit.
+
+Security model — what the sandbox does, and what it does not:
+  - Separate process, own session: a crash, an infinite loop or a memory bomb never takes the agent down.
+  - Wall time: a cell is SIGKILLed `timeout` seconds after it starts (tool time excluded); a CPU-time rlimit
+    backs this up. Memory: RLIMIT_AS (`memory_mb` of address space) makes allocation fail with MemoryError;
+    the cell is then discarded. Files: RLIMIT_FSIZE caps any file the code writes; output is truncated.
+  - Network: where unprivileged user namespaces are available (most Linux systems) the process moves into a
+    fresh network namespace with no usable interface: no connection can leave, whatever the code does
+    (`network == "namespace"`). Elsewhere only the Python-level guard applies (`network == "python"`).
+  - Python-level guards (socket functions, os.system / subprocess / fork / exec, ctypes import, open() and
+    os.* writes outside the working directory) stop ordinary code and honest mistakes. They are NOT a security
+    boundary: Python code can reach the unguarded functions (e.g. through the `posix` module, gc or object
+    introspection). Without a namespace a determined program can reach the network, and even with one it can
+    write anywhere the user running the agent may write. For untrusted models run the agent itself inside a
+    container or VM; this sandbox limits accidents and resource exhaustion, not attackers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+CHILD = Path(__file__).with_name("sandbox_child.py")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox process could not be started or stopped answering."""
+
+
+@dataclass
+class ExecResult:
+    output: str = ""              # what the code printed (truncated)
+    value: str | None = None      # str() of a trailing expression's value
+    final: object = None          # the argument of final_answer(), if it was called
+    called_final: bool = False
+    error: str | None = None      # "TypeError: ..." / timeout / memory / crash message
+    breach: str | None = None     # "timeout" | "memory" | "crash" when a limit killed the cell
+    dropped: int = 0              # output characters cut off
+    cid: int | None = None        # candidate id (for commit) when the cell is pending
+    seconds: float = 0.0
+
+    def observation(self) -> str:
+        """The observation text in the reference format (agent-distillation / smolagents)."""
+        logs = self.output
+        if self.dropped:
+            logs += f"\n[output truncated: {self.dropped} more characters]\n"
+        if self.error:
+            return (f"Observation:\nExecution logs:\n{logs}Error: {self.error}\n"
+                    "Now let's retry: take care not to repeat previous errors!")
+        if self.called_final:
+            return f"Observation:\nExecution logs:\n{logs}Last output from code snippet:\n{self.final}"
+        return f"Observation:\nExecution logs:\n{logs}Last output from code snippet:\n{self.value}"
+
+
+class ToolBox:
+    """The parent-side tools, with a cache of identical calls (SAG's candidates and repeated searches)."""
+
+    def __init__(self, tools: dict[str, Callable], cache: bool = True):
+        self.tools, self.use_cache, self.cache = dict(tools), cache, {}
+        self.calls = 0       # calls asked for
+        self.real_calls = 0  # calls actually run
+
+    def call(self, name: str, args: list, kwargs: dict):
+        self.calls += 1
+        key = json.dumps([name, args, kwargs], sort_keys=True, default=str)
+        if self.use_cache and key in self.cache:
+            return self.cache[key]
+        self.real_calls += 1
+        result = self.tools[name](*args, **kwargs)
+        if self.use_cache:
+            self.cache[key] = result
+        return result
+
+
+class Sandbox:
+    def __init__(self, tools: dict[str, Callable] | ToolBox | None = None, timeout: float = 10.0,
+                 memory_mb: int = 512, max_output: int = 4000, max_file_mb: int = 16, network_namespace=True):
+        self.toolbox = tools if isinstance(tools, ToolBox) else ToolBox(tools or {})
+        self.timeout, self.memory_mb, self.max_output = timeout, memory_mb, max_output
+        self.max_file_mb, self.network_namespace = max_file_mb, network_namespace
+        self.proc = None
+        self.tmpdir = None
+        self.restarts = -1
+        self._next_id = 0
+        self._buf = b""
+        self.start()
+
+    # ---- process management ------------------------------------------------------------------------------
+    def start(self):
+        self.close()
+        self.tmpdir = tempfile.mkdtemp(prefix="minagent-sandbox-")
+        cfg = dict(tmpdir=self.tmpdir, tools=sorted(self.toolbox.tools), memory_bytes=self.memory_mb << 20,
+                   max_file_bytes=self.max_file_mb << 20, max_output=self.max_output,
+                   network_namespace=bool(self.network_namespace))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tmpdir, "TMPDIR": self.tmpdir,
+               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-I", str(CHILD), json.dumps(cfg)], cwd=self.tmpdir,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        self._buf = b""
+        self.restarts += 1
+        ready = self._read(time.monotonic() + 30)
+        if not ready or ready.get("op") != "ready":
+            self.close()
+            raise SandboxError(f"the sandbox process did not start (got {ready!r}); see {CHILD}")
+        self.network = ready["network"]
+
+    def close(self):
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            for f in (self.proc.stdin, self.proc.stdout):
+                f.close()
+            self.proc = None
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ---- the wire ----------------------------------------------------------------------------------------
+    def _send(self, msg: dict):
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def _read(self, deadline: float) -> dict | None:
+        """Next message, None at the deadline; raises SandboxError if the process is gone."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise SandboxError("the sandbox process exited")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    # ---- running code ------------------------------------------------------------------------------------
+    def run(self, code: str) -> ExecResult:
+        """Run a cell and keep its effects (unless it breached a limit or crashed)."""
+        r = self.run_candidate(code)
+        if r.cid is not None:
+            self.commit(r.cid)
+        return r
+
+    def run_candidate(self, code: str) -> ExecResult:
+        """Run a cell on a copy of the state; its effects are kept only if commit(r.cid) is called next
+        (before any other run). Several candidates may be pending at once; commit one or discard() them."""
+        self._next_id += 1
+        cid = self._next_id
+        t0 = time.monotonic()
+        try:
+            r = self._exchange(cid, code)
+        except SandboxError as e:
+            self.start()
+            r = ExecResult(error=f"the sandbox crashed ({e}) and was restarted: variables from earlier steps "
+                                 "are lost", breach="crash")
+        r.seconds = time.monotonic() - t0
+        return r
+
+    def _exchange(self, cid: int, code: str) -> ExecResult:
+        self._send({"op": "run", "id": cid, "code": code, "timeout": self.timeout})
+        deadline, pid = time.monotonic() + self.timeout, None
+        while True:
+            msg = self._read(deadline)
+            if msg is None:
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                died = self._read(time.monotonic() + 10)  # the holder reports the death, then we are in sync
+                if not died or died.get("op") != "died":
+                    raise SandboxError("no answer after killing a cell that ran past its time limit")
+                return ExecResult(error=f"the code ran longer than {self.timeout:g} s and was killed "
+                                        "(an infinite loop?)", breach="timeout")
+            op = msg["op"]
+            if op == "started":
+                pid = msg["pid"]
+            elif op == "call":
+                t0 = time.monotonic()
+                try:
+                    reply = {"ok": self.toolbox.call(msg["tool"], msg["args"], msg["kwargs"])}
+                except Exception as e:  # the tool's error goes to the code, which may handle it
+                    reply = {"error": f"{type(e).__name__}: {e}"}
+                self._send(reply)
+                deadline += time.monotonic() - t0
+            elif op == "died":
+                status = msg["status"]
+                sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                why = {signal.SIGXCPU: "its CPU-time limit", signal.SIGKILL: "a kill signal",
+                       signal.SIGSEGV: "a segmentation fault"}.get(sig, f"status {status}")
+                return ExecResult(error=f"the code's process died ({why})", breach="crash")
+            elif op == "result":
+                r = ExecResult(output=msg["output"], value=msg["value"], final=msg["final"],
+                               called_final=bool(msg.get("called_final")),
+                               error=msg["error"], breach=msg["breach"], dropped=msg.get("dropped", 0))
+                if r.breach:
+                    self._send({"op": "drop", "id": cid})
+                    self._expect_ack()
+                else:
+                    r.cid = cid
+                return r
+
+    def commit(self, cid: int):
+        self._send({"op": "commit", "id": cid})
+        self._expect_ack()
+
+    def discard(self):
+        self._send({"op": "discard"})
+        self._expect_ack()
+
+    def _expect_ack(self):
+        msg = self._read(time.monotonic() + 10)
+        if not msg or msg.get("op") != "ack":
+            raise SandboxError(f"expected an ack from the sandbox, got {msg!r}")

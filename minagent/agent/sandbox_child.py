@@ -1,0 +1,311 @@
+"""The sandbox's child process (run as a script by sandbox.py; never imported by the agent itself).
+
+Process layout: the first process is the *holder* of the agent's Python state (its globals). Each code cell
+runs in a fork() of the holder, a *candidate*, on a copy-on-write copy of that state, so a cell that crashes,
+blows its memory or time limit, or loses a self-consistency vote leaves the state untouched. When the parent
+commits a candidate, that candidate becomes the new holder (the old one just waits for it to exit), so a
+winning cell is never run twice.
+
+Wire protocol: one JSON object per line. The parent writes to our stdin; we write to our stdout. Both are moved
+to private fds at start-up, and fds 0/1/2 are pointed at /dev/null and a log file, so code that writes to fd 1
+cannot corrupt the protocol. Messages parent -> holder: run {id, code, timeout}, commit {id}, discard {};
+candidate -> parent: started {id, pid}, call {tool, args, kwargs} (answered by {ok} or {error}), result {...};
+holder -> parent: died {id, status} when a candidate died before reporting.
+
+Guards (see sandbox.py for what they do and do not stop) are installed before any user code runs.
+"""
+import ast
+import builtins
+import io
+import json
+import os
+import resource
+import sys
+import traceback
+
+if __name__ != "__main__":  # importing it would take over this process's stdin/stdout
+    raise ImportError("sandbox_child.py is the sandbox's child script, run by sandbox.py; it cannot be imported")
+
+CONFIG = json.loads(sys.argv[1])
+RPC_IN, RPC_OUT = os.dup(0), os.dup(1)
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+_log = os.open(os.path.join(CONFIG["tmpdir"], ".sandbox.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+os.dup2(_log, 1)
+os.dup2(_log, 2)
+sys.stdout = sys.stderr = io.TextIOWrapper(io.FileIO(_log, "w", closefd=False), write_through=True)
+_fork, _exit, _write, _read, _waitpid, _close, _pipe = os.fork, os._exit, os.write, os.read, os.waitpid, os.close, os.pipe
+_buffer = b""
+
+
+def send(msg):
+    data = (json.dumps(msg) + "\n").encode()
+    while data:
+        data = data[_write(RPC_OUT, data):]
+
+
+def receive():
+    global _buffer
+    while b"\n" not in _buffer:
+        chunk = _read(RPC_IN, 1 << 16)
+        if not chunk:
+            _exit(0)  # the parent is gone
+        _buffer += chunk
+    line, _buffer = _buffer.split(b"\n", 1)
+    return json.loads(line)
+
+
+# ---- limits and guards ---------------------------------------------------------------------------------------
+def set_limits():
+    mem = CONFIG["memory_bytes"]
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (CONFIG["max_file_bytes"], CONFIG["max_file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def isolate_network():
+    """A new user + network namespace: the kernel then offers only a loopback device that is down, so no
+    connection can leave, whatever the code does. Needs unprivileged user namespaces (Linux); else 'python'."""
+    if not CONFIG["network_namespace"]:
+        return "python"
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        uid, gid = os.getuid(), os.getgid()
+        if libc.unshare(0x10000000 | 0x40000000) != 0:  # CLONE_NEWUSER | CLONE_NEWNET
+            return "python"
+        for name, text in (("uid_map", f"{uid} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{gid} {gid} 1")):
+            try:
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+            except OSError:
+                pass
+        return "namespace"
+    except Exception:
+        return "python"
+
+
+def _refuse(what):
+    def refused(*args, **kwargs):
+        raise PermissionError(f"{what} is not allowed in the sandbox")
+    return refused
+
+
+def guard_network():
+    import socket
+    import _socket
+    for mod in (socket, _socket):
+        for name in ("socket", "create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo",
+                     "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
+            if hasattr(mod, name):
+                setattr(mod, name, _refuse("network access"))
+
+
+def guard_processes():
+    import subprocess
+    for name in ("system", "popen", "fork", "forkpty", "execv", "execve", "execl", "execle", "execlp", "execvp",
+                 "execvpe", "spawnv", "spawnve", "spawnl", "spawnle", "posix_spawn", "posix_spawnp", "kill",
+                 "killpg"):
+        if hasattr(os, name):
+            setattr(os, name, _refuse(f"os.{name}"))
+    subprocess.Popen = _refuse("starting a process")
+    for name in ("ctypes", "_ctypes"):  # foreign calls would bypass every Python-level guard
+        sys.modules[name] = None
+
+
+TMP = os.path.realpath(CONFIG["tmpdir"])
+
+
+def _inside_tmp(path):
+    if isinstance(path, int):
+        return True  # an already-open fd
+    p = os.path.realpath(os.fsdecode(path))
+    return p == TMP or p.startswith(TMP + os.sep)
+
+
+def guard_writes():
+    real_open, real_os_open = builtins.open, os.open
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and not _inside_tmp(file):
+            raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {TMP}")
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & write_flags and not _inside_tmp(path):
+            raise PermissionError(f"writing {path!r} is not allowed: write inside the working directory {TMP}")
+        return real_os_open(path, flags, *args, **kwargs)
+
+    builtins.open = io.open = open_
+    os.open = os_open
+
+    def checked(name, n_paths):
+        real = getattr(os, name)
+
+        def f(*args, **kwargs):
+            for p in args[:n_paths]:
+                if not _inside_tmp(p):
+                    raise PermissionError(f"os.{name}({p!r}) is not allowed outside the working directory {TMP}")
+            return real(*args, **kwargs)
+        setattr(os, name, f)
+
+    for name, n in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("makedirs", 1), ("chmod", 1),
+                    ("truncate", 1), ("utime", 1), ("rename", 2), ("replace", 2), ("link", 2), ("symlink", 2)):
+        if hasattr(os, name):
+            checked(name, n)
+
+
+# ---- running a cell ------------------------------------------------------------------------------------------
+class FinalAnswer(BaseException):
+    """Raised by final_answer() to end the cell at once (a BaseException, so `except Exception` cannot eat it)."""
+
+
+class BoundedWriter(io.TextIOBase):
+    """print() target that keeps the first `limit` characters and counts the rest."""
+
+    def __init__(self, limit):
+        self.parts, self.kept, self.dropped, self.limit = [], 0, 0, limit
+
+    def write(self, s):
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(s[:room])
+            self.kept += min(len(s), room)
+        self.dropped += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def text(self):
+        return "".join(self.parts)
+
+
+def make_tool(name):
+    def tool(*args, **kwargs):
+        send({"op": "call", "tool": name, "args": list(args), "kwargs": kwargs})
+        reply = receive()
+        if "error" in reply:
+            raise RuntimeError(f"{name}() failed: {reply['error']}")
+        return reply["ok"]
+    tool.__name__ = name
+    return tool
+
+
+def final_answer(answer):
+    raise FinalAnswer(answer)
+
+
+def run_cell(code, state):
+    """Execute `code` in `state`; the value of a trailing expression is the cell's output value."""
+    out = BoundedWriter(CONFIG["max_output"])
+    result = {"op": "result", "output": "", "value": None, "final": None, "error": None, "breach": None,
+              "called_final": False}
+    sys.stdout = sys.stderr = out
+    try:
+        tree = ast.parse(code)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, "<code>", "exec"), state)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<code>", "eval"), state)
+            result["value"] = None if value is None else str(value)[:CONFIG["max_output"]]
+    except FinalAnswer as fa:
+        value = fa.args[0] if fa.args else None
+        result["called_final"] = True
+        result["final"] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    except MemoryError:
+        result["error"] = f"MemoryError: the code exceeded the memory limit of {CONFIG['memory_bytes'] >> 20} MB"
+        result["breach"] = "memory"
+    except SyntaxError as e:
+        result["error"] = f"SyntaxError: {e.msg} (line {e.lineno}): {(e.text or '').strip()}"
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<code>"]
+        where = f" (line {frames[-1].lineno})" if frames else ""
+        result["error"] = f"{type(e).__name__}: {e}{where}"
+    finally:
+        sys.stdout = sys.stderr = sys.__stdout__
+    result["output"], result["dropped"] = out.text(), out.dropped
+    return result
+
+
+def candidate(msg, state, ctrl_r, done_w):
+    send({"op": "started", "id": msg["id"], "pid": os.getpid()})
+    cpu = int(msg["timeout"]) + 2  # a CPU-time backstop; the parent's wall-clock kill is the main limit
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, hard))
+    result = run_cell(msg["code"], state)
+    result["id"] = msg["id"]
+    send(result)
+    _write(done_w, b"1")
+    _close(done_w)
+    decision = _read(ctrl_r, 1)
+    _close(ctrl_r)
+    if decision != b"c" or result["breach"]:
+        _exit(0)
+    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+    send({"op": "ack"})
+    serve(state)  # this process now holds the state
+
+
+def serve(state):
+    pending = {}  # candidate id -> (pid, ctrl fd)
+    while True:
+        msg = receive()
+        op = msg["op"]
+        if op == "run":
+            ctrl_r, ctrl_w = _pipe()
+            done_r, done_w = _pipe()
+            pid = _fork()
+            if pid == 0:
+                _close(ctrl_w)
+                _close(done_r)
+                for _, fd in pending.values():
+                    _close(fd)
+                candidate(msg, state, ctrl_r, done_w)
+                _exit(0)
+            _close(ctrl_r)
+            _close(done_w)
+            finished = _read(done_r, 1)  # EOF: it died before reporting
+            _close(done_r)
+            if finished:
+                pending[msg["id"]] = (pid, ctrl_w)
+            else:
+                _close(ctrl_w)
+                _, status = _waitpid(pid, 0)
+                send({"op": "died", "id": msg["id"], "status": status})
+        elif op == "drop":  # one pending candidate is not wanted (it breached a limit)
+            pid, fd = pending.pop(msg["id"], (None, None))
+            if pid is not None:
+                _write(fd, b"d")
+                _close(fd)
+                _waitpid(pid, 0)
+            send({"op": "ack"})
+        elif op in ("commit", "discard"):
+            keep = msg.get("id") if op == "commit" else None
+            for cid, (pid, fd) in pending.items():
+                _write(fd, b"c" if cid == keep else b"d")
+                _close(fd)
+                if cid != keep:
+                    _waitpid(pid, 0)
+            winner = pending.get(keep)
+            pending = {}
+            if winner is not None:  # the winner serves from now on; we only wait for it
+                _, status = _waitpid(winner[0], 0)
+                _exit(0)
+            send({"op": "ack"})
+
+
+def main():
+    set_limits()
+    network = isolate_network()
+    guard_network()
+    guard_processes()
+    guard_writes()
+    os.environ.update(HOME=TMP, TMPDIR=TMP)
+    state = {"__name__": "__main__", "__builtins__": builtins, "final_answer": final_answer}
+    for name in CONFIG["tools"]:
+        state[name] = make_tool(name)
+    send({"op": "ready", "network": network, "pid": os.getpid()})
+    serve(state)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Teacher trajectories: run a strong model as the agent over questions and keep the runs worth learning from.
+
+    teacher = HTTPChatLLM("http://127.0.0.1:8000/v1")          # or MinagentLLM(model, tok), or oracle_teacher()
+    distill(questions, Agent(teacher, tools), "traj.jsonl", ftp_llm=teacher)
+
+- First-thought prefix (FTP, agent-distillation): the teacher first answers in plain chain-of-thought; the first
+  paragraph of that reasoning is forced as the start of the agent's first Thought (continue-final-message).
+- Rejection filtering: a trajectory is kept only if its final answer is correct, every step parsed, and it did
+  not run out of steps. Execution errors the agent recovered from are kept: they teach recovery.
+- Output: one JSON object per line, {"messages": [...], "id", "question", "answer", "gold", "ftp", "stats"}, the
+  format minagent.training.trajectories reads (observations are role "tool"). Rejected runs go to
+  `<out>.rejected.jsonl` with the reason.
+- Resumable: ids already in either file are skipped, and each line is written with one write() and fsync'd,
+  so a run killed or disconnected at any point (a dropped teacher connection raises after the HTTP client's
+  retries) loses at most the question in flight and never duplicates one. A torn last line is repaired first.
+- Oracle teacher: on a synthetic domain whose answers and source passages are known, oracle_teacher() plays a
+  perfect agent (search, then final_answer with the known answer) so the pipeline runs without a big model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from . import prompts
+from .llm import ScriptedLLM
+from .multiple_choice import is_correct
+
+
+def first_thought(llm, question: str, choices: dict | None = None, max_tokens: int = 256) -> str:
+    """FTP: the first paragraph of the teacher's plain chain-of-thought answer, as a 'Thought: ...' prefix."""
+    messages = [{"role": "system", "content": prompts.COT_SYSTEM},
+                {"role": "user", "content": prompts.task_text(question, choices)}]
+    text = llm.complete(messages, max_tokens=max_tokens, temperature=0.0, session="ftp")[0].strip()
+    paragraph = next((p.strip() for p in text.split("\n\n") if p.strip()), "")
+    if paragraph.lower().startswith("thought:"):
+        paragraph = paragraph[len("thought:"):].strip()
+    return f"Thought: {paragraph}" if paragraph else ""
+
+
+def rejection_reason(result, item: dict) -> str | None:
+    """None when the trajectory is kept."""
+    if getattr(result, "error", None):
+        return f"stopped early: {result.error}"
+    if result.parse_failures:
+        return f"{result.parse_failures} step(s) did not parse"
+    if result.hit_max_steps:
+        return "ran out of steps"
+    if not is_correct(result.answer, item):
+        return f"wrong answer {result.answer!r}"
+    return None
+
+
+def _done_ids(path: Path) -> set:
+    """Ids already written; a torn last line (a crash mid-write) is cut off, atomically."""
+    if not path.is_file():
+        return set()
+    raw = path.read_bytes()
+    lines, ids = raw.split(b"\n"), set()
+    good = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            ids.add(str(json.loads(line)["id"]))
+            good.append(line)
+        except (ValueError, KeyError):
+            continue
+    if len(good) != sum(1 for x in lines if x.strip()):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(g + b"\n" for g in good))
+        os.replace(tmp, path)
+    return ids
+
+
+def _append(path: Path, obj: dict):
+    data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_questions(path) -> list[dict]:
+    """Exam/question JSONL: {"id", "question", "answer"?, "aliases"?, "choices"?, "correct"?} per line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+                raise ValueError(f'{path}:{n}: expected an object with a "question" string')
+            if "choices" in item and not isinstance(item["choices"], dict):
+                raise ValueError(f'{path}:{n}: "choices" must be an object like {{"A": "...", "B": "..."}}')
+            item.setdefault("id", str(n))
+            out.append(item)
+    return out
+
+
+def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
+            on_result: Callable | None = None) -> dict:
+    """Run `agent` over questions, append kept trajectories to out_path. Returns counts."""
+    out = Path(out_path)
+    rejected = out.with_name(out.name + ".rejected.jsonl")
+    done = _done_ids(out) | _done_ids(rejected)
+    counts = {"kept": 0, "rejected": 0, "skipped": 0}
+    for item in questions:
+        qid = str(item["id"])
+        if qid in done:
+            counts["skipped"] += 1
+            continue
+        prefix = first_thought(ftp_llm, item["question"], item.get("choices")) if ftp_llm is not None else ""
+        result = agent.run(item["question"], item.get("choices"), prefix=prefix)
+        reason = rejection_reason(result, item)
+        row = {"id": qid, "messages": result.messages, "question": item["question"], "answer": result.answer,
+               "gold": item.get("correct") or item.get("answer"), "ftp": prefix, "stats": result.summary()}
+        if reason is None:
+            _append(out, row)
+            counts["kept"] += 1
+        else:
+            row["rejected"] = reason
+            _append(rejected, row)
+            counts["rejected"] += 1
+        done.add(qid)
+        if on_result:
+            on_result(item, result, reason)
+        if log:
+            log(f"{qid}: {'kept' if reason is None else 'rejected: ' + reason}")
+    return counts
+
+
+def oracle_teacher(known: dict[str, dict]) -> ScriptedLLM:
+    """A perfect teacher for synthetic domains. known: question text -> {"answer": ..., "query"?: ...}.
+
+    Step 1 searches (the query defaults to the question) and prints the passages; step 2 answers with the known
+    answer. Trajectories from it exercise the whole pipeline (search, sandbox, filters, training loader)."""
+    def script(messages, n, prefix):
+        question = next(m["content"] for m in messages if m["role"] == "user")
+        q = question.split("\n\nOptions:")[0]
+        if messages[0]["role"] == "system" and messages[0]["content"] == prompts.COT_SYSTEM:
+            return [f"The manual should say this directly.\n\nAnswer: {known[q]['answer']}"] * n
+        facts = known.get(q)
+        if facts is None:
+            return ["Thought: I do not know this question.\nCode:\n```py\nfinal_answer('unknown')\n```"] * n
+        steps = sum(m["role"] == "assistant" for m in messages)
+        if steps == 0:
+            query = facts.get("query", q)
+            lead = " I will search the manual to check." if prefix else "Thought: I will search the manual."
+            return [f"{lead}\nCode:\n```py\nprint(search({query!r}))\n```"] * n
+        return [f"Thought: The passages answer it.\nCode:\n```py\nfinal_answer({facts['answer']!r})\n```"] * n
+    return ScriptedLLM(script)

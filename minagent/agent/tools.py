@@ -1,0 +1,31 @@
+"""The agent's tools on the parent side: search over a retrieval index, as text the model can read.
+
+search(query, k=3) returns a string, not objects: the code the model writes usually just prints it, and the
+observation then shows the passages with their rank, title and source so the model can cite or refine.
+"""
+from __future__ import annotations
+
+
+def format_passages(hits, max_chars: int = 1200) -> str:
+    if not hits:
+        return "No passage matches this query. Try other words."
+    out = []
+    for i, h in enumerate(hits, 1):
+        get = h.get if isinstance(h, dict) else (lambda k, h=h: getattr(h, k, ""))
+        # "<|im_end|>"-style markers in a manual must stay text: the prompt is encoded with special tokens parsed
+        text = " ".join(str(get("text")).split()).replace("<|", "< |")
+        if len(text) > max_chars:
+            text = text[:max_chars] + " ..."
+        where = " > ".join(x for x in (get("title"), get("section")) if x and x != get("title")) or get("title")
+        out.append(f"[{i}] {where} ({get('source')})\n{text}")
+    return "\n\n".join(out)
+
+
+def make_search(retriever, mode: str = "bm25", max_k: int = 10, max_chars: int = 1200):
+    """search(query, k=3) over a minagent.retrieval.Retriever (or anything with .search(query, k, mode))."""
+    def search(query: str, k: int = 3) -> str:
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("search(query) needs a non-empty string query")
+        k = max(1, min(int(k), max_k))
+        return format_passages(retriever.search(query, k=k, mode=mode), max_chars)
+    return search

@@ -1,0 +1,137 @@
+"""Model backends. MinagentLLM's KV-cache reuse must give exactly the tokens a fresh prefill of the whole
+conversation gives (oracle: minagent.generation.generate, itself checked against transformers); the HTTP client
+is run against a stdlib http.server on 127.0.0.1 that fails in the ways real endpoints do."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from minagent import load_model, load_tokenizer
+from minagent.agent.llm import HTTPChatLLM, LLMError, MinagentLLM
+from minagent.generation import SamplingParams, generate
+from training_tiny import tiny_checkpoint
+
+STOP = ("<end_code>", "Observation:")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tiny_checkpoint(tmp_path_factory.mktemp("agent_llm") / "tiny")
+    return load_model(d, dtype="float32").double(), load_tokenizer(d)  # float64: no near-tie can flip argmax
+
+
+def test_kv_reuse_generates_what_a_full_prefill_generates(tiny):
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024)
+    messages = [{"role": "system", "content": "Solve with code."}, {"role": "user", "content": "What is git log?"}]
+    for turn in range(3):
+        ids = llm.prompt_ids(messages)
+        before = llm.prefilled_tokens
+        got = llm.complete(messages, stop=STOP, max_tokens=12)[0]
+        want = generate(model, [ids], SamplingParams(max_new_tokens=12, stop_ids=tok.stop_token_ids,
+                                                      stop_strings=STOP), tokenizer=tok)[0].text
+        assert got == want
+        if turn:  # only what is new since the last call was prefilled
+            assert llm.prefilled_tokens - before < len(ids)
+        messages += [{"role": "assistant", "content": got + "<end_code>"},
+                     {"role": "tool", "content": f"Observation:\nExecution logs:\nstep {turn} printed this\n"}]
+
+
+def test_prefix_is_continued_and_sampling_is_seeded(tiny):
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024)
+    messages = [{"role": "user", "content": "q"}]
+    text = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Thought: x"}],
+                                   add_generation_prompt=False, continue_final_message=True)
+    want = generate(model, [tok.encode(text)], SamplingParams(max_new_tokens=8, stop_ids=tok.stop_token_ids),
+                    tokenizer=tok)[0].text
+    assert llm.complete(messages, max_tokens=8, prefix="Thought: x")[0] == want
+    a = llm.complete(messages, n=3, temperature=1.0, max_tokens=8, seed=5)
+    b = MinagentLLM(model, tok, max_len=1024, reuse_cache=False).complete(messages, n=3, temperature=1.0,
+                                                                          max_tokens=8, seed=5)
+    assert a == b and len(set(a)) > 1
+
+
+def test_context_overflow_is_a_clear_error(tiny):
+    model, tok = tiny
+    with pytest.raises(LLMError, match="does not fit the context"):
+        MinagentLLM(model, tok, max_len=64).complete([{"role": "user", "content": "word " * 100}], max_tokens=8)
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Plays the failures listed in server.plan, one per request, then answers normally."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append(body)
+        action = self.server.plan.pop(0) if self.server.plan else "ok"
+        if action == "drop":  # close the connection without any answer
+            self.close_connection = True
+            self.connection.close()
+            return
+        if action == "sleep":
+            time.sleep(1.5)
+        code, obj = {"500": (500, {"error": "boom"}), "400": (400, {"error": {"message": "bad model"}})}.get(
+            action, (200, {"choices": [{"index": i, "message": {"role": "assistant",
+                                                                "content": f"Thought: reply {i}<end_code>junk"}}
+                                       for i in range(body.get("n", 1))]}))
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def flaky():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    srv.plan, srv.bodies, srv.daemon_threads = [], [], True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_retries_dropped_connections_and_5xx_then_succeeds(flaky):
+    srv, url = flaky
+    srv.plan = ["drop", "500"]
+    llm = HTTPChatLLM(url, timeout=5, retries=3, backoff=0.05)
+    msgs = [{"role": "user", "content": "q"}, {"role": "tool", "content": "Observation: 1"}]
+    out = llm.complete(msgs, stop=("<end_code>",), n=2, temperature=0.4, top_p=0.8, seed=3)
+    assert out == ["Thought: reply 0", "Thought: reply 1"] and llm.requests == 3
+    body = srv.bodies[-1]
+    assert body["messages"][1] == {"role": "user", "content": "Observation: 1"}  # observations as user turns
+    assert (body["n"], body["temperature"], body["top_p"], body["seed"], body["stop"]) == (2, 0.4, 0.8, 3, ["<end_code>"])
+
+
+def test_http_timeout_is_retried_and_gives_up_with_a_clear_error(flaky):
+    srv, url = flaky
+    srv.plan = ["sleep", "sleep", "sleep"]
+    llm = HTTPChatLLM(url, timeout=0.3, retries=1, backoff=0.01)
+    with pytest.raises(LLMError, match="no answer after 2 attempts"):
+        llm.complete([{"role": "user", "content": "q"}])
+    assert llm.requests == 2
+
+
+def test_http_client_error_is_not_retried(flaky):
+    srv, url = flaky
+    srv.plan = ["400"]
+    llm = HTTPChatLLM(url, retries=3, backoff=0.01)
+    with pytest.raises(LLMError, match="HTTP 400.*bad model"):
+        llm.complete([{"role": "user", "content": "q"}])
+    assert llm.requests == 1
+
+
+def test_http_prefix_uses_continue_final_message(flaky):
+    srv, url = flaky
+    HTTPChatLLM(url).complete([{"role": "user", "content": "q"}], prefix="Thought: first")
+    body = srv.bodies[-1]
+    assert body["messages"][-1] == {"role": "assistant", "content": "Thought: first"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False

@@ -1,0 +1,72 @@
+"""Step parsing and answer normalisation on what small models really write. Expectations are hand-written."""
+import pytest
+
+from minagent.agent.multiple_choice import is_correct, normalize_text, to_letter
+from minagent.agent.parsing import parse_step, step_message
+from minagent.agent.executor import parse_forced_answer
+
+CANONICAL = "Thought: look it up\nCode:\n```py\nprint(search('git log'))\n```<end_code>"
+
+
+def test_canonical_step():
+    s = parse_step(CANONICAL)
+    assert (s.thought, s.code, s.error) == ("look it up", "print(search('git log'))", None)
+    assert step_message(s) == CANONICAL
+
+
+@pytest.mark.parametrize("raw,code", [
+    # the model writes the observation itself: everything from it on is dropped
+    ("Thought: t\nCode:\n```py\nx = 1\n```\nObservation: x is 1, the answer is 7", "x = 1"),
+    # no <end_code>, prose after the block
+    ("Thought: t\nCode:\n```python\nprint(2)\n```\nThis prints 2. Then I will answer.", "print(2)"),
+    # an unclosed fence (the stop string cut it, or it was forgotten)
+    ("Thought: t\nCode:\n```py\nprint(3)\n", "print(3)"),
+    # no fence at all after Code:
+    ("Thought: t\nCode:\nprint(4)\nfinal_answer(4)", "print(4)\nfinal_answer(4)"),
+    # a bare final_answer line
+    ("Thought: I know it.\nfinal_answer('git log')", "final_answer('git log')"),
+    # a plain "Final answer:" sentence
+    ("Thought: done.\nFinal answer: git stash", "final_answer('git stash')"),
+    # two blocks are joined in order
+    ("Thought: t\n```py\na = 1\n```\nand\n```py\nprint(a)\n```<end_code>", "a = 1\n\nprint(a)"),
+    # Calling tools: (the JSON tool-call habit) ends the step
+    ("Thought: t\nCode:\n```py\nprint(5)\n```Calling tools:\n[{'name': 'x'}]", "print(5)"),
+])
+def test_tolerated_variants(raw, code):
+    s = parse_step(raw)
+    assert s.error is None and s.code == code
+
+
+def test_no_code_is_a_parse_failure_that_explains_the_format():
+    s = parse_step("Thought: I am not sure what to do.")
+    assert s.code is None and "no code found" in s.error and "```py" in s.error
+    assert step_message(s) == "Thought: I am not sure what to do."
+
+
+def test_unclosed_fence_is_closed_in_the_kept_step():
+    assert step_message(parse_step("Thought: t\nCode:\n```py\nprint(3)")) == "Thought: t\nCode:\n```py\nprint(3)\n```<end_code>"
+
+
+@pytest.mark.parametrize("answer,letter", [
+    ("B", "B"), ("(b)", "B"), ("C.", "C"), ("B) git log", "B"), ("The answer is D.", "D"),
+    ("Answer: a", "A"), ("git stash", "C"), ("I would use git stash here", "C"), ("E", None), ("", None),
+])
+def test_multiple_choice_letters(answer, letter):
+    choices = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}
+    assert to_letter(answer, choices) == letter
+
+
+def test_free_text_scoring_uses_normalised_match_and_aliases():
+    item = {"answer": "The git log command", "aliases": ["git-log"]}
+    assert normalize_text("The  git-log, command!") == "gitlog command"
+    assert is_correct("git log command", item) and not is_correct("git commit", item)
+    assert is_correct("git-log", item)
+    assert is_correct("b", {"choices": {"A": "x", "B": "y"}, "correct": "B"})
+    assert not is_correct("A", {"choices": {"A": "x", "B": "y"}, "correct": "B"})
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("Final answer: git log", "git log"), ("final_answer('git add')", "git add"), ("git bisect\nmore", "git bisect"),
+])
+def test_forced_answer_parsing(text, answer):
+    assert parse_forced_answer(text) == answer
