@@ -85,6 +85,8 @@ def main(argv=None):
     search.add_argument("--k", type=int, default=5)
     search.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
     search.add_argument("--json", action="store_true", help="one JSON object per passage")
+    search.add_argument("--source", default=None, help="only passages whose source file matches this glob")
+    search.add_argument("--section", default=None, help="only passages whose section path contains this text")
 
     def add_agent_args(p):
         p.add_argument("--index", default=None, help="retrieval index for the search tool")
@@ -142,7 +144,8 @@ def main(argv=None):
 
         from minagent.retrieval import format_hits, search_index
 
-        hits = search_index(args.index, args.query, k=args.k, mode=args.mode)
+        hits = search_index(args.index, args.query, k=args.k, mode=args.mode, source=args.source,
+                            section=args.section)
         if not hits:
             print(f"no passage matches {args.query!r}", file=sys.stderr)
         print("\n".join(json.dumps(h, ensure_ascii=False) for h in hits) if args.json else format_hits(hits))
@@ -167,4 +170,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as e:  # bad input: the library's message names the file and field
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,17 +1,16 @@
 """minagent: agent distillation for microdomains, from scratch in PyTorch.
 
-The public surface of the core: build or load a model, load its tokenizer, generate.
+The public surface of the core: build or load a model, load its tokenizer, generate. Names load on first use,
+so a BM25-only tool (`infer.py search`) never pays for importing torch.
 """
-from .config import ModelConfig
-from .model import KVCache, Transformer
-from .weights import load_model, save_model
+import importlib
+
+_EXPORTS = {"ModelConfig": ".config", "Transformer": ".model", "KVCache": ".model", "load_model": ".weights",
+            "save_model": ".weights", "load_tokenizer": ".tokenizer"}
+__all__ = sorted(_EXPORTS)
 
 
-def load_tokenizer(path):
-    """Tokenizer of a checkpoint directory (tokenizer.json or tokenizer.model); see minagent.tokenizer."""
-    from .tokenizer import load_tokenizer as _load
-
-    return _load(path)
-
-
-__all__ = ["ModelConfig", "Transformer", "KVCache", "load_model", "save_model", "load_tokenizer"]
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

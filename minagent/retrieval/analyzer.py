@@ -1,0 +1,185 @@
+"""Text -> BM25 terms: lowercase, unicode words, CJK bigrams, identifiers kept whole and split, optional
+stopwords and a light stemmer.
+
+Manual search lives on exact strings: message IDs (`KAVS1234-E`), config keys (`max_connections`,
+`core.autocrlf`), options (`--no-ff`). Each such identifier becomes one term for the whole string *and* terms for
+its parts, so a query for "max_connections" matches it exactly and a query for "connections" still finds it.
+CJK scripts have no spaces between words; the standard answer (Lucene's CJKBigramFilter) is overlapping
+character bigrams, which we emit for runs of Han/Kana/Hangul.
+
+`tokenize(text)` is the readable reference; `TermIds.add_text` is the fast path used to build an index (regex
+findall + one dict lookup per token, with stemming done once per distinct surface form). A test checks they agree.
+"""
+
+import re
+import unicodedata
+from array import array
+
+import numpy as np
+
+# A word is a run of letters/digits; an identifier is words joined by - _ . : / (no spaces). One linear regex
+# pass finds both ("compounds"); the ASCII version is ~2x faster and most manual text is ASCII.
+_WORD = re.compile(r"[^\W_]+")
+_COMPOUND = re.compile(r"[^\W_]+(?:[-_.:/][^\W_]+)*")
+_COMPOUND_ASCII = re.compile(r"[a-z0-9]+(?:[-_.:/][a-z0-9]+)*")
+_JOINED = re.compile(r"[^\W_][-_.:/][^\W_]")          # does the text hold any identifier at all?
+_CONNECTORS = "-_.:/"
+_CJK_CHARS = (
+    "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+)
+_CJK_RUN = re.compile(f"[{_CJK_CHARS}]+")
+_HAS_CJK = re.compile(f"[{_CJK_CHARS}]")
+
+# Lucene's English stopword set (EnglishAnalyzer.ENGLISH_STOP_WORDS_SET): short on purpose — in manuals words
+# like "not", "can", "all" carry meaning.
+ENGLISH_STOPWORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
+    "they this to was will with".split()
+)
+
+
+_STEM_EXCEPTIONS = frozenset("this thus does has was is its his yes alias always perhaps whereas".split())
+
+
+def light_stem(word):
+    """A light English plural stemmer: Lucene's "minimal" S-stemmer plus -es after sibilants.
+
+    It only undoes plurals, so it never merges unrelated words (Porter maps "general" and "generate" together):
+    files -> file, entries -> entry, branches -> branch, passes -> pass, boxes -> box; "status", "class" and
+    short words are left alone. The caller skips identifiers and words with digits.
+    """
+    n = len(word)
+    if n < 4 or word[-1] != "s" or word[-2] in "us" or word in _STEM_EXCEPTIONS:
+        return word
+    if word.endswith("ies") and n > 4 and word[-4] not in "ae":
+        return word[:-3] + "y"
+    if word.endswith("es"):
+        if word[-3] in "aeio":
+            return word                                   # does, shoes, goes: Lucene leaves these
+        if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+            return word[:-2]
+    return word[:-1]
+
+
+class Analyzer:
+    """Configurable analysis chain; its `config()` is saved with an index so queries are analysed the same way."""
+
+    def __init__(self, stopwords=False, stem=True, split_identifiers=True, cjk_bigrams=True):
+        self.stopwords = bool(stopwords)
+        self.stem = bool(stem)
+        self.split_identifiers = bool(split_identifiers)
+        self.cjk_bigrams = bool(cjk_bigrams)
+        self._stop = ENGLISH_STOPWORDS if self.stopwords else frozenset()
+
+    def config(self):
+        return {"stopwords": self.stopwords, "stem": self.stem, "split_identifiers": self.split_identifiers,
+                "cjk_bigrams": self.cjk_bigrams}
+
+    @classmethod
+    def from_config(cls, cfg):
+        unknown = set(cfg) - {"stopwords", "stem", "split_identifiers", "cjk_bigrams"}
+        if unknown:
+            raise ValueError(f"analyzer config: unknown fields {sorted(unknown)}")
+        return cls(**cfg)
+
+    def normalize(self, text):
+        """NFKC (full-width letters and digits become ASCII) then lowercase."""
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        return text.lower()
+
+    def surface_tokens(self, text):
+        """Tokens before stemming/stopwords: words, whole identifiers, CJK bigrams (bag of words: order free)."""
+        ascii = text.isascii()
+        text = text.lower() if ascii else self.normalize(text)
+        cjk = None
+        if not ascii and self.cjk_bigrams and _HAS_CJK.search(text):
+            cjk = []
+            for run in _CJK_RUN.findall(text):
+                cjk.extend([run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)])
+            text = _CJK_RUN.sub(" ", text)
+        tokens = (_COMPOUND_ASCII if ascii else _COMPOUND).findall(text)
+        # identifiers need a connector: a C-speed substring test skips the regex for most plain prose
+        if self.split_identifiers and any(c in text for c in _CONNECTORS) and _JOINED.search(text):
+            idents = [t for t in tokens if not t.isalnum()]
+            if idents:
+                tokens += _WORD.findall(" ".join(idents))
+        return tokens + cjk if cjk else tokens
+
+    def term(self, token):
+        """The index term for one surface token, or None if it is a stopword."""
+        if token in self._stop:
+            return None
+        if self.stem and token.isalpha() and token.isascii():
+            return light_stem(token)
+        return token
+
+    def tokenize(self, text):
+        """Readable reference path: the list of index terms of `text` (with repeats)."""
+        out = []
+        for tok in self.surface_tokens(text):
+            t = self.term(tok)
+            if t is not None:
+                out.append(t)
+        return out
+
+
+class _SurfaceIds(dict):
+    """surface token -> term id, computing (stem, stopword check, vocabulary insert) on first sight only."""
+
+    def __init__(self, analyzer, vocab):
+        super().__init__()
+        self.analyzer, self.vocab = analyzer, vocab
+
+    def __missing__(self, surface):
+        term = self.analyzer.term(surface)
+        tid = -1 if term is None else self.vocab.setdefault(term, len(self.vocab))
+        self[surface] = tid
+        return tid
+
+
+class TermIds:
+    """Maps texts to term ids while building an index (the fast path of Analyzer.tokenize).
+
+    Each token costs one dict lookup done in C (`map` over a dict whose __missing__ analyses new surface forms),
+    and ids go straight into a flat int32 buffer: no per-document Python lists are kept. Stopwords get id -1;
+    `arrays()` drops them.
+    """
+
+    def __init__(self, analyzer, vocab=None):
+        self.analyzer = analyzer
+        self.vocab = {} if vocab is None else dict(vocab)   # term -> id
+        self._ids = _SurfaceIds(analyzer, self.vocab)
+        self._flat = array("i")
+        self._lengths = array("q")
+
+    def ids(self, text):
+        """Term ids of one text (repeats kept, stopwords dropped)."""
+        return [i for i in map(self._ids.__getitem__, self.analyzer.surface_tokens(text)) if i >= 0]
+
+    def add_text(self, text):
+        """Append one document's term ids to the flat buffer."""
+        before = len(self._flat)
+        self._flat.extend(map(self._ids.__getitem__, self.analyzer.surface_tokens(text)))
+        self._lengths.append(len(self._flat) - before)
+
+    def arrays(self):
+        """(flat term ids int32, per-document lengths int64) of every text added, stopwords removed."""
+        flat = np.frombuffer(self._flat, dtype=np.int32) if len(self._flat) else np.zeros(0, np.int32)
+        lengths = np.frombuffer(self._lengths, dtype=np.int64) if len(self._lengths) else np.zeros(0, np.int64)
+        if self.analyzer.stopwords:
+            keep = flat >= 0
+            doc = np.repeat(np.arange(len(lengths)), lengths)
+            flat, lengths = flat[keep], np.bincount(doc[keep], minlength=len(lengths)).astype(np.int64)
+        return flat, lengths          # views of the buffers (no copy); texts can no longer be added
+
+    def query_ids(self, text):
+        """Term ids of a query; terms the index has never seen are dropped (they match nothing)."""
+        vocab = self.vocab
+        out = []
+        for tok in self.analyzer.surface_tokens(text):
+            t = self.analyzer.term(tok)
+            if t is not None and t in vocab:
+                out.append(vocab[t])
+        return out

@@ -1,0 +1,506 @@
+"""BM25 as a numpy sparse matrix of precomputed per-(term, passage) scores, with exact MaxScore top-k.
+
+Index: like bm25s we score eagerly — every (term, passage) pair gets its BM25 contribution at build time, stored
+column-wise (CSC: one sorted posting list of passage ids and scores per term), so a query is a sum of a few
+slices. The raw term frequencies and passage lengths are kept too, which is what makes adding passages possible:
+new postings are merged in and every score recomputed from tf (idf and the average length change for all).
+
+Query: bm25s spends most of a query in argpartition over a score vector as long as the corpus, almost all zeros.
+We never build that vector. MaxScore (Turtle & Flood 1995): sort the query terms by their largest possible
+contribution; the rarest terms are "essential" and their posting lists give the candidate passages; the common
+terms ("the", "how") are only looked up for those candidates (binary search into their posting lists, or one
+gather from a dense score column for terms in >= 1/4 of the passages). A passage that contains none of the
+essential terms scores at most the sum of the other terms' maxima, so once the k-th best candidate beats that
+sum the top-k is exact; otherwise one more term becomes essential and we retry. Candidates that cannot reach
+the k-th partial score even with every remaining term are dropped before the lookups. topk_batch runs the same
+algorithm for many queries with a fixed number of large array operations. Ties are broken by lower passage
+index, so results are deterministic.
+
+Variants (formulas as in Kamphuis et al. 2020, matching bm25s and rank_bm25 exactly):
+  lucene     idf = ln(1 + (N - df + .5)/(df + .5))   tfc = tf / (tf + k1 (1 - b + b dl/avgdl))
+  robertson  idf = ln(max(1, (N - df + .5)/(df + .5)))  tfc as lucene
+  atire      idf = ln(N / df)                        tfc = tf (k1 + 1) / (tf + k1 (1 - b + b dl/avgdl))
+  bm25l      idf = ln((N + 1)/(df + .5))             tfc = (k1 + 1)(c + d)/(k1 + c + d), c = tf/(1 - b + b dl/avgdl)
+  bm25+      idf = ln((N + 1)/df)                    tfc = atire's + delta
+BM25L and BM25+ give a passage credit for a term even when tf = 0; we store the score *above* that baseline
+(always > 0) and add the baseline back to the scores we return, so ranking work stays sparse.
+rank_bm25's BM25Okapi with epsilon=0 is variant="atire" with idf="robertson".
+"""
+
+import threading
+
+import numpy as np
+
+VARIANTS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+_CHUNK = 1 << 21          # tokens / postings processed per slice while building
+
+
+def idf_values(variant, df, n_docs):
+    """idf of each term (float64) from its document frequency."""
+    df = np.asarray(df, dtype=np.float64)
+    n = float(n_docs)
+    with np.errstate(divide="ignore"):
+        if variant == "lucene":
+            out = np.log1p((n - df + 0.5) / (df + 0.5))
+        elif variant == "robertson":
+            out = np.log(np.maximum(1.0, (n - df + 0.5) / (df + 0.5)))
+        elif variant == "atire":
+            out = np.log(n / df)
+        elif variant == "bm25l":
+            out = np.log((n + 1) / (df + 0.5))
+        elif variant == "bm25+":
+            out = np.log((n + 1) / df)
+        else:
+            raise ValueError(f"unknown BM25 idf variant {variant!r}; expected one of {VARIANTS}")
+    return np.where(df > 0, out, 0.0)
+
+
+def tf_component(variant, tf, doc_len, avg_len, k1, b, delta):
+    """Term-frequency component (float64). Works on arrays; tf may be 0 (BM25L/BM25+ baselines)."""
+    tf = np.asarray(tf, dtype=np.float64)
+    norm = 1 - b + b * np.asarray(doc_len, dtype=np.float64) / avg_len
+    if variant in ("lucene", "robertson"):
+        return tf / (tf + k1 * norm)
+    if variant == "atire":
+        return tf * (k1 + 1) / (tf + k1 * norm)
+    if variant == "bm25l":
+        c = tf / norm
+        return (k1 + 1) * (c + delta) / (k1 + c + delta)
+    if variant == "bm25+":
+        return tf * (k1 + 1) / (k1 * norm + tf) + delta
+    raise ValueError(f"unknown BM25 variant {variant!r}; expected one of {VARIANTS}")
+
+
+class BM25Index:
+    """Eager BM25 over passages 0..n_docs-1 whose text was analysed into term ids 0..n_terms-1."""
+
+    def __init__(self, variant="lucene", k1=0.9, b=0.4, delta=0.5, idf=None, dtype="float32"):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown BM25 variant {variant!r}; expected one of {VARIANTS}")
+        if idf is not None and idf not in VARIANTS:
+            raise ValueError(f"unknown BM25 idf variant {idf!r}; expected one of {VARIANTS}")
+        if not (k1 >= 0 and 0 <= b <= 1 and delta >= 0):
+            raise ValueError(f"BM25 parameters out of range: k1={k1} (>= 0), b={b} (0..1), delta={delta} (>= 0)")
+        self.variant, self.k1, self.b, self.delta = variant, float(k1), float(b), float(delta)
+        self.idf_variant = idf or variant
+        self.dtype = np.dtype(dtype)
+        self.n_docs = 0
+        self.n_terms = 0
+        self.indptr = np.zeros(1, np.int64)       # term t's postings are [indptr[t], indptr[t+1])
+        self.doc_ids = np.zeros(0, np.int32)      # passage index of each posting (sorted within a term)
+        self.tf = np.zeros(0, np.int32)           # term frequency of each posting
+        self.scores = np.zeros(0, self.dtype)     # BM25 contribution of each posting (above the baseline)
+        self.doc_len = np.zeros(0, np.int64)      # analysed length of each passage
+        self.term_max = np.zeros(0, np.float64)   # largest score of each term (MaxScore upper bound)
+        self.baseline = None                      # BM25L/BM25+: per-term score of a passage without the term
+        self.dense_cols = {}                      # very common terms: term -> dense score column
+        self._tls = threading.local()             # per-thread scratch arrays for queries
+
+    def params(self):
+        return {"variant": self.variant, "k1": self.k1, "b": self.b, "delta": self.delta,
+                "idf": self.idf_variant, "dtype": self.dtype.name}
+
+    # -- building -------------------------------------------------------------------------------------------
+    def add(self, flat_ids, lengths, n_terms=None):
+        """Add passages given as one flat array of term ids and the number of ids in each passage.
+
+        Works on an empty or an existing index: postings are merged and all scores recomputed (adding documents
+        changes N, every df and the average length, so every stored score changes). Work is done in slices of
+        about _CHUNK tokens/postings so temporary arrays stay small next to the index itself.
+        """
+        flat = np.asarray(flat_ids)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if flat.ndim != 1 or lengths.ndim != 1 or int(lengths.sum()) != len(flat):
+            raise ValueError(f"flat_ids ({len(flat)} ids) and lengths (sum {int(lengths.sum())}) disagree")
+        if len(flat) and (flat.min() < 0):
+            raise ValueError("term ids must be >= 0")
+        n_terms = max(int(n_terms or 0), int(flat.max()) + 1 if len(flat) else 0, self.n_terms)
+        n_new = len(lengths)
+        if n_new == 0:
+            return self
+        span = self.n_docs + n_new
+        if span >= 2**31 or n_terms >= 2**31:
+            raise ValueError("more than 2**31 passages or terms: out of int32 range")
+        # (term, passage, tf) of the new passages, one slice of whole passages at a time: np.unique over
+        # term * span + passage keys sorts the slice by (term, passage) and counts repeats
+        terms_parts, docs_parts, tf_parts = [], [], []
+        bounds = np.concatenate(([0], np.cumsum(lengths)))
+        cut = np.searchsorted(bounds, np.arange(0, len(flat), _CHUNK), side="right") - 1
+        doc_starts = sorted(set(cut.tolist()) | {n_new})
+        for a, b in zip(doc_starts[:-1], doc_starts[1:]):
+            docs = np.repeat(np.arange(self.n_docs + a, self.n_docs + b, dtype=np.int64), lengths[a:b])
+            keys, tf = np.unique(flat[bounds[a]:bounds[b]].astype(np.int64) * span + docs, return_counts=True)
+            t = keys // span
+            terms_parts.append(t.astype(np.int32))
+            docs_parts.append((keys - t * span).astype(np.int32))
+            tf_parts.append(tf.astype(np.int32))
+            del docs, keys, tf, t
+        if self.n_docs:           # the existing postings come first: they hold the lower passage ids
+            terms_parts.insert(0, np.repeat(np.arange(self.n_terms, dtype=np.int32), np.diff(self.indptr)))
+            docs_parts.insert(0, self.doc_ids)
+            tf_parts.insert(0, self.tf)
+        terms = np.concatenate(terms_parts)
+        del terms_parts
+        # each part is sorted by (term, passage) and parts hold increasing passages: a stable sort by term
+        # (timsort merging the sorted runs) gives the CSC order
+        order = np.argsort(terms, kind="stable") if len(docs_parts) > 1 else None
+        doc_ids = np.concatenate(docs_parts)
+        tf = np.concatenate(tf_parts)
+        del docs_parts, tf_parts
+        if order is not None:
+            doc_ids, tf, terms = doc_ids[order], tf[order], terms[order]
+            del order
+        self.indptr = np.zeros(n_terms + 1, np.int64)
+        np.cumsum(np.bincount(terms, minlength=n_terms), out=self.indptr[1:])
+        del terms
+        self.doc_ids, self.tf = doc_ids, tf
+        self.doc_len = np.concatenate([self.doc_len, lengths])
+        self.n_docs, self.n_terms = span, n_terms
+        self._score()
+        return self
+
+    def _score(self):
+        """(Re)compute every posting's score from tf, df and passage lengths (in slices of postings)."""
+        df = np.diff(self.indptr)
+        avg_len = float(self.doc_len.mean()) if self.n_docs else 1.0
+        if avg_len == 0:
+            avg_len = 1.0        # every passage empty: all tf are 0 anyway
+        idf = idf_values(self.idf_variant, df, self.n_docs)
+        if self.variant in ("bm25l", "bm25+"):
+            # baseline at tf=0 (independent of length for both variants)
+            self.baseline = idf * tf_component(self.variant, 0.0, avg_len, avg_len, self.k1, self.b, self.delta)
+        else:
+            self.baseline = None
+        self.scores = np.empty(len(self.doc_ids), self.dtype)
+        nnz = len(self.doc_ids)
+        for a in range(0, nnz, _CHUNK):
+            b = min(nnz, a + _CHUNK)
+            # term of each posting in this slice, from indptr
+            first, last = np.searchsorted(self.indptr, [a, b - 1], side="right") - 1
+            counts = np.minimum(self.indptr[first + 1:last + 2], b) - np.maximum(self.indptr[first:last + 1], a)
+            terms = np.repeat(np.arange(first, last + 1), counts)
+            tfc = tf_component(self.variant, self.tf[a:b], self.doc_len[self.doc_ids[a:b]], avg_len, self.k1,
+                               self.b, self.delta)
+            part = idf[terms] * tfc
+            if self.baseline is not None:
+                part -= self.baseline[terms]
+            self.scores[a:b] = part
+        # terms in >= 1/4 of the passages also get a dense score column (no more bytes than their postings
+        # hold): looking up candidates in them is one gather instead of a binary search
+        self.dense_cols = {}
+        if self.n_docs >= 64:
+            for t in np.flatnonzero(df * 4 >= self.n_docs).tolist():
+                s, e = self.indptr[t], self.indptr[t + 1]
+                col = np.zeros(self.n_docs, self.dtype)
+                col[self.doc_ids[s:e]] = self.scores[s:e]
+                self.dense_cols[t] = col
+        term_max = np.zeros(self.n_terms, np.float64)
+        nonempty = df > 0
+        if nonempty.any():
+            term_max[nonempty] = np.maximum.reduceat(self.scores, self.indptr[:-1][nonempty])
+        self.term_max = np.maximum(term_max, 0.0)
+
+    # -- querying -------------------------------------------------------------------------------------------
+    def _query_terms(self, term_ids):
+        ids = np.asarray(term_ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.n_terms):
+            raise ValueError(f"query term id out of range 0..{self.n_terms - 1}")
+        terms, counts = np.unique(ids, return_counts=True)
+        return terms, counts.astype(np.float64)
+
+    def _base(self, terms, counts):
+        return 0.0 if self.baseline is None else float(self.baseline[terms] @ counts)
+
+    def score_all(self, term_ids):
+        """BM25 score of every passage (float64 vector). The simple, slow reference; used by parity tests."""
+        terms, counts = self._query_terms(term_ids)
+        out = np.zeros(self.n_docs, np.float64)
+        for t, c in zip(terms, counts):
+            s, e = self.indptr[t], self.indptr[t + 1]
+            out[self.doc_ids[s:e]] += c * self.scores[s:e].astype(np.float64)
+        return out + self._base(terms, counts)
+
+    def topk(self, term_ids, k=10, allowed=None):
+        """Exact top-k passages containing at least one query term: (passage indices int64, scores float64).
+
+        allowed: optional boolean mask over passages; masked-out passages are never returned.
+        Returns fewer than k results when fewer passages match.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        plan = self._plan(term_ids, k)
+        return _EMPTY if plan is None else self._run_plan(plan, k, allowed)
+
+    def _plan(self, term_ids, k):
+        """Per-query facts in plain Python (a query has a handful of terms; numpy calls cost microseconds):
+        terms sorted by their largest possible contribution (rarest first), weights (repeat counts), posting
+        ranges, rest_ub[m] = the most terms m.. can add, the baseline, and how many terms start essential."""
+        counts = {}
+        for t in term_ids:
+            counts[t] = counts.get(t, 0) + 1
+        if not counts or self.n_docs == 0:
+            return None
+        if min(counts) < 0 or max(counts) >= self.n_terms:
+            raise ValueError(f"query term id out of range 0..{self.n_terms - 1}")
+        indptr, term_max = self.indptr, self.term_max
+        info = sorted((-float(term_max[t]) * c, int(t), float(c), int(indptr[t]), int(indptr[t + 1]))
+                      for t, c in counts.items())
+        n = len(info)
+        terms = [x[1] for x in info]
+        weights = [x[2] for x in info]
+        starts = [x[3] for x in info]
+        ends = [x[4] for x in info]
+        rest_ub = [0.0] * (n + 1)
+        for j in range(n - 1, -1, -1):
+            rest_ub[j] = rest_ub[j + 1] - info[j][0]
+        base = 0.0 if self.baseline is None else sum(float(self.baseline[t]) * c for t, c in zip(terms, weights))
+        # essential terms to start with: every cheap (short) posting list, and enough postings for k candidates
+        cheap = max(4 * k, self.n_docs >> 6)
+        m, volume = 0, 0
+        while m < n and (volume < k or ends[m] - starts[m] <= cheap):
+            volume += ends[m] - starts[m]
+            m += 1
+        return terms, weights, starts, ends, rest_ub, base, m
+
+    def _run_plan(self, plan, k, allowed):
+        """MaxScore for one query (see module docstring)."""
+        terms, weights, starts, ends, rest_ub, base, m = plan
+        n = len(terms)
+        union = _Union(self)
+        try:
+            while True:
+                cand, cand_s = union.upto(weights, starts, ends, m)
+                if allowed is not None:
+                    keep = allowed[cand]
+                    cand, cand_s = cand[keep], cand_s[keep]
+                if m == n:
+                    break
+                if len(cand) >= k:
+                    theta = np.partition(cand_s, len(cand) - k)[len(cand) - k]
+                    settled = theta > rest_ub[m]  # partial scores are lower bounds: the full k-th score wins too
+                    if settled or ends[m] - starts[m] > 8 * len(cand):
+                        # a candidate whose partial score plus everything the other terms could add stays below
+                        # the k-th partial score cannot make the top-k: look the others up for the rest only
+                        live = cand_s + rest_ub[m] >= theta
+                        c, cs = cand[live], cand_s[live]
+                        self._add_rest(c, cs, terms[m:], weights[m:], rest_ub[m])
+                        # (when not settled by the partial scores, widening would touch many postings: first
+                        # see whether the full scores settle it)
+                        if settled or np.partition(cs, len(cs) - k)[len(cs) - k] > rest_ub[m]:
+                            cand, cand_s = c, cs
+                            break
+                m += 1
+        finally:
+            union.release()
+        if len(cand) == 0:
+            return _EMPTY
+        idx, top_s = _top_k_sorted(cand, cand_s, k)
+        return idx, top_s + base
+
+    def topk_batch(self, queries, k=10, allowed=None):
+        """topk for many queries at once: a list of (indices, scores), exactly as topk would return them.
+
+        The per-query numpy calls of topk cost more than the work itself for short posting lists, so a batch
+        is done with a fixed number of large array operations: the essential postings of every query are
+        scored together (keys query * N + passage, one sort), candidates that cannot reach their query's k-th
+        partial score are dropped, the other terms are looked up for the remaining candidates of all queries
+        that contain them, and each query takes its top-k. Queries whose k-th score does not beat their
+        remaining terms' bound (a few percent), and queries with long essential posting lists, take the
+        single-query path.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        plans = [self._plan(q, k) for q in queries]
+        results = [_EMPTY] * len(plans)
+        small, single = [], []
+        for i, p in enumerate(plans):
+            if p is not None:
+                volume = sum(p[3][:p[6]]) - sum(p[2][:p[6]])
+                (single if volume * 32 > self.n_docs else small).append(i)
+        if small:
+            single += self._batch_round([plans[i] for i in small], small, k, allowed, results)
+        for i in single:            # long posting lists: the single-query path scatters instead of sorting
+            results[i] = self._run_plan(plans[i], k, allowed)
+        return results
+
+    def _batch_round(self, plans, qids, k, allowed, results):
+        """One vectorised MaxScore round over plans (query qids[i] has plans[i]); fills results and returns the
+        qids it could not settle."""
+        doc_ids, scores, n_docs, nq = self.doc_ids, self.scores, self.n_docs, len(plans)
+        # 1. essential postings of all queries, summed per (query, passage)
+        seg_q, seg_s, seg_e, seg_w = [], [], [], []
+        for i, (terms, weights, starts, ends, _, _, m) in enumerate(plans):
+            seg_q += [i] * m
+            seg_s += starts[:m]
+            seg_e += ends[:m]
+            seg_w += weights[:m]
+        lens = np.subtract(seg_e, seg_s)
+        pos = _ranges(np.asarray(seg_s), lens)
+        key = np.repeat(np.asarray(seg_q, np.int64) * n_docs, lens) + doc_ids[pos]
+        val = np.repeat(np.asarray(seg_w), lens) * scores[pos]
+        order = np.argsort(key, kind="stable")
+        key, val = key[order], val[order]
+        first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        key, cand_s = key[first], np.add.reduceat(val, first)
+        cand_q, cand = np.divmod(key, n_docs)
+        if allowed is not None:
+            keep = allowed[cand]
+            cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
+        bounds = np.searchsorted(cand_q, np.arange(nq + 1))
+        # 2. drop candidates that cannot reach their query's k-th partial score even with every remaining term
+        theta = np.full(nq, -np.inf)
+        rest = np.array([p[4][p[6]] for p in plans])
+        for i in range(nq):
+            a, b = bounds[i], bounds[i + 1]
+            if b - a > k:
+                theta[i] = np.partition(cand_s[a:b], b - a - k)[b - a - k]
+        keep = cand_s + rest[cand_q] >= theta[cand_q]
+        cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
+        bounds = np.searchsorted(cand_q, np.arange(nq + 1))
+        sizes = np.diff(bounds)
+        # 3. the remaining terms, looked up for the candidates of the queries holding them
+        by_term = {}
+        for i, (terms, weights, _, _, rest_ub, _, m) in enumerate(plans):
+            if rest_ub[m] > 0:
+                for j in range(m, len(terms)):
+                    by_term.setdefault(terms[j], ([], []))
+                    by_term[terms[j]][0].append(i)
+                    by_term[terms[j]][1].append(weights[j])
+        for t, (users, ws) in by_term.items():
+            at = _ranges(bounds[users], sizes[users])
+            if len(at) == 0:
+                continue
+            w = np.repeat(ws, sizes[users])
+            docs = cand[at]
+            col = self.dense_cols.get(t)
+            if col is not None:
+                cand_s[at] += w * col[docs]
+                continue
+            cand_s[at] += w * self._lookup(t, docs)
+        # 4. per query: its top-k, exact when its k-th score beats the bound of its non-essential terms
+        again = []
+        for i, (terms, _, _, _, rest_ub, base, m) in enumerate(plans):
+            a, b = bounds[i], bounds[i + 1]
+            idx, top_s = _top_k_sorted(cand[a:b], cand_s[a:b], k)
+            if m == len(terms) or (len(top_s) == k and top_s[-1] > rest_ub[m]):
+                results[qids[i]] = (idx, top_s + base)
+            else:
+                again.append(qids[i])
+        return again
+
+    def _lookup(self, t, docs):
+        """Score of term t in each of `docs` (0 where absent), float64."""
+        s, e = int(self.indptr[t]), int(self.indptr[t + 1])
+        plist = self.doc_ids[s:e]
+        if len(docs) * 16 > e - s:
+            # many lookups: scatter the posting list into a dense scratch column and gather (linear time)
+            col = self._scratch_col()
+            col[plist] = self.scores[s:e]
+            out = col[docs].astype(np.float64)
+            col[plist] = 0.0
+            return out
+        pos = np.searchsorted(plist, docs)
+        np.minimum(pos, len(plist) - 1, out=pos)
+        out = self.scores[s:e][pos].astype(np.float64)
+        out[plist[pos] != docs] = 0.0
+        return out
+
+    def _scratch_col(self):
+        tls = self._tls
+        col = getattr(tls, "col", None)
+        if col is None or len(col) != self.n_docs:
+            tls.col = col = np.zeros(self.n_docs, self.dtype)
+        return col
+
+    def _scratch(self):
+        """Per-thread zeroed work arrays of length n_docs (reset after each use, so queries are thread-safe)."""
+        tls = self._tls
+        acc = getattr(tls, "acc", None)
+        if acc is None or len(acc) != self.n_docs:
+            tls.acc = acc = np.zeros(self.n_docs, np.float64)
+            tls.seen = np.zeros(self.n_docs, bool)
+        return acc, tls.seen
+
+    def _add_rest(self, cand, cand_s, terms, weights, rest_ub):
+        """Add the non-essential terms' scores for the candidates only (in place)."""
+        if rest_ub == 0 or len(cand) == 0:
+            return                            # only idf-0 terms left: they add nothing
+        cols = self.dense_cols
+        for t, w in zip(terms, weights):
+            col = cols.get(t)
+            if col is not None:               # very common term: its scores as a dense column, one gather
+                cand_s += w * col[cand].astype(np.float64)
+                continue
+            cand_s += w * self._lookup(t, cand)
+
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+class _Union:
+    """Candidates and partial scores of the first m (essential) terms of a query, grown one term at a time.
+
+    Short posting lists are merged by sorting their concatenation; once the volume is a good part of the corpus,
+    postings are scattered into the index's per-thread dense scratch arrays instead (no sort; each new term
+    only adds its own postings), which release() zeroes again.
+    """
+
+    def __init__(self, index):
+        self.index = index
+        self.acc = self.seen = None
+        self.added = 0
+
+    def upto(self, weights, starts, ends, m):
+        ix = self.index
+        doc_ids, scores = ix.doc_ids, ix.scores
+        if m == 1:
+            s, e = starts[0], ends[0]
+            return doc_ids[s:e].astype(np.int64), weights[0] * scores[s:e].astype(np.float64)
+        if self.acc is None and (sum(ends[:m]) - sum(starts[:m])) * 32 > ix.n_docs:
+            self.acc, self.seen = ix._scratch()
+        if self.acc is not None:
+            for j in range(self.added, m):
+                d = doc_ids[starts[j]:ends[j]]
+                self.acc[d] += weights[j] * scores[starts[j]:ends[j]].astype(np.float64)
+                self.seen[d] = True
+            self.added = m
+            cand = np.flatnonzero(self.seen)
+            return cand, self.acc[cand]
+        d = np.concatenate([doc_ids[s:e] for s, e in zip(starts[:m], ends[:m])])
+        v = np.concatenate([w * scores[s:e].astype(np.float64) for w, s, e in zip(weights[:m], starts[:m], ends[:m])])
+        order = np.argsort(d, kind="stable")
+        d, v = d[order], v[order]
+        first = np.flatnonzero(np.concatenate(([True], d[1:] != d[:-1])))
+        return d[first].astype(np.int64), np.add.reduceat(v, first)
+
+    def release(self):
+        if self.acc is not None:
+            touched = np.flatnonzero(self.seen)
+            self.acc[touched] = 0.0
+            self.seen[touched] = False
+
+
+def _ranges(starts, lengths):
+    """Concatenation of arange(s, s + n) for each (s, n), without a Python loop."""
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    offsets = np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+def _top_k_sorted(ids, scores, k):
+    """The k best (ids, scores) by descending score; ties go to the smaller id. `ids` must be ascending."""
+    n = len(scores)
+    if n > k:
+        theta = np.partition(scores, n - k)[n - k]
+        above = np.flatnonzero(scores > theta)
+        ties = np.flatnonzero(scores == theta)[: k - len(above)]
+        sel = np.concatenate([above, ties])
+    else:
+        sel = np.arange(n)
+    order = np.lexsort((ids[sel], -scores[sel]))
+    sel = sel[order]
+    return ids[sel], scores[sel]

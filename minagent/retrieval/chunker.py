@@ -1,0 +1,125 @@
+"""Split documents into passages: first by heading, then by length with overlap.
+
+A passage is what the agent's search tool returns, so it must be small enough to read in a prompt (and to fit
+the encoder's 256-token window: ~1200 characters of English) yet keep where it came from: the source file,
+the document title, the section path ("git-rebase(1) > OPTIONS > --onto") and the character offsets of the
+passage inside the document text. Long sections are cut at the best boundary before the length limit
+(blank line, then line end, then sentence end, then space) and consecutive pieces overlap so that a fact
+straddling a cut is whole in at least one passage.
+"""
+
+from dataclasses import asdict, dataclass
+
+from tqdm import tqdm
+
+from .documents import list_corpus_files, read_document
+from .errors import EmptyCorpusError
+
+
+@dataclass
+class Passage:
+    text: str
+    source: str     # file path relative to the corpus root
+    title: str      # document title
+    section: str    # heading path inside the document, " > "-separated ("" before the first heading)
+    start: int      # character offsets of `text` in the document text (see documents.Document)
+    end: int
+
+    def to_dict(self):
+        return asdict(self)
+
+    def index_text(self):
+        """Text given to BM25 and the encoder: title and section path help a passage match its topic."""
+        head = self.section if self.section.startswith(self.title) else f"{self.title} > {self.section}"
+        return f"{head.strip(' >')}\n{self.text}"
+
+
+def _section_spans(doc):
+    """Yield (start, end, section path, body start) for each heading-delimited span of the document."""
+    bounds = sorted(doc.headings, key=lambda h: h[2])
+    stack = []  # (level, title)
+    prev_start, prev_path, prev_body = 0, "", 0
+    for level, title, offset in bounds:
+        if offset > prev_start:
+            yield prev_start, offset, prev_path, prev_body
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, title))
+        prev_start = offset
+        prev_path = " > ".join(t for _, t in stack)
+        prev_body = _after_heading(doc.text, offset)
+    yield prev_start, len(doc.text), prev_path, prev_body
+
+
+def _after_heading(text, offset):
+    """Offset just past the heading line at `offset` (and its ===/--- underline, if it has one)."""
+    end = text.find("\n", offset)
+    if end < 0:
+        return len(text)
+    nxt = text.find("\n", end + 1)
+    under = text[end + 1: len(text) if nxt < 0 else nxt].rstrip()
+    if len(under) >= 3 and under[0] in "=-~^+" and not under.strip(under[0]):
+        return len(text) if nxt < 0 else nxt + 1
+    return end + 1
+
+
+def _best_cut(text, start, limit):
+    """The end offset for a piece starting at `start` that must end at or before `limit`."""
+    floor = start + (limit - start) // 2          # never cut in the first half: pieces stay near max size
+    for sep in ("\n\n", "\n", ". ", "; ", ", ", " "):
+        cut = text.rfind(sep, floor, limit)
+        if cut >= 0:
+            return cut + len(sep)
+    return limit
+
+
+def _trimmed(text, start, end):
+    """Shrink [start, end) so the passage neither starts nor ends with whitespace."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def chunk_document(doc, max_chars=1200, overlap=200):
+    """Passages of one Document (see module docstring). max_chars bounds each passage's length."""
+    if max_chars < 50:
+        raise ValueError(f"max_chars={max_chars}: passages under 50 characters carry no context; use >= 50")
+    if not 0 <= overlap < max_chars // 2:
+        raise ValueError(f"overlap={overlap} must be >= 0 and < max_chars/2 ({max_chars // 2})")
+    text = doc.text
+    out = []
+    for start, end, path, body in _section_spans(doc):
+        if not text[max(start, body):end].strip():
+            continue                           # a heading with nothing under it (or an empty preamble)
+        pos = start
+        while pos < end:
+            s, _ = _trimmed(text, pos, end)
+            if s >= end:
+                break
+            piece_end = end if end - s <= max_chars else _best_cut(text, s, s + max_chars)
+            a, b = _trimmed(text, s, piece_end)
+            if b > a:
+                out.append(Passage(text[a:b], doc.source, doc.title, path, a, b))
+            if piece_end >= end:
+                break
+            nxt = max(piece_end - overlap, s + 1)
+            # start the overlap on a word boundary so no passage begins mid-word
+            space = text.find(" ", nxt, piece_end)
+            newline = text.find("\n", nxt, piece_end)
+            candidates = [c + 1 for c in (space, newline) if c >= 0]
+            pos = min(candidates) if candidates else piece_end
+    return out
+
+
+def chunk_corpus(corpus_dir, max_chars=1200, overlap=200, extensions=None, progress=True):
+    """Read and chunk every supported file under corpus_dir. Returns (passages, number of files read)."""
+    kwargs = {} if extensions is None else {"extensions": extensions}
+    files = list_corpus_files(corpus_dir, **kwargs)
+    passages = []
+    for path, source in tqdm(files, desc="chunking", unit="file", disable=not progress):
+        passages.extend(chunk_document(read_document(path, source), max_chars, overlap))
+    if not passages:
+        raise EmptyCorpusError(f"corpus directory {corpus_dir!r}: {len(files)} files but no text in any of them")
+    return passages, len(files)

@@ -1,0 +1,173 @@
+"""HTML -> plain text with headings, with a small regex tag scanner (no dependencies).
+
+Manuals are often shipped as HTML (the microdomain paper prefers it). For retrieval we need the readable text,
+its title, and where each heading starts so the chunker can split by section. Block elements become line
+breaks, <pre> keeps its whitespace, table cells are joined with " | " so a table row stays one line, and
+script/style/head contents are dropped. The stdlib HTMLParser does the same job 5x slower (git-doc: 5 s vs 1 s),
+and manuals are machine-generated, well-formed HTML, so a scanner over tags and text is enough.
+"""
+
+import html
+import re
+
+_BLOCK_TAGS = {
+    "address", "article", "aside", "blockquote", "br", "dd", "details", "div", "dl", "dt", "fieldset",
+    "figcaption", "figure", "footer", "form", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
+    "summary", "table", "tbody", "thead", "tfoot", "tr", "ul", "caption",
+}
+_HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+_SKIP_TAGS = {"script", "style", "head", "noscript", "template", "svg"}
+_SPACES = re.compile(r"[ \t\r\n\f\v]+")
+
+
+# comments, doctype/CDATA/processing instructions, or a tag; group 1 = "/" for end tags, 2 = name, 3 = "/" if <x/>
+_TAG = re.compile(r"<!--.*?(?:-->|$)|<![^>]*>|<\?[^>]*>"
+                  r"|<(/?)([a-zA-Z][a-zA-Z0-9-]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>", re.S)
+
+
+class _TextExtractor:
+    def __init__(self):
+        self.parts = []          # output text pieces
+        self.length = 0          # total length of self.parts
+        self.headings = []       # (level, title, offset of the heading line in the output)
+        self.title = ""
+        self._skip_depth = 0
+        self._in_title = False
+        self._pre_depth = 0
+        self._heading = None     # (level, start offset, pieces) while inside <hN>
+        self._cell_in_row = 0
+
+    # -- output helpers -------------------------------------------------------------------------------------
+    def _emit(self, s):
+        if s:
+            self.parts.append(s)
+            self.length += len(s)
+            if self._heading is not None:
+                self._heading[2].append(s)
+
+    def _last_char(self):
+        for p in reversed(self.parts):
+            if p:
+                return p[-1]
+        return "\n"
+
+    def _newline(self, blank=False):
+        """End the current line (and leave an empty line after it when `blank`)."""
+        if not self.parts:
+            return
+        tail = "".join(self.parts[-3:])
+        want = "\n\n" if blank else "\n"
+        have = len(tail) - len(tail.rstrip("\n"))
+        if have < len(want):
+            # drop trailing spaces before a line break so lines never end in blanks
+            while self.parts and self.parts[-1].endswith(" ") and self._pre_depth == 0:
+                stripped = self.parts[-1].rstrip(" ")
+                self.length -= len(self.parts[-1]) - len(stripped)
+                self.parts[-1] = stripped
+                if stripped:
+                    break
+                self.parts.pop()
+            self._emit(want[have:])
+
+    # -- parser callbacks -----------------------------------------------------------------------------------
+    def handle_starttag(self, tag, attrs):
+        if tag in _SKIP_TAGS:
+            self._skip_depth += 1
+            return
+        if tag == "title":
+            self._in_title = True
+            return
+        if self._skip_depth:
+            return
+        if tag in _HEADING_TAGS:
+            self._newline(blank=True)
+            self._heading = (_HEADING_TAGS[tag], self.length, [])
+        elif tag == "pre":
+            self._newline(blank=True)
+            self._pre_depth += 1
+        elif tag == "tr":
+            self._newline()
+            self._cell_in_row = 0
+        elif tag in ("td", "th"):
+            if self._cell_in_row:
+                self._emit(" | ")
+            self._cell_in_row += 1
+        elif tag in ("p", "table", "ul", "ol", "dl", "blockquote"):
+            self._newline(blank=True)
+        elif tag in _BLOCK_TAGS:
+            self._newline()
+
+    def handle_startendtag(self, tag, attrs):
+        if tag in ("br", "hr") and not self._skip_depth:
+            self._newline()
+
+    def handle_endtag(self, tag):
+        if tag in _SKIP_TAGS:
+            self._skip_depth = max(0, self._skip_depth - 1)
+            return
+        if tag == "title":
+            self._in_title = False
+            return
+        if self._skip_depth:
+            return
+        if tag in _HEADING_TAGS and self._heading is not None:
+            level, start, pieces = self._heading
+            self._heading = None
+            text = _SPACES.sub(" ", "".join(pieces)).strip()
+            if text:
+                self.headings.append((level, text, start))
+            self._newline(blank=True)
+        elif tag == "pre":
+            self._pre_depth = max(0, self._pre_depth - 1)
+            self._newline(blank=True)
+        elif tag in ("p", "table", "ul", "ol", "dl", "blockquote"):
+            self._newline(blank=True)
+        elif tag in _BLOCK_TAGS:
+            self._newline()
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+            return
+        if self._skip_depth or not data:
+            return
+        if self._pre_depth:
+            self._emit(data.replace("\r\n", "\n").replace("\r", "\n"))
+            return
+        text = _SPACES.sub(" ", data)
+        if text.startswith(" ") and self._last_char() in " \n":
+            text = text[1:]
+        self._emit(text)
+
+
+    def feed(self, source):
+        pos = 0
+        for m in _TAG.finditer(source):
+            if m.start() > pos:
+                self.handle_data(html.unescape(source[pos:m.start()]))
+            pos = m.end()
+            name = m.group(2)
+            if name is None:
+                continue                       # comment, doctype, processing instruction
+            name = name.lower()
+            if m.group(1):
+                self.handle_endtag(name)
+            elif m.group(3):
+                self.handle_startendtag(name, None)
+            else:
+                self.handle_starttag(name, None)
+                if name in ("script", "style"):   # raw text: skip to the matching end tag
+                    end = re.compile(rf"</{name}\s*>", re.I).search(source, pos)
+                    pos = len(source) if end is None else end.start()
+        if pos < len(source):
+            self.handle_data(html.unescape(source[pos:]))
+
+
+def html_to_text(source):
+    """Return (title, text, headings) for an HTML document.
+
+    headings is a list of (level, heading text, character offset of the heading in `text`).
+    """
+    parser = _TextExtractor()
+    parser.feed(source)
+    return _SPACES.sub(" ", parser.title).strip(), "".join(parser.parts), parser.headings

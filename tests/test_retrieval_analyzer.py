@@ -1,0 +1,73 @@
+"""BM25 analysis: identifiers whole and split, CJK bigrams, stopwords, light stemming (hand-checked examples)."""
+
+import numpy as np
+import pytest
+
+from minagent.retrieval.analyzer import Analyzer, TermIds, light_stem
+
+
+def test_identifiers_are_kept_whole_and_split():
+    toks = Analyzer().tokenize("Error KAVS1234-E: raise max_connections; see core.autocrlf, --no-ff and a/b.")
+    for whole in ("kavs1234-e", "max_connections", "core.autocrlf", "no-ff", "a/b"):
+        assert whole in toks
+    for part in ("kavs1234", "e", "max", "connection", "core", "autocrlf", "no", "ff", "a", "b", "error", "raise"):
+        assert part in toks
+    # trailing punctuation is not part of an identifier; "connections" is stemmed, "max_connections" is not
+    assert "b." not in toks and "connections" not in toks
+
+
+def test_identifier_splitting_can_be_turned_off():
+    assert sorted(Analyzer(split_identifiers=False).tokenize("KAVS1234-E max_connections plain")) == \
+        ["kavs1234-e", "max_connections", "plain"]
+
+
+def test_cjk_bigrams_and_fullwidth_folding():
+    toks = Analyzer().tokenize("設定ファイル を 確認 Ｅｒｒｏｒ１２ 한국어")
+    assert toks[:1] == ["error12"]              # NFKC folds full-width letters and digits
+    assert set(toks[1:]) == {"設定", "定フ", "ファ", "ァイ", "イル", "を", "確認", "한국", "국어"}
+    assert "設" not in toks                      # runs longer than one character give bigrams only
+
+
+def test_stopwords_optional():
+    assert Analyzer().tokenize("the branch is not here") == ["the", "branch", "is", "not", "here"]
+    assert Analyzer(stopwords=True).tokenize("the branch is not here") == ["branch", "here"]
+
+
+@pytest.mark.parametrize("word,stem", [
+    ("files", "file"), ("entries", "entry"), ("branches", "branch"), ("passes", "pass"), ("boxes", "box"),
+    ("status", "status"), ("class", "class"), ("does", "does"), ("goes", "goes"), ("this", "this"),
+    ("commits", "commit"), ("aliases", "aliase"), ("has", "has"), ("keys", "key"),
+    ("series", "sery"),                                  # rule-based: -ies -> -y, like Lucene's
+])
+def test_light_stemmer(word, stem):
+    assert light_stem(word) == stem
+
+
+def test_stemming_skips_words_with_digits_and_can_be_disabled():
+    assert Analyzer().tokenize("refs v2s ids commits") == ["ref", "v2s", "ids", "commit"]  # <4 letters: kept
+    assert Analyzer(stem=False).tokenize("ids commits") == ["ids", "commits"]
+
+
+def test_fast_build_path_matches_reference_tokenize():
+    texts = ["Error KAVS1234-E in max_connections, the files.", "", "日本語 the and ＡＢＣ", "x" * 50,
+             "git-rebase --onto <newbase> HEAD~3 branches"]
+    for stop in (False, True):
+        an = Analyzer(stopwords=stop)
+        ti = TermIds(an)
+        for t in texts:
+            ti.add_text(t)
+        flat, lengths = ti.arrays()
+        inv = {i: t for t, i in ti.vocab.items()}
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for j, t in enumerate(texts):
+            assert sorted(inv[i] for i in flat[offsets[j]:offsets[j + 1]]) == sorted(an.tokenize(t))
+            assert sorted(inv[i] for i in ti.ids(t)) == sorted(an.tokenize(t))
+        # queries map to the same ids and drop terms the index never saw
+        assert ti.query_ids("files unseenword") == [ti.vocab["file"]]
+
+
+def test_config_roundtrip_and_unknown_field():
+    an = Analyzer(stopwords=True, stem=False)
+    assert Analyzer.from_config(an.config()).config() == an.config()
+    with pytest.raises(ValueError, match="unknown fields"):
+        Analyzer.from_config({"stem": True, "porter": True})

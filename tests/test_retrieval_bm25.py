@@ -1,0 +1,220 @@
+"""BM25 parity with bm25s and rank_bm25 (scores to 1e-6, identical top-10) on git-doc and synthetic corpora,
+exact MaxScore top-k, filtering, adding documents."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from minagent.retrieval.analyzer import Analyzer, TermIds
+from minagent.retrieval.bm25 import VARIANTS, BM25Index
+from minagent.retrieval.chunker import chunk_corpus
+
+GIT_DOC = "/usr/share/doc/git-doc"
+QUESTIONS = os.path.join(os.path.dirname(__file__), "data", "git_questions.jsonl")
+
+
+def require_git_doc():
+    if not os.path.isdir(GIT_DOC):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{GIT_DOC} missing: `apt-get install git-doc` is part of the CI setup")
+        pytest.skip(f"{GIT_DOC} not installed (apt-get install git-doc)")
+
+
+def build(token_lists, **params):
+    """Our index from token lists (vocabulary in first-seen order)."""
+    vocab = {}
+    flat = [vocab.setdefault(t, len(vocab)) for toks in token_lists for t in toks]
+    lengths = [len(t) for t in token_lists]
+    return BM25Index(**params).add(np.array(flat, np.int64), lengths, len(vocab)), vocab
+
+
+def ids_of(vocab, tokens):
+    return [vocab[t] for t in tokens if t in vocab]
+
+
+def assert_same_ranking(ids, ref_scores, k, what=""):
+    """ids must be the reference top-k in order; only exact ties (to 1e-6) may swap places."""
+    ref_ids = np.argsort(-ref_scores, kind="stable")[:k]
+    assert len(ids) == len(ref_ids), what
+    if not len(ids):
+        return
+    tol = 1e-6 * max(1.0, abs(float(ref_scores[ref_ids[0]])))
+    for pos, (a, b) in enumerate(zip(ids, ref_ids)):
+        assert a == b or abs(ref_scores[a] - ref_scores[b]) <= tol, f"{what}: rank {pos + 1}: {a} vs {b}"
+
+
+# -- small corpora: hand formula and synthetic Zipf text ------------------------------------------------------
+
+def test_lucene_scores_match_the_formula_by_hand():
+    docs = [["git", "rebase", "branch"], ["git", "merge", "branch", "branch"], ["rebase"]]
+    idx, vocab = build(docs, variant="lucene", k1=1.2, b=0.75)
+    avg = 8 / 3
+
+    def term(tf, dl, df):
+        return math.log(1 + (3 - df + 0.5) / (df + 0.5)) * tf / (tf + 1.2 * (1 - 0.75 + 0.75 * dl / avg))
+
+    expected = [term(1, 3, 2) + term(1, 3, 2),            # "rebase branch" in doc 0
+                term(2, 4, 2),                            # doc 1 has branch twice, no rebase
+                term(1, 1, 2)]                            # doc 2 is just "rebase"
+    got = idx.score_all(ids_of(vocab, ["rebase", "branch"]))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    top, scores = idx.topk(ids_of(vocab, ["rebase", "branch"]), k=2)
+    assert top.tolist() == sorted(range(3), key=lambda i: -expected[i])[:2]
+
+
+def zipf_corpus(seed, n_docs, vocab=3000):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 60, n_docs)
+    words = rng.zipf(1.3, lengths.sum()) % vocab
+    docs, pos = [], 0
+    for n in lengths:
+        docs.append([f"w{w}" for w in words[pos:pos + n]])
+        pos += n
+    return docs, rng
+
+
+def test_maxscore_topk_is_exact_against_rank_bm25():
+    rank_bm25 = pytest.importorskip("rank_bm25")
+    docs, rng = zipf_corpus(0, 1500)
+    ref = rank_bm25.BM25Okapi(docs, k1=1.2, b=0.75, epsilon=0.0)
+    idx, vocab = build(docs, variant="atire", idf="robertson", k1=1.2, b=0.75, dtype="float64")
+    for qi in range(150):
+        # mix frequent and rare words, with repeats, so MaxScore must often widen its essential set
+        q = [f"w{w}" for w in (rng.zipf(1.2, rng.integers(1, 7)) % 3000)]
+        k = [1, 3, 10, 40][qi % 4]
+        ref_scores = np.asarray(ref.get_scores(q))
+        top, scores = idx.topk(ids_of(vocab, q), k)
+        matched = np.zeros(len(docs), bool)
+        for d, toks in enumerate(docs):
+            matched[d] = any(t in toks for t in q)
+        ref_masked = np.where(matched, ref_scores, -np.inf)
+        assert_same_ranking(top, ref_masked, min(k, int(matched.sum())), f"query {q}")
+        np.testing.assert_allclose(scores, ref_scores[top], rtol=1e-9, atol=1e-9)
+
+
+def test_filter_never_returns_masked_passages():
+    rank_bm25 = pytest.importorskip("rank_bm25")
+    docs, rng = zipf_corpus(1, 800)
+    ref = rank_bm25.BM25Okapi(docs, k1=0.9, b=0.4, epsilon=0.0)
+    idx, vocab = build(docs, variant="atire", idf="robertson", k1=0.9, b=0.4, dtype="float64")
+    allowed = rng.random(len(docs)) < 0.1
+    for _ in range(40):
+        q = [f"w{w}" for w in (rng.zipf(1.2, 3) % 3000)]
+        top, _ = idx.topk(ids_of(vocab, q), 10, allowed=allowed)
+        assert allowed[top].all()
+        matched = np.array([allowed[d] and any(t in toks for t in q) for d, toks in enumerate(docs)])
+        ref_scores = np.where(matched, ref.get_scores(q), -np.inf)
+        assert_same_ranking(top, ref_scores, min(10, int(matched.sum())), f"query {q}")
+    none_allowed = np.zeros(len(docs), bool)
+    assert len(idx.topk(ids_of(vocab, ["w1"]), 5, allowed=none_allowed)[0]) == 0
+
+
+def test_adding_documents_equals_indexing_everything_at_once():
+    rank_bm25 = pytest.importorskip("rank_bm25")
+    docs, rng = zipf_corpus(2, 600)
+    ref = rank_bm25.BM25Okapi(docs, k1=1.5, b=0.75, epsilon=0.0)
+    idx, vocab = build(docs[:350], variant="atire", idf="robertson", k1=1.5, b=0.75, dtype="float64")
+    # second batch: new words join the vocabulary
+    flat = [vocab.setdefault(t, len(vocab)) for toks in docs[350:] for t in toks]
+    idx.add(np.array(flat), [len(t) for t in docs[350:]], len(vocab))
+    assert idx.n_docs == 600
+    for _ in range(30):
+        q = [f"w{w}" for w in (rng.zipf(1.2, 4) % 3000)]
+        np.testing.assert_allclose(idx.score_all(ids_of(vocab, q)), ref.get_scores(q), rtol=1e-9, atol=1e-9)
+
+
+def test_building_in_small_slices_gives_the_same_index(monkeypatch):
+    rank_bm25 = pytest.importorskip("rank_bm25")
+    docs, rng = zipf_corpus(4, 400)
+    monkeypatch.setattr("minagent.retrieval.bm25._CHUNK", 97)     # many slices, passages straddle them
+    idx, vocab = build(docs, variant="bm25+", k1=1.2, b=0.75, delta=1.0, dtype="float64")
+    ref = rank_bm25.BM25Plus(docs, k1=1.2, b=0.75, delta=1.0)
+    for _ in range(20):
+        q = [f"w{w}" for w in (rng.zipf(1.2, 4) % 3000)]
+        np.testing.assert_allclose(idx.score_all(ids_of(vocab, q)), ref.get_scores(q), rtol=1e-9, atol=1e-9)
+
+
+def test_batched_queries_equal_single_queries_and_bad_input():
+    docs, rng = zipf_corpus(3, 300)
+    idx, vocab = build(docs)
+    queries = [ids_of(vocab, [f"w{w}" for w in rng.zipf(1.2, rng.integers(1, 8)) % 3000]) for _ in range(60)]
+    queries.append([])                                   # an empty query inside a batch
+    for allowed in (None, rng.random(len(docs)) < 0.5):
+        for k in (1, 7, 60):
+            for q, (a, s) in zip(queries, idx.topk_batch(queries, k, allowed)):
+                b, t = idx.topk(q, k, allowed)
+                assert a.tolist() == b.tolist()
+                np.testing.assert_allclose(s, t, rtol=1e-12)
+    assert len(idx.topk([], 5)[0]) == 0
+    with pytest.raises(ValueError, match="out of range"):
+        idx.topk([len(vocab) + 5], 5)
+    with pytest.raises(ValueError, match="k must be"):
+        idx.topk(queries[0], 0)
+    with pytest.raises(ValueError, match="unknown BM25 variant"):
+        BM25Index("okapi2")
+    with pytest.raises(ValueError, match="out of range"):
+        BM25Index(b=1.5)
+
+
+# -- the real manual ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def git_doc_tokens():
+    require_git_doc()
+    passages, _ = chunk_corpus(GIT_DOC, progress=False)
+    an = Analyzer()
+    texts = [p.index_text() for p in passages]
+    ti = TermIds(an)
+    for t in texts:
+        ti.add_text(t)
+    flat, lengths = ti.arrays()
+    tokens = [an.tokenize(t) for t in texts]           # the same tokens go to the oracles
+    with open(QUESTIONS, encoding="utf-8") as f:
+        queries = [json.loads(line)["question"] for line in f if line.strip()]
+    queries += ["KAVS1234-E max_connections", "core.autocrlf", "branch branch merge", "--force-with-lease",
+                "git-rebase --onto", "rerere.enabled", "GIT_DIR", "sha-256 object format"]
+    return {"flat": flat, "lengths": lengths, "vocab": ti.vocab, "tokens": tokens,
+            "queries": [an.tokenize(q) for q in queries]}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parity_with_bm25s_on_git_doc(git_doc_tokens, variant):
+    bm25s = pytest.importorskip("bm25s")
+    g = git_doc_tokens
+    ref = bm25s.BM25(method=variant, k1=1.5, b=0.75, delta=0.5)
+    ref.index(g["tokens"], show_progress=False)
+    ours = BM25Index(variant, k1=1.5, b=0.75, delta=0.5).add(g["flat"], g["lengths"], len(g["vocab"]))
+    queries = [q for q in g["queries"] if ids_of(g["vocab"], q)]
+    batch = ours.topk_batch([ids_of(g["vocab"], q) for q in queries], 10)
+    for q, (batch_top, batch_scores) in zip(queries, batch):
+        q_ids = ids_of(g["vocab"], q)
+        ref_scores = ref.get_scores([t for t in q if t in g["vocab"]]).astype(np.float64)
+        np.testing.assert_allclose(ours.score_all(q_ids), ref_scores, rtol=1e-6, atol=1e-6)
+        top, scores = ours.topk(q_ids, 10)
+        assert_same_ranking(top, ref_scores, 10, f"{variant} {q}")
+        np.testing.assert_allclose(scores, ref_scores[top], rtol=1e-6, atol=1e-6)
+        assert_same_ranking(batch_top, ref_scores, 10, f"{variant} batched {q}")
+        np.testing.assert_allclose(batch_scores, ref_scores[batch_top], rtol=1e-6, atol=1e-6)
+
+
+def test_parity_with_rank_bm25_on_git_doc(git_doc_tokens):
+    rank_bm25 = pytest.importorskip("rank_bm25")
+    g = git_doc_tokens
+    pairs = [(rank_bm25.BM25Okapi(g["tokens"], k1=1.5, b=0.75, epsilon=0.0),
+              dict(variant="atire", idf="robertson", k1=1.5, b=0.75)),
+             (rank_bm25.BM25Plus(g["tokens"], k1=1.2, b=0.75, delta=1.0),
+              dict(variant="bm25+", k1=1.2, b=0.75, delta=1.0))]
+    # (rank_bm25's BM25L multiplies by tf once more than the published formula, so it is no oracle)
+    queries = g["queries"][::3]
+    for ref, params in pairs:
+        ref_all = [np.asarray(ref.get_scores(q)) for q in queries]
+        for dtype in ("float64", "float32"):
+            ours = BM25Index(**params, dtype=dtype).add(g["flat"], g["lengths"], len(g["vocab"]))
+            for q, ref_scores in zip(queries, ref_all):
+                q_ids = ids_of(g["vocab"], q)
+                np.testing.assert_allclose(ours.score_all(q_ids), ref_scores, rtol=1e-6, atol=1e-6)
+                top, _ = ours.topk(q_ids, 10)
+                assert_same_ranking(top, ref_scores, 10, f"{params['variant']} {q}")
