@@ -131,7 +131,8 @@ class ModelConfig:
         extra = d.pop("extra")
         arch = d.pop("architecture")
         d.pop("qk_norm")
-        qkv_bias, o_bias, mlp_bias = d.pop("qkv_bias"), d.pop("o_bias"), d.pop("mlp_bias")
+        d.pop("qkv_bias")  # implied by the architecture (Qwen2) or by attention_bias
+        o_bias, mlp_bias = d.pop("o_bias"), d.pop("mlp_bias")
         if arch in ("LlamaForCausalLM", "Qwen3ForCausalLM"):
             d["attention_bias"] = o_bias
         if arch == "LlamaForCausalLM":

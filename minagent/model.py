@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import kernels
 from .config import ModelConfig, rope_inverse_frequencies

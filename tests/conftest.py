@@ -53,3 +53,20 @@ def smollm2_dir(smollm2_gguf, tmp_path_factory):
     from minagent.gguf import convert_gguf
 
     return convert_gguf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls with 2 OpenMP threads on a loaded 2-core machine spin for milliseconds each: use 1."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny Llama with a Qwen-style BPE tokenizer and Qwen2.5's chat template (tests/training_tiny.py)."""
+    from training_tiny import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.getbasetemp() / "training-tiny")

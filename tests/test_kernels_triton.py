@@ -18,19 +18,9 @@ import torch.nn.functional as F  # noqa: E402
 import kernels  # noqa: E402
 
 
-def _triton_problem():
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed (pip install -r requirements-dev.txt)"
-    from kernels import _triton
+from triton_check import triton_problem  # noqa: E402
 
-    if not torch.cuda.is_available() and not _triton.INTERPRETER:
-        return "triton was imported before TRITON_INTERPRET=1 could be set; run these tests in their own process"
-    return None
-
-
-_PROBLEM = _triton_problem()
+_PROBLEM = triton_problem()
 if _PROBLEM and os.environ.get("CI") == "true":
     pytest.fail(f"Triton kernel tests cannot run in CI: {_PROBLEM}", pytrace=False)
 pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))

@@ -13,7 +13,7 @@ from minagent.training.errors import TrainingDataError
 from minagent.training.objective import PackedLMLoss
 from minagent.training.packing import IGNORE, example_targets, pack_examples, pack_stream
 from minagent.training.trajectories import encode_trajectories, encode_trajectory, read_trajectories
-from training_tiny import MANUALS, TRAJECTORIES, tiny_checkpoint, write_jsonl
+from training_tiny import MANUALS, TRAJECTORIES, write_jsonl
 
 THREE_TURNS = [
     {"role": "system", "content": "You solve tasks with code. Answer with final_answer."},
@@ -29,18 +29,7 @@ THREE_TURNS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls with 2 OpenMP threads on a loaded 2-core machine spin for milliseconds each."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.getbasetemp() / "training-tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

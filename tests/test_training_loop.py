@@ -16,23 +16,12 @@ from minagent.lora import load_adapter
 from minagent.training import TrainConfig, TrainingDataError, train
 from minagent.training.checkpoint import CheckpointStateError
 from minagent.training.trainer import run
-from training_tiny import MANUALS, TRAJECTORIES, tiny_checkpoint, write_jsonl
+from training_tiny import MANUALS, TRAJECTORIES, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls with 2 OpenMP threads on a loaded 2-core machine spin for milliseconds each."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.getbasetemp() / "training-tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(tiny_dir, out, **kw):

@@ -91,7 +91,7 @@ class Agent:
 
     def run(self, question: str, choices: dict | None = None, prefix: str = "") -> RunResult:
         """Answer one question. prefix: text the first step is forced to start with (FTP: "Thought: ...")."""
-        cfg, t0 = self.config, time.monotonic()
+        t0 = time.monotonic()
         tools = dict(self.tools)
         if self.extractor is not None and "search" in tools:
             tools["search"] = self.extractor.wrap(tools["search"], question)
