@@ -128,6 +128,22 @@ def _key_range(SEG_START, SEG_END, b, m0, TQ, TK, OFF, CAUSAL: tl.constexpr, DOC
 
 
 @triton.jit
+def _allowed(ok, qi, kj, OFF, q_seg, SEG, seg_base, kin, MASK, mask_rows, smk,
+             CAUSAL: tl.constexpr, DOCS: tl.constexpr, HAS_MASK: tl.constexpr):
+    """Which (query, key) pairs of a tile may attend: `ok` (keys in range) and the causal, document and explicit-mask
+    rules. One definition for the forward and the dQ pass, so the two can never disagree."""
+    if CAUSAL:
+        ok = ok & (kj[None, :] <= (qi + OFF)[:, None])
+    if DOCS:
+        k_seg = tl.load(SEG + seg_base + kj, mask=kin, other=-2)
+        ok = ok & (q_seg[:, None] == k_seg[None, :])
+    if HAS_MASK:
+        allowed = tl.load(MASK + mask_rows[:, None] + kj[None, :] * smk, mask=kin[None, :], other=0)
+        ok = ok & (allowed != 0)
+    return ok
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, k_base, v_base, skt, svt, qi, q_seg, SEG, seg_base,
                MASK, mask_rows, smk, lo, hi, TK, OFF, scale_log2, d, dmask,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOCS: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -138,15 +154,8 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, k_base, v_base, skt, svt, qi, q_seg, SEG,
         k = tl.load(K + k_base + kj[None, :] * skt + d[:, None], mask=dmask[:, None] & kin[None, :], other=0.0)
         s = tl.dot(q, k, input_precision=PRECISION) * scale_log2
         if MASKED:
-            ok = (kj < hi)[None, :]
-            if CAUSAL:
-                ok = ok & (kj[None, :] <= (qi + OFF)[:, None])
-            if DOCS:
-                k_seg = tl.load(SEG + seg_base + kj, mask=kin, other=-2)
-                ok = ok & (q_seg[:, None] == k_seg[None, :])
-            if HAS_MASK:
-                allowed = tl.load(MASK + mask_rows[:, None] + kj[None, :] * smk, mask=kin[None, :], other=0)
-                ok = ok & (allowed != 0)
+            ok = _allowed((kj < hi)[None, :], qi, kj, OFF, q_seg, SEG, seg_base, kin, MASK, mask_rows, smk,
+                          CAUSAL, DOCS, HAS_MASK)
             s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
@@ -374,15 +383,8 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, SEG, SEG_START, SEG_END, MASK,
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2
         p = tl.math.exp2(s - lse[:, None])  # padded keys have k = v = 0: they add nothing to dQ
         if start_n >= mid:  # a block on the diagonal, a document edge or a ragged end
-            ok = kin[None, :]
-            if CAUSAL:
-                ok = ok & (kj[None, :] <= (qi + OFF)[:, None])
-            if DOCS:
-                k_seg = tl.load(SEG + seg_base + kj, mask=kin, other=-2)
-                ok = ok & (q_seg[:, None] == k_seg[None, :])
-            if HAS_MASK:
-                allowed = tl.load(MASK + mask_rows[:, None] + kj[None, :] * smk, mask=kin[None, :], other=0)
-                ok = ok & (allowed != 0)
+            ok = _allowed(kin[None, :], qi, kj, OFF, q_seg, SEG, seg_base, kin, MASK, mask_rows, smk,
+                          CAUSAL, DOCS, HAS_MASK)
             p = tl.where(ok, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
