@@ -105,6 +105,13 @@ def main(argv=None):
     exam.add_argument("--model", required=True)
     exam.add_argument("--exam", required=True, help="JSONL: question, choices {A..D} + correct, or answer")
     exam.add_argument("--out", required=True, help="results JSONL (written atomically)")
+    exam.add_argument("--mode", default="agent", choices=["agent", "closed-book", "rag", "cot"],
+                      help="agent: the ReAct agent with search; closed-book: the question alone; rag: passages "
+                           "retrieved with the question, then the question; cot: think, then 'Answer:'")
+    exam.add_argument("--k", type=int, default=3, help="passages per search (agent and rag modes)")
+    exam.add_argument("--system-file", default=None,
+                      help="agent system prompt (e.g. runs/tiny/eval/agent_system.txt, what the recipe trained)")
+    exam.add_argument("--split", default=None, help="only questions whose 'split' is this (e.g. heldout)")
     add_agent_args(exam)
 
     serve = sub.add_parser("serve", help="serve a model as an OpenAI-compatible chat-completions endpoint")
@@ -157,8 +164,14 @@ def main(argv=None):
                              timeout=args.timeout)
         if args.command == "ask":
             commands.ask(args.model, args.index, args.question, config, extractor=args.extractor)
-        elif args.command == "exam":
+        elif args.command == "exam" and args.mode == "agent" and args.system_file is None and args.k == 3 \
+                and args.split is None:
             commands.exam(args.model, args.index, args.exam, args.out, config, extractor=args.extractor)
+        elif args.command == "exam":
+            from minagent.microdomain.evaluate import exam_command
+
+            exam_command(args.model, args.exam, args.out, args.mode, args.index, args.k, args.system_file, config,
+                         args.extractor, args.split)
         else:
             commands.distill_questions(args.teacher, args.index, args.questions, args.out, ftp=not args.no_ftp,
                                        config=config)

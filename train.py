@@ -1,5 +1,8 @@
-"""minagent training CLI: continual pretraining (cpt) and trajectory fine-tuning (sft), full or LoRA.
+"""minagent training CLI: the whole microdomain recipe, or one stage: continual pretraining (cpt) and
+trajectory fine-tuning (sft), full or LoRA.
 
+    python train.py                                          # = python train.py recipe --tier tiny
+    python train.py recipe --tier smollm2 --work runs/smollm2 [--teacher http://host:8000/v1]
     python train.py cpt --model DIR --data MANUALS_DIR_OR_JSONL --out DIR [...]
     python train.py sft --model DIR --data TRAJ.jsonl --out DIR [--lora-r 16 ...]
     python train.py sft --recipe agent-distillation --model DIR --data TRAJ.jsonl --out DIR
@@ -11,6 +14,7 @@ Every flag is a field of minagent.training.TrainConfig; `python train.py sft --h
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import MISSING, fields
 
@@ -27,7 +31,19 @@ def _parse_bool(s: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="{cpt,sft}")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{recipe,cpt,sft}")
+    r = sub.add_parser("recipe", help="the whole pipeline: generate -> index -> CPT -> teacher -> SFT -> eval table",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--tier", default="tiny", choices=["tiny", "smollm2", "ci"],
+                   help="tiny: from-scratch model, minutes on CPU; smollm2: SmolLM2-135M-Instruct; ci: tiny, shrunk")
+    r.add_argument("--work", default=None, help="working directory (default runs/<tier>); stages cache there")
+    r.add_argument("--seed", type=int, default=0, help="which synthetic product and exam")
+    r.add_argument("--teacher", default=None, help="OpenAI-compatible base URL of a real teacher (default: the "
+                                                   "domain's oracle teacher)")
+    r.add_argument("--base-model", default=None, help="smollm2 tier: the base checkpoint (default: fetched)")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a tier setting, e.g. --set sft.epochs=5 (JSON values)")
+    r.add_argument("--force", action="store_true", help="re-run every stage even when cached")
     for stage, what in (("cpt", "continual pretraining on manuals (loss on every token)"),
                         ("sft", "fine-tuning on agent trajectories (loss on assistant turns only)")):
         p = sub.add_parser(stage, help=what, description=what,
@@ -54,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv=None) -> TrainConfig:
     args = vars(build_parser().parse_args(argv))
+    if args["stage"] == "recipe":
+        raise ValueError("config_from_args is for the cpt and sft stages")
     settings = {}
     if "recipe" in args:
         settings.update(load_recipe(args.pop("recipe")))
@@ -63,7 +81,36 @@ def config_from_args(argv=None) -> TrainConfig:
     return TrainConfig(**settings)
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"train.py: --set {pair!r}: expected SECTION.KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_recipe_command(args) -> int:
+    from minagent.microdomain.pipeline import run_recipe
+
+    try:
+        run_recipe(args.tier, work=args.work or f"runs/{args.tier}", seed=args.seed, teacher=args.teacher,
+                   base_model=args.base_model, overrides=parse_overrides(args.set), force=args.force)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"train.py: {e}")
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        argv = ["recipe"]
+    if argv[0] == "recipe":
+        return run_recipe_command(build_parser().parse_args(argv))
     try:
         cfg = config_from_args(argv).validate()
     except (ValueError, FileNotFoundError) as e:

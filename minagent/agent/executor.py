@@ -38,6 +38,7 @@ class AgentConfig:
     timeout: float = 10.0           # sandbox wall time per cell, seconds
     memory_mb: int = 512
     max_output: int = 4000          # characters of printed output kept per cell
+    task_variables: bool = True     # define `question` (str) and `choices` (dict or None) in the sandbox
 
 
 @dataclass
@@ -54,6 +55,8 @@ class RunResult:
     seconds: float = 0.0
     letter: str | None = None       # multiple choice: the normalised option letter
     error: str | None = None        # why the run stopped early (the context filled up)
+    question: str = ""
+    choices: dict | None = None
 
     def summary(self) -> dict:
         return {k: getattr(self, k) for k in ("answer", "letter", "steps", "parse_failures", "exec_errors",
@@ -96,10 +99,12 @@ class Agent:
         if self.extractor is not None and "search" in tools:
             tools["search"] = self.extractor.wrap(tools["search"], question)
         toolbox = ToolBox(tools)
-        system = self.system or prompts.system_prompt(multiple_choice=bool(choices))
+        # system: a fixed string, a function of multiple_choice (a domain's own prompt), or the default
+        system = self.system(bool(choices)) if callable(self.system) else \
+            self.system or prompts.system_prompt(multiple_choice=bool(choices))
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": prompts.task_text(question, choices)}]
-        res = RunResult(messages=messages)
+        res = RunResult(messages=messages, question=question, choices=dict(choices) if choices else None)
         try:
             self._loop(res, toolbox, prefix)
         except ContextOverflow as e:  # this question is over; an exam goes on with the next one
@@ -114,6 +119,8 @@ class Agent:
     def _loop(self, res: RunResult, toolbox: ToolBox, prefix: str):
         cfg, messages = self.config, res.messages
         with Sandbox(toolbox, timeout=cfg.timeout, memory_mb=cfg.memory_mb, max_output=cfg.max_output) as box:
+            if cfg.task_variables:  # the code can read the task instead of copying it token by token
+                box.run(f"question = {res.question!r}\nchoices = {res.choices!r}")
             for i in range(cfg.max_steps):
                 first = prefix if i == 0 else ""
                 if cfg.sag > 1:

