@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..agent.executor import Agent, AgentConfig
 from ..agent.extractor import ContextExtractor
 from ..agent.multiple_choice import is_correct
+from ..agent.tools import make_search
 from . import formats
 
 
@@ -138,7 +139,7 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
     search = None
     if index_dir is not None:
         from ..retrieval import load_index
-        search = make_search_tool(load_index(index_dir), k)
+        search = make_search(load_index(index_dir), default_k=k)
     elif mode == "rag":
         raise ValueError("--mode rag needs --index")
     agent_system = None
@@ -152,7 +153,3 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
         log(format_table([(system.name, result)]))
     return result
 
-
-def make_search_tool(retriever, k: int):
-    from ..agent.tools import make_search
-    return make_search(retriever, default_k=k)
