@@ -191,3 +191,11 @@ def _gold_for(messages, items):
         if task.startswith(it["question"]):
             return formats.gold_reply(it)
     return "?"
+
+
+def test_parse_reply_finds_the_answer_in_chatty_replies():
+    assert formats.parse_reply("B") == "B"
+    assert formats.parse_reply("2048\nbecause the manual says so") == "2048"
+    assert formats.parse_reply("The default of x is 2048.\n\nThe answer is: 2048.") == "2048."
+    assert formats.parse_reply("Thought: x is 5.\nAnswer: 5", cot=True) == "5"
+    assert formats.parse_reply("Thought: no idea", cot=True) == ""

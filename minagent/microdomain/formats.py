@@ -51,13 +51,16 @@ def gold_reply(item: dict) -> str:
     return item["correct"] if item.get("choices") else item["answer"]
 
 
-_ANSWER = re.compile(r"answer\s*[:：]\s*(.+)", re.I)
+_ANSWER = re.compile(r"answer(?:\s+is)?\s*[:：]\s*(.+)", re.I)
 
 
 def parse_reply(text: str, cot: bool = False) -> str:
-    """The answer in a reply: after 'Answer:' for CoT (the last one), else the first line."""
+    """The answer in a reply: after the last 'Answer:' / 'The answer is:' (chatty instruct models add one
+    after their explanation), else — not for CoT, whose reasoning is not the answer — the first line."""
     text = text.strip()
+    found = _ANSWER.findall(text)
+    if found:
+        return found[-1].strip().splitlines()[0].strip()
     if cot:
-        found = _ANSWER.findall(text)
-        return found[-1].strip().splitlines()[0].strip() if found else ""
+        return ""
     return text.splitlines()[0].strip() if text else ""

@@ -275,8 +275,10 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
             continue
         if system.sag:
             system = System(system.name, system.model, system.mode, sag=s["eval"]["sag"])
+        # which systems run and how many questions the ablations get decide what runs, not what a run computes
+        settings = {k: v for k, v in s["eval"].items() if k not in ("systems", "ablation_heldout")}
         inputs = {"system": system.__dict__, "model": model_keys[system.model], "index": st.keys["index"],
-                  "eval": s["eval"], "k": s["search"]["k"]}
+                  "eval": settings, "k": s["search"]["k"]}
         stage = f"eval/{system.name.replace(' ', '_').replace('+', 'plus')}"
         # SAG (N samples a step) and the extractor (an extra pass per search) cost several times a plain run:
         # on CPU they are measured on the first `ablation_heldout` questions (the table shows each row's n)

@@ -68,6 +68,7 @@ def _ci() -> dict:
     return t
 
 
+TRAINING_SECTIONS = ("pretrain", "instruct", "cpt", "sft", "cot")
 TIERS = {"tiny": lambda: copy.deepcopy(_TINY), "smollm2": lambda: copy.deepcopy(_SMOLLM2), "ci": _ci}
 
 
@@ -80,5 +81,12 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
         section, _, key = dotted.partition(".")
         if section not in s or not key:
             raise ValueError(f"--set {dotted}: expected SECTION.KEY with SECTION one of {', '.join(s)}")
+        allowed = set(s[section])
+        if section in TRAINING_SECTIONS:
+            from ..training.recipe import TrainConfig
+            allowed |= set(TrainConfig.__dataclass_fields__)
+        if key not in allowed and section not in ("eval", "teacher"):
+            raise ValueError(f"--set {dotted}: unknown setting {key!r} for {section}; known: "
+                             f"{', '.join(sorted(allowed))}")
         s[section][key] = value
     return s
