@@ -10,9 +10,8 @@ the second.
 from __future__ import annotations
 
 import csv
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,6 +21,7 @@ from ..agent.extractor import ContextExtractor
 from ..agent.multiple_choice import is_correct
 from ..agent.tools import make_search
 from . import formats
+from .exam import write_jsonl
 
 
 @dataclass
@@ -31,7 +31,6 @@ class System:
     mode: str                   # closed-book | rag | cot | agent
     sag: int = 0
     extractor: bool = False
-    options: dict = field(default_factory=dict)
 
 
 def _direct(llm, messages, max_tokens: int) -> str:
@@ -73,13 +72,7 @@ def evaluate_system(system: System, llm, items: list[dict], out_path, search=Non
         r = answer_one(system, llm, item, search, agent)
         rows.append({"id": item["id"], "question": item["question"], "gold": formats.gold_reply(item),
                      "hops": item.get("hops", 1), "choices": bool(item.get("choices")), **r})
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, out)
+    write_jsonl(rows, out_path)
     return scores(rows)
 
 

@@ -120,6 +120,6 @@ def write_jsonl(items, path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for it in items:
-            f.write(json.dumps(it, ensure_ascii=False) + "\n")
+            f.write(json.dumps(it, ensure_ascii=False, default=str) + "\n")  # answers may be any object
     tmp.replace(path)
     return path

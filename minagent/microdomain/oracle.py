@@ -22,6 +22,7 @@ import zlib
 from ..agent.llm import ScriptedLLM
 from ..agent.prompts import EXTRACTOR_SYSTEM
 from .domain import Domain
+from .formats import gold_reply
 
 
 def _facts(d: Domain, item: dict) -> dict:
@@ -84,10 +85,6 @@ MEMORY_SENTENCE = {
 }
 
 
-def _reply(item: dict) -> str:
-    return item["correct"] if item.get("choices") else item["answer"]
-
-
 def _letter_sentence(item: dict) -> str:
     return f" That is option {item['correct']}." if item.get("choices") else ""
 
@@ -95,7 +92,7 @@ def _letter_sentence(item: dict) -> str:
 def cot_trace(d: Domain, item: dict) -> str:
     """The CoT-distillation target: the facts from memory, then the answer."""
     f = _facts(d, item)
-    return f"Thought: {MEMORY_SENTENCE[item['type']].format(**f)}{_letter_sentence(item)}\nAnswer: {_reply(item)}"
+    return f"Thought: {MEMORY_SENTENCE[item['type']].format(**f)}{_letter_sentence(item)}\nAnswer: {gold_reply(item)}"
 
 
 def _step(thought: str, code: str) -> str:
