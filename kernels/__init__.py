@@ -58,7 +58,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
     if _triton_for(gate, up):
         return silu_mul.swiglu_triton(gate, up)
-    return silu_mul.swiglu_reference(gate, up)
+    return silu_mul.swiglu_torch(gate, up)
 
 
 def attention(q, k, v, *, causal: bool = True, attn_mask=None, scale=None, doc_ids=None):

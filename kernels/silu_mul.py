@@ -20,6 +20,34 @@ def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+class SwiGLUTorchFunction(torch.autograd.Function):
+    """The reference's forward with the kernel's memory plan, for CPU training: autograd on the reference keeps
+    gate, up *and* silu(gate) (three [tokens, intermediate] tensors per layer); this keeps gate and up and
+    recomputes the sigmoid in the backward (the formulas above, in fp32 or wider)."""
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return swiglu_reference(gate, up)
+
+    @staticmethod
+    def backward(ctx, dout):
+        gate, up = ctx.saved_tensors
+        ct = torch.promote_types(gate.dtype, torch.float32)  # fp32 for half inputs, fp64 stays fp64
+        g, u, d = gate.to(ct), up.to(ct), dout.to(ct)
+        s = torch.sigmoid(g)
+        dgate = d * u * s * (1.0 + g * (1.0 - s)) if ctx.needs_input_grad[0] else None
+        dup = d * g * s if ctx.needs_input_grad[1] else None
+        return (None if dgate is None else dgate.to(gate.dtype)), (None if dup is None else dup.to(up.dtype))
+
+
+def swiglu_torch(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The CPU path: the lean autograd Function when a gradient will flow, the plain reference otherwise."""
+    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+        return SwiGLUTorchFunction.apply(gate, up)
+    return swiglu_reference(gate, up)
+
+
 @triton.jit
 def _swiglu_fwd(G, U, OUT, N, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

@@ -153,3 +153,25 @@ def test_import_never_loads_triton_and_forcing_it_on_cpu_says_how_to_fix_it():
     assert lines[0] == "imported False"
     assert lines[1].startswith("error")
     assert ("TRITON_INTERPRET=1" in lines[1]) or ("pip install triton" in lines[1])
+
+
+def test_swiglu_torch_path_keeps_gate_and_up_only_and_matches_float64():
+    """CPU training uses a lean autograd Function: same gradients as float64 autograd through the formula, and
+    only gate and up are saved for the backward (autograd on the formula also keeps silu(gate))."""
+    g = torch.Generator().manual_seed(0)
+    gate = torch.randn(3, 37, 80, generator=g, requires_grad=True)
+    up = torch.randn(3, 37, 80, generator=g, requires_grad=True)
+    dout = torch.randn(3, 37, 80, generator=g)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = kernels.swiglu(gate, up)
+    assert {t.data_ptr() for t in saved} == {gate.data_ptr(), up.data_ptr()}
+    got = torch.autograd.grad(out, (gate, up), dout)
+    g64, u64 = gate.detach().double().requires_grad_(), up.detach().double().requires_grad_()
+    want_out = g64 * torch.sigmoid(g64) * u64
+    want = torch.autograd.grad(want_out, (g64, u64), dout.double())
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-6, atol=1e-6)
+    for w, h in zip(want, got):
+        torch.testing.assert_close(h.double(), w, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # inference takes the plain formula
+        torch.testing.assert_close(kernels.swiglu(gate, up), out.detach())

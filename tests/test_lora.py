@@ -141,3 +141,71 @@ def test_bad_adapter_files(hf_checkpoint, tmp_path):
         load_adapter(_ours(ckpt), tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="adapter_config.json: not found"):
         load_adapter(_ours(ckpt), tmp_path / "missing")
+
+
+def test_training_gradients_equal_peft(hf_checkpoint):
+    """The lean backward (LoRAUpdate) against autograd through peft's modules, dropout off: same loss, same
+    gradient for every A and B, and for the embeddings (the gradient that flows back through x)."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    hf.get_input_embeddings().weight.requires_grad_(True)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM")).train()
+    hf.get_input_embeddings().weight.requires_grad_(True)
+    _randomize_lora(pm, 5)
+    ours = _ours(ckpt)
+    inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules="all-linear"))
+    ours.train()
+    ours.model.embed_tokens.weight.requires_grad_(True)
+    with torch.no_grad():
+        theirs = {n.removeprefix("base_model.model."): p for n, p in pm.named_parameters() if "lora_" in n}
+        for n, p in ours.named_parameters():
+            if "lora_" in n:
+                p.copy_(theirs[n.replace(".lora_A.weight", ".lora_A.default.weight")
+                                .replace(".lora_B.weight", ".lora_B.default.weight")])
+    ids = _ids(4)
+    pm(input_ids=ids, labels=ids).loss.backward()
+    logits = ours(ids)
+    torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+    checked = 0
+    for n, p in ours.named_parameters():
+        if "lora_" in n:
+            want = theirs[n.replace(".lora_A.weight", ".lora_A.default.weight")
+                          .replace(".lora_B.weight", ".lora_B.default.weight")].grad
+            torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6)
+            checked += 1
+    assert checked == 2 * 7 * 2
+    torch.testing.assert_close(ours.model.embed_tokens.weight.grad, hf.get_input_embeddings().weight.grad,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    """With dropout on, the gradients equal float64 autograd through the written-out expression with the mask the
+    forward drew (same global seed); the mask keeps about 1 - p of the entries, in every 16-bit lane."""
+    from minagent.lora import LoRAUpdate, dropout_keep_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(4, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(3, 5, 7, generator=g, dtype=torch.float64)
+    p, scale = 0.3, 2.5
+    torch.manual_seed(11)
+    keep, q = dropout_keep_mask(x.shape, p)
+    keep = keep.double()
+    assert 0 < keep.sum() < keep.numel() and abs(q - (1 - p)) <= 1 / 65536
+    torch.manual_seed(0)
+    big, q_big = dropout_keep_mask((400_001,), p)
+    assert q_big == q
+    lanes = big[:400_000].view(-1, 4).double().mean(0)  # the four 16-bit cuts of each 64-bit draw
+    assert (lanes - q).abs().max() < 0.006, lanes
+    pairs = (big[:400_000].view(-1, 4)[:, 0] & big[:400_000].view(-1, 4)[:, 1]).double().mean()
+    assert abs(pairs.item() - q * q) < 0.006  # independent, not copies of one another
+    torch.manual_seed(11)
+    out = LoRAUpdate.apply(x, a, b, scale, p)
+    got = torch.autograd.grad(out, (x, a, b), dy)
+    want_out = ((x * keep / q) @ a.T @ b.T) * scale
+    want = torch.autograd.grad(want_out, (x, a, b), dy)
+    torch.testing.assert_close(out, want_out)
+    for w, h in zip(want, got):
+        torch.testing.assert_close(h, w)

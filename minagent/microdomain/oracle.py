@@ -70,7 +70,7 @@ GOAL = {
 }
 SECOND_HOP = ("The corrective action names the parameter to increase; now I need its default value. "
               "I will search for it.",
-              'import re\np = re.search(r"increase (\w+)", r).group(1)\nr = search(p)\nprint(r)')
+              'import re\np = re.search(r"increase (\\w+)", r).group(1)\nr = search(p)\nprint(r)')
 # Many commands share an option's meaning, so a command question searches for the command's name.
 COMMAND_SEARCH = ("I will search the manual for the command.",
                   'import re\ncommand = re.search(r"option of (.+) makes", question).group(1)\n'

@@ -113,6 +113,9 @@ def encode_trajectory(tokenizer, messages: list[dict]) -> tuple[list[int], list[
     return ids, trainable
 
 
+SHOW_DROPPED = 5  # the first few dropped trajectories are named; the rest only counted
+
+
 def encode_trajectories(trajectories: list[Trajectory], tokenizer, max_length: int, truncation: str = "drop",
                         log=print) -> list[EncodedExample]:
     if truncation not in TRUNCATION_POLICIES:
@@ -125,7 +128,8 @@ def encode_trajectories(trajectories: list[Trajectory], tokenizer, max_length: i
                 raise TrainingDataError(f"{t.where}: {len(ids)} tokens, more than --max-length {max_length} "
                                         "(use --truncation drop or truncate)")
             if truncation == "drop":
-                log(f"dropped {t.where}: {len(ids)} tokens > max length {max_length}")
+                if dropped < SHOW_DROPPED:
+                    log(f"dropped {t.where}: {len(ids)} tokens > max length {max_length}")
                 dropped += 1
                 continue
             ids, trainable = ids[:max_length], trainable[:max_length]
@@ -138,5 +142,8 @@ def encode_trajectories(trajectories: list[Trajectory], tokenizer, max_length: i
         raise TrainingDataError(f"every trajectory was longer than max length {max_length} ({dropped} dropped); "
                                 "raise --max-length or use --truncation truncate")
     if dropped:
-        log(f"{dropped} of {len(trajectories)} trajectories dropped for length (policy: {truncation})")
+        share = dropped / len(trajectories)
+        log(f"{dropped} of {len(trajectories)} trajectories ({share:.0%}) dropped for length (policy: {truncation})"
+            + (f"; WARNING: the long ones are often one whole kind (multi-step answers): raise the max length "
+               f"(now {max_length})" if share > 0.02 else ""))
     return out
