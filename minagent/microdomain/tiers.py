@@ -66,7 +66,7 @@ def _ci() -> dict:
     t["pretrain"].update(manual_repeats=2)
     t["instruct"].update(max_steps=10)
     t["cpt"].update(max_steps=10)
-    t["sft"].update(epochs=6)
+    t["sft"].update(epochs=5)
     t["eval"].update(max_heldout=40, sag=3, max_steps=3, max_tokens=128)
     return t
 
