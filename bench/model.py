@@ -8,7 +8,6 @@ per row, greedy, with each library's own generate loop and KV cache. Prints a ta
 ratios (higher is better for minagent). Fetches SmolLM2 with `python infer.py fetch` when the default is absent.
 """
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,14 +17,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def best_of(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def best_of_interleaved(fns: dict, repeats: int) -> dict:
+    """Best wall time of each function, measured in rounds that run every function once (after a warm-up
+    round), so a slow spell on this shared machine hits both libraries instead of only one."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def main():
@@ -56,10 +59,10 @@ def main():
 
     prompt = torch.randint(100, vocab, (1, args.prompt_len), generator=g)
     with torch.inference_mode():
-        t_ours, _ = best_of(lambda: ours(prompt, last_only=True), args.repeats)
-        t_hf, _ = best_of(lambda: hf(prompt, logits_to_keep=1, use_cache=False), args.repeats)
-    rows.append((f"prefill tok/s (batch 1, {args.prompt_len} tokens)", args.prompt_len / t_ours,
-                 args.prompt_len / t_hf))
+        t = best_of_interleaved({"ours": lambda: ours(prompt, last_only=True),
+                                 "hf": lambda: hf(prompt, logits_to_keep=1, use_cache=False)}, args.repeats)
+    rows.append((f"prefill tok/s (batch 1, {args.prompt_len} tokens)", args.prompt_len / t["ours"],
+                 args.prompt_len / t["hf"]))
 
     for batch in (1, 8):
         ids = torch.randint(100, vocab, (batch, args.decode_prompt_len), generator=g)
@@ -72,12 +75,11 @@ def main():
                                        min_new_tokens=n, do_sample=False, pad_token_id=0)
 
         with torch.inference_mode():
-            t1_o, _ = best_of(ours_gen(1), args.repeats)
-            tn_o, _ = best_of(ours_gen(1 + args.new_tokens), args.repeats)
-            t1_h, _ = best_of(hf_gen(1), args.repeats)
-            tn_h, _ = best_of(hf_gen(1 + args.new_tokens), args.repeats)
+            t = best_of_interleaved({"ours_1": ours_gen(1), "ours_n": ours_gen(1 + args.new_tokens),
+                                     "hf_1": hf_gen(1), "hf_n": hf_gen(1 + args.new_tokens)}, args.repeats)
         n = args.new_tokens * batch
-        rows.append((f"decode tok/s (batch {batch})", n / (tn_o - t1_o), n / (tn_h - t1_h)))
+        rows.append((f"decode tok/s (batch {batch})", n / (t["ours_n"] - t["ours_1"]),
+                     n / (t["hf_n"] - t["hf_1"])))
 
     print(f"\nmodel {args.model}  fp32  CPU threads={args.threads}  torch {torch.__version__}  "
           f"transformers {transformers.__version__}")

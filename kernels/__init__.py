@@ -7,6 +7,7 @@ Every op has a Triton kernel and a short pure-PyTorch reference side by side in 
     rope.py             rotary embedding (rotate-half) forward/backward
     silu_mul.py         SwiGLU's silu(gate) * up forward/backward
     cross_entropy.py    fused linear + cross-entropy, chunked so the logits never exist in full
+    matvec.py           few-row linear on CPU (decoding): the weight's rows split over the threads
     dispatch.py         which path runs; _triton.py imports Triton if it is installed
     compile_check.py    compiles every kernel for an NVIDIA GPU on a machine without one
 
@@ -19,6 +20,7 @@ The op modules load on first use, not on `import kernels`, so importing the pack
 import torch
 
 from .dispatch import BACKENDS, get_backend, set_backend, use_backend, use_triton
+from .matvec import linear  # x @ W.T (+ b): F.linear, with few-row (decoding) products split over CPU threads
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # the kernels compute in fp32 at most
 
@@ -29,7 +31,7 @@ def _triton_for(*tensors) -> bool:
         return False
     return get_backend() == "triton" or all(t.dtype in _KERNEL_DTYPES for t in tensors)
 
-__all__ = ["rms_norm", "apply_rope", "swiglu", "attention", "fused_linear_cross_entropy", "document_positions",
+__all__ = ["linear", "rms_norm", "apply_rope", "swiglu", "attention", "fused_linear_cross_entropy", "document_positions",
            "get_backend", "set_backend", "use_backend", "BACKENDS"]
 
 

@@ -1,0 +1,110 @@
+"""`kernels.linear`: the few-row CPU product that splits a weight's rows over the threads (kernels/matvec.py).
+
+Oracles: the same product in float64, and transformers for a model wide enough that decoding takes the split
+path (the parity suite's tiny models are below the size where it starts, so they never exercise it).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+
+import kernels
+from kernels import matvec
+from minagent import load_model
+from minagent.generation import SamplingParams, generate
+
+
+@pytest.fixture
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def float64_linear(x, w, b=None):
+    y = x.double() @ w.double().T
+    return y if b is None else y + b.double()
+
+
+@pytest.mark.parametrize("shape, rows", [((1536, 576), 1), ((1536, 576), 8), ((576, 1536), 3),
+                                         ((8192, 192), 1), ((8192, 192), 5)])  # last two: head orientation
+@pytest.mark.parametrize("blocks", [2, 3, 4])
+@pytest.mark.parametrize("bias", [False, True])
+def test_split_product_equals_float64(shape, rows, blocks, bias):
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    b = torch.randn(shape[0]) if bias else None
+    x = torch.randn(rows, 1, shape[1])  # [B, T=1, K], as the model calls it
+    got = matvec.linear_split(x, w, b, blocks=blocks)
+    assert got.shape == (rows, 1, shape[0])
+    want = float64_linear(x, w, b)
+    # as close to float64 as F.linear itself is (both are fp32 dot products over K, summed in other orders)
+    slack = (F.linear(x, w, b).double() - want).abs().max().item()
+    assert (got.double() - want).abs().max().item() <= 4 * slack + 1e-6
+
+
+def test_rows_that_do_not_divide_fall_back_to_one_product():
+    w, x = torch.randn(1537, 576), torch.randn(2, 576)
+    torch.testing.assert_close(matvec.linear_split(x, w, blocks=2), F.linear(x, w))
+
+
+def test_who_takes_the_split_path(two_threads):
+    big, small = torch.randn(1536, 576), torch.randn(192, 576)
+    assert matvec.wants_split(torch.randn(1, 576), big)
+    assert matvec.wants_split(torch.randn(8, 1, 576), big)
+    assert not matvec.wants_split(torch.randn(9, 576), big)  # prefill/training rows: the BLAS threads itself
+    assert not matvec.wants_split(torch.randn(1, 576), small)  # call overhead dominates
+    assert not matvec.wants_split(torch.randn(1, 576, dtype=torch.bfloat16), big.bfloat16())
+    torch.set_num_threads(1)
+    assert not matvec.wants_split(torch.randn(1, 576), big)
+
+
+def test_split_path_carries_gradients(two_threads):
+    torch.manual_seed(0)
+    w0, x0 = torch.randn(1536, 576) / 24, torch.randn(2, 576)
+    grads = {}
+    for name, fn, dtype in (("split", kernels.linear, torch.float32), ("plain", F.linear, torch.float32),
+                            ("float64", F.linear, torch.float64)):
+        w, x = w0.to(dtype, copy=True).requires_grad_(), x0.to(dtype, copy=True).requires_grad_()
+        fn(x, w).square().sum().backward()
+        grads[name] = (x.grad.double(), w.grad.double())
+    for got, plain, want in zip(grads["split"], grads["plain"], grads["float64"]):
+        slack = (plain - want).abs().max().item()  # how far fp32 autograd through F.linear lands
+        assert (got - want).abs().max().item() <= 4 * slack + 1e-6
+
+
+@pytest.fixture(scope="module")
+def wide_checkpoint(tmp_path_factory):
+    """A Llama whose every projection and its untied head are big enough for the split path."""
+    cfg = transformers.LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
+                                   num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False,
+                                   max_position_embeddings=128)
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.copy_(1 + 0.2 * torch.randn_like(p)) if name.endswith("norm.weight") else p.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("wide")
+    hf.save_pretrained(path)
+    return path, hf
+
+
+def test_decoding_on_the_split_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
+    path, hf = wide_checkpoint
+    ours = load_model(path)
+    calls = []
+    real = matvec.linear_split
+    monkeypatch.setattr(matvec, "linear_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = hf(ids).logits
+        cache = ours.new_cache(2, 21)
+        got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
+    # every decode step: q, o, gate, up and down in each layer, and the head (k/v are 256 x 512: too small)
+    assert len(calls) == 12 * (2 * 5 + 1)
+    torch.testing.assert_close(torch.cat(got, dim=1), want)
+    prompt = ids[:1, :7]
+    hf_tokens = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    ours_tokens = generate(ours, [prompt[0].tolist()], SamplingParams(max_new_tokens=12))[0].token_ids
+    assert ours_tokens == hf_tokens[0, 7:].tolist()
