@@ -39,6 +39,26 @@ def test_kv_reuse_generates_what_a_full_prefill_generates(tiny):
                      {"role": "tool", "content": f"Observation:\nExecution logs:\nstep {turn} printed this\n"}]
 
 
+def test_candidates_decoded_as_a_batch_equal_one_at_a_time(tiny):
+    """n > 1 decodes the candidates as one batch over a copy of the cached prompt: greedy rows must each equal
+    plain generation, rows stop on their own, and the session stays right for the next call."""
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024)
+    messages = [{"role": "system", "content": "Solve with code."}, {"role": "user", "content": "What is git log?"}]
+    for turn in range(2):
+        want = generate(model, [llm.prompt_ids(messages)], SamplingParams(
+            max_new_tokens=12, stop_ids=tok.stop_token_ids, stop_strings=STOP), tokenizer=tok)[0].text
+        assert llm.complete(messages, stop=STOP, n=3, max_tokens=12) == [want] * 3
+        assert llm.complete(messages, stop=STOP, n=1, max_tokens=12) == [want]
+        messages += [{"role": "assistant", "content": want + "<end_code>"},
+                     {"role": "tool", "content": f"Observation:\nExecution logs:\nturn {turn}\n"}]
+    sampled = llm.complete(messages, stop=STOP, n=4, temperature=1.0, max_tokens=12, seed=2)
+    assert len(set(sampled)) > 1  # rows draw their own tokens
+    want = generate(model, [llm.prompt_ids(messages)], SamplingParams(
+        max_new_tokens=12, stop_ids=tok.stop_token_ids, stop_strings=STOP), tokenizer=tok)[0].text
+    assert llm.complete(messages, stop=STOP, max_tokens=12) == [want]  # the session survived the batch
+
+
 def test_prefix_is_continued_and_sampling_is_seeded(tiny):
     model, tok = tiny
     llm = MinagentLLM(model, tok, max_len=1024)

@@ -91,6 +91,7 @@ class MinagentLLM:
     and prefills only the rest. Between agent steps that rest is the end of the last step plus the observation.
     Separate conversations (the agent and its extractor) use separate sessions so they do not evict each other.
     reuse_cache=False re-prefills everything each call (the baseline the bench compares against).
+    n > 1 completions (SAG's candidates) are decoded as one batch of n rows over a copy of the cached prompt.
     """
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True):
@@ -122,14 +123,15 @@ class MinagentLLM:
             s.ids = []  # same buffers, nothing reused: every call prefills the whole conversation
         gen = None if seed is None else torch.Generator(device=self.model.lm_head.weight.device).manual_seed(seed)
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            logits = self._prefill(s, ids)
-            t1 = time.perf_counter()
-            out.append(self._decode(s, logits, params, stop, gen))
-            self.prefill_seconds += t1 - t0
-            self.decode_seconds += time.perf_counter() - t1
+        t0 = time.perf_counter()
+        logits = self._prefill(s, ids)
+        t1 = time.perf_counter()
+        if n == 1:
+            out = [self._decode(s, logits, params, stop, gen)]
+        else:
+            out = self._decode_batch(s, logits, n, params, stop, gen)
+        self.prefill_seconds += t1 - t0
+        self.decode_seconds += time.perf_counter() - t1
         return out
 
     def _prefill(self, s: _Session, ids: list[int]) -> torch.Tensor:
@@ -161,6 +163,39 @@ class MinagentLLM:
             s.ids.append(tok)  # the cache now gets this token
             logits = self.model(torch.tensor([[tok]], device=logits.device), cache=s.cache)[:, -1]
         return cut_at_stop(text, stop)
+
+    def _decode_batch(self, s: _Session, logits, n: int, params, stop, gen) -> list[str]:
+        """n completions of the prompt in the session cache, decoded together as a batch of n rows.
+
+        Decoding reads every weight once per step whatever the batch, so n rows cost far less than n runs one
+        after another (SAG's candidates). The prompt's K/V are copied into an n-row cache; the session keeps
+        only the prompt, so the next call reuses it and prefills the chosen step. A row that has stopped rides
+        along until every row has (its tokens are dropped)."""
+        L = s.cache.length
+        batch = self.model.new_cache(n, L + params.max_new_tokens)
+        for layer in range(len(batch.k)):
+            batch.k[layer][:, :, :L] = s.cache.k[layer][:, :, :L]
+            batch.v[layer][:, :, :L] = s.cache.v[layer][:, :, :L]
+        batch.length = L
+        stop_ids = set(self.tok.stop_token_ids)
+        new, texts, done = [[] for _ in range(n)], [""] * n, [False] * n
+        logits = logits.expand(n, -1)
+        for step in range(params.max_new_tokens):
+            for row, tok in enumerate(sample_next(logits, params, gen).tolist()):
+                if done[row]:
+                    continue
+                if tok in stop_ids:
+                    done[row] = True
+                    continue
+                new[row].append(tok)
+                self.decoded_tokens += 1
+                texts[row] = self.tok.decode(new[row])
+                done[row] = any(x in texts[row] for x in stop if x)
+            if all(done) or step == params.max_new_tokens - 1:
+                break
+            tokens = torch.tensor([[r[-1] if r else 0] for r in new], device=logits.device)
+            logits = self.model(tokens, cache=batch)[:, -1]
+        return [cut_at_stop(t, stop) for t in texts]
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}

@@ -6,7 +6,9 @@ group whose first member was sampled first). Unlike the reference, which runs ev
 live state and then re-executes the winner:
   - each candidate runs in its own fork of the sandbox state, so candidates cannot see each other's effects;
   - identical tool calls (the same search from several candidates) are served once, from the ToolBox cache;
-  - the winner's process becomes the state holder: it is never executed twice.
+  - the winner's process becomes the state holder: it is never executed twice;
+  - with a minagent model the N candidates are decoded together, as one batch over the cached conversation
+    (`MinagentLLM.complete(n=N)`): a decode step reads the weights once for all N.
 """
 from __future__ import annotations
 
