@@ -31,8 +31,8 @@ def _triton_for(*tensors) -> bool:
         return False
     return get_backend() == "triton" or all(t.dtype in _KERNEL_DTYPES for t in tensors)
 
-__all__ = ["linear", "rms_norm", "apply_rope", "swiglu", "attention", "fused_linear_cross_entropy", "document_positions",
-           "get_backend", "set_backend", "use_backend", "BACKENDS"]
+__all__ = ["linear", "rms_norm", "apply_rope", "swiglu", "attention", "fused_linear_cross_entropy",
+           "document_positions", "get_backend", "set_backend", "use_backend", "BACKENDS"]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -41,7 +41,8 @@ def split_count(n_out: int) -> int:
 
 
 def wants_split(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when `linear_split` should beat F.linear (see the module docstring for the measurements)."""
+    """True when `linear_split` should beat F.linear (see the module docstring for the measurements). Asked for
+    every linear layer of every step, so the cheap size tests come first."""
     return (weight.numel() >= MIN_WEIGHT_NUMEL
             and x.numel() <= MAX_ROWS * weight.shape[1]
             and x.dtype == torch.float32 and weight.dtype == torch.float32
@@ -70,8 +71,7 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with the thread-split path for few rows on CPU. Runs for every linear layer of every decode
-    step, so the cheap size test comes first and the rest only for the candidates."""
-    if weight.numel() >= MIN_WEIGHT_NUMEL and x.numel() <= MAX_ROWS * weight.shape[1] and wants_split(x, weight):
+    """F.linear, with the thread-split path for few rows on CPU."""
+    if wants_split(x, weight):
         return linear_split(x, weight, bias)
     return F.linear(x, weight, bias)
