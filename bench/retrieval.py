@@ -129,8 +129,7 @@ def run_ours(texts, queries):
 
     def build():
         ti = TermIds(analyzer)
-        for t in texts:
-            ti.add_text(t)
+        ti.add_texts(texts)
         flat, lengths = ti.arrays()
         return ti, BM25Index("lucene", k1=1.5, b=0.75).add(flat, lengths, len(ti.vocab))
 

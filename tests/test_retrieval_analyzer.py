@@ -66,6 +66,61 @@ def test_fast_build_path_matches_reference_tokenize():
         assert ti.query_ids("files unseenword") == [ti.vocab["file"]]
 
 
+def _terms_per_text(ti):
+    flat, lengths = ti.arrays()
+    inv = {i: t for t, i in ti.vocab.items()}
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return [sorted(inv[i] for i in flat[offsets[j]:offsets[j + 1]]) for j in range(len(lengths))]
+
+
+_PIECES = ["files", "entries", "The", "max_connections", "KAVS1234-E", "core.autocrlf", "--no-ff", "a/b.", "x",
+           "very_long_identifier.with-many:parts/and.more", "sixteenchars1234", "seventeenchars123", "eightchr",
+           "ninechars", "is", "status", "Classes", "a--b", "-lead", "trail-", "x.y.z", "ÉTÉ", "日本語テキスト",
+           "HEAD~3", "v2.0.1", "__init__", "http://example.com/a_b", "12345678901234567"]
+
+
+def _random_texts(rng, n):
+    chars = list("abcXYZ019-_.:/ \n\t,;!?()'\"éü日本")
+    texts = []
+    for _ in range(n):
+        if rng.random() < 0.4:
+            texts.append("".join(rng.choice(chars, rng.integers(0, 80))))
+        else:
+            texts.append(" ".join(str(rng.choice(_PIECES)) + str(rng.choice(["", ".", ",", "-", "_", " "]))
+                                  for _ in range(rng.integers(0, 30))))
+    return texts
+
+
+@pytest.mark.parametrize("stopwords,stem,split", [(False, True, True), (True, False, True), (True, True, False),
+                                                  (False, False, False)])
+def test_bulk_build_path_matches_reference_tokenize(stopwords, stem, split, monkeypatch):
+    # add_texts tokenizes ASCII texts on their bytes (ascii_terms); the regex reference decides what is right.
+    # Small batches so many batches, non-ASCII texts in between and the table's growth are all exercised.
+    monkeypatch.setattr("minagent.retrieval.analyzer._BATCH_BYTES", 200)
+    rng = np.random.default_rng(int(stopwords) * 4 + int(stem) * 2 + int(split))
+    an = Analyzer(stopwords=stopwords, stem=stem, split_identifiers=split)
+    texts = _random_texts(rng, 600)
+    ti = TermIds(an)
+    ti.add_texts(texts)
+    assert _terms_per_text(ti) == [sorted(an.tokenize(t)) for t in texts]
+    assert sum(t.isascii() for t in texts) > 100 and sum(not t.isascii() for t in texts) > 100
+
+
+def test_bulk_build_path_survives_key_collisions_and_table_growth(monkeypatch):
+    # with the word mixer zeroed, every token is keyed by its first 8 bytes only: these collide on purpose and
+    # must still get their own ids; a 4-slot table must grow many times without losing an entry
+    monkeypatch.setattr("minagent.retrieval.ascii_terms._MIX", np.uint64(0))
+    monkeypatch.setattr("minagent.retrieval.ascii_terms._FIRST_SLOTS", 4)
+    monkeypatch.setattr("minagent.retrieval.analyzer._BATCH_BYTES", 300)    # later batches look up earlier ones
+    texts = ["abcdefgh1 abcdefgh2 abcdefgh abcdefgh12345678 abcdefgh1", "abcdefgh2 zzz abcdefgh12345679"]
+    texts += [f"w{i} w{i * 7} shared-{i % 5}" for i in range(300)] * 2
+    an = Analyzer()
+    ti = TermIds(an)
+    ti.add_texts(texts)
+    assert _terms_per_text(ti) == [sorted(an.tokenize(t)) for t in texts]
+    assert len({ti.vocab[t] for t in ("abcdefgh1", "abcdefgh2", "abcdefgh", "abcdefgh12345678", "abcdefgh12345679")}) == 5
+
+
 def test_config_roundtrip_and_unknown_field():
     an = Analyzer(stopwords=True, stem=False)
     assert Analyzer.from_config(an.config()).config() == an.config()

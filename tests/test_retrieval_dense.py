@@ -35,6 +35,25 @@ def test_flat_search_matches_brute_force(n, batch, k, monkeypatch):
     np.testing.assert_array_equal(one_i, ref_i[0])
 
 
+@pytest.mark.parametrize("group", [4, 8, 64])
+def test_grouped_block_selection_is_exact_with_ties(group, monkeypatch):
+    # a block's top-k is taken from its k groups with the highest maxima; with many exact duplicates (same
+    # passage indexed twice, the usual way ties arise) the k best scores must still be exactly the brute
+    # force's, and each returned index must carry the score returned with it
+    monkeypatch.setattr("minagent.retrieval.dense._BLOCK_BYTES", 256 << 10)
+    monkeypatch.setattr("minagent.retrieval.dense._GROUP", group)
+    rng = np.random.default_rng(group)
+    uniq = unit_rows(rng, 700, 32)
+    base = np.concatenate([uniq, uniq[::-1], uniq[:333]])          # 1733 passages, every score tied 2-3 times
+    q = unit_rows(rng, 9, 32)
+    got_i, got_s = DenseIndex(32).add(base).search(q, 12)
+    _, ref_s = brute_force(q, base, 12)
+    np.testing.assert_allclose(got_s, ref_s, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(q.astype(np.float64) @ base.T.astype(np.float64), got_i, 1),
+                               got_s, atol=1e-5)
+    assert all(len(set(row)) == 12 for row in got_i.tolist())
+
+
 def test_fp16_storage_rescored_exactly():
     rng = np.random.default_rng(7)
     base, q = unit_rows(rng, 20000, 96), unit_rows(rng, 4, 96)

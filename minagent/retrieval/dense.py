@@ -4,7 +4,8 @@ float32 vectors are stored dimension-major, as a [D, N] matrix: a single query i
 product that streams each row of V (one dimension across all passages) in order. That is a pure
 memory-bandwidth job at 100k x 384, and this layout runs it ~1.4x faster than faiss's per-vector loop here.
 Batches are scored against blocks of passages with one matmul per block (numpy's OpenBLAS: ~25% faster than
-torch's MKL on AMD CPUs) and torch.topk keeps each block's k best, so memory stays bounded at any batch size.
+torch's MKL on AMD CPUs) and each block's k best are kept (_block_topk: group maxima first, then an exact
+top-k of the few groups that can hold them), so memory stays bounded at any batch size.
 In both batched paths (fp32 and fp16) that top-k runs on one torch thread: with two thread pools (OpenBLAS's and torch's OpenMP) taking turns on
 the same cores, each pool's idle threads spin while the other works, and a 2-thread batch ran 15-20% slower.
 
@@ -19,6 +20,7 @@ import torch
 
 _BLOCK_BYTES = 64 << 20       # scores computed per block: queries x block passages x 4 bytes (fewer, bigger
                               # blocks measured faster than 4-32 MB ones: each block switches thread pools)
+_GROUP = 64                   # columns per group in _block_topk (16, 32, 64 measured: 64 fastest at k=10)
 
 
 class DenseIndex:
@@ -99,7 +101,7 @@ def _topk_dim_major(q, data, k):
         for start in range(0, n, rows):
             block = data[:, start:start + rows]
             s = np.matmul(q, block, out=buf[:, :block.shape[1]])
-            bs, bi = torch.topk(torch.from_numpy(s), min(k, s.shape[1]), dim=1, sorted=False)
+            bs, bi = _block_topk(torch.from_numpy(s), k)
             best_s.append(bs.clone())
             best_i.append(bi + start)
     return _keep_best(torch.cat(best_s, 1), torch.cat(best_i, 1), k)
@@ -120,6 +122,30 @@ def _one_torch_thread(active=True):
             torch.set_num_threads(old)
 
 
+def _block_topk(s, k, group=None):
+    """The k best (scores, column indices) of each row of a score block s [B, n], unsorted.
+
+    Exact, and ~2.5x faster than torch.topk over the whole block: the row is cut into groups of `group`
+    columns, and the k best values of a row always lie in its k groups with the highest maxima (a value left
+    out would sit in a group whose maximum is beaten by k other groups, each holding a value at least as
+    large). So: one max per group, top-k of the maxima, top-k of the k x group candidates they cover. A tail
+    shorter than a group, and blocks with too few groups, go through plain torch.topk."""
+    b, n = s.shape
+    group = group or _GROUP
+    groups = n // group
+    if groups < 4 * k:
+        return torch.topk(s, min(k, n), dim=1, sorted=False)
+    head = s[:, :groups * group].view(b, groups, group)
+    top_groups = torch.topk(head.amax(-1), k, dim=1, sorted=False).indices                 # [B, k]
+    cand = head[torch.arange(b)[:, None], top_groups].reshape(b, k * group)
+    cand_cols = (top_groups[:, :, None] * group + torch.arange(group)).reshape(b, k * group)
+    if groups * group < n:
+        cand = torch.cat([cand, s[:, groups * group:]], 1)
+        cand_cols = torch.cat([cand_cols, torch.arange(groups * group, n).expand(b, -1)], 1)
+    cs, ci = torch.topk(cand, k, dim=1, sorted=False)
+    return cs, torch.gather(cand_cols, 1, ci)
+
+
 def _topk_rows_batched(q, data, k):
     """Top-k of q @ data.T for fp16 [n, D] rows: each block is upcast once for the whole batch."""
     n = data.shape[0]
@@ -128,7 +154,7 @@ def _topk_rows_batched(q, data, k):
     with _one_torch_thread():
         for start in range(0, n, rows):
             s = q @ data[start:start + rows].astype(np.float32).T
-            bs, bi = torch.topk(torch.from_numpy(s), min(k, s.shape[1]), dim=1, sorted=False)
+            bs, bi = _block_topk(torch.from_numpy(s), k)
             best_s.append(bs)
             best_i.append(bi + start)
     return _keep_best(torch.cat(best_s, 1), torch.cat(best_i, 1), k)

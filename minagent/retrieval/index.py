@@ -84,8 +84,8 @@ class Retriever:
             return self
         texts = [p.index_text() for p in passages]
         builder = TermIds(self.analyzer, self.terms.vocab)
-        for t in tqdm(texts, desc="analyzing", unit="passage", disable=not progress):
-            builder.add_text(t)
+        with tqdm(total=len(texts), desc="analyzing", unit="passage", disable=not progress) as bar:
+            builder.add_texts(texts, progress=bar)
         flat, lengths = builder.arrays()
         if self.dense is not None:
             vectors = self._embed(texts, embed_cache, progress)
