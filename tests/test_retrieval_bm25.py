@@ -137,6 +137,29 @@ def test_building_in_small_slices_gives_the_same_index(monkeypatch):
         np.testing.assert_allclose(idx.score_all(ids_of(vocab, q)), ref.get_scores(q), rtol=1e-9, atol=1e-9)
 
 
+def test_batched_rounds_widen_unsettled_queries_and_stay_exact(monkeypatch):
+    # a corpus big enough that most queries take the vectorised batch round; queries it cannot settle take
+    # one more essential term and go round again: every result must still equal the single-query path's
+    docs, rng = zipf_corpus(5, 6000)
+    idx, vocab = build(docs)
+    queries = [ids_of(vocab, [f"w{w}" for w in rng.zipf(1.2, rng.integers(2, 8)) % 3000]) for _ in range(150)]
+    rounds = []
+    real_round = BM25Index._batch_round
+
+    def counting_round(self, plans, qids, k, allowed, results):
+        rounds.append(len(plans))
+        return real_round(self, plans, qids, k, allowed, results)
+
+    monkeypatch.setattr(BM25Index, "_batch_round", counting_round)
+    for allowed in (None, rng.random(len(docs)) < 0.3):
+        for k in (1, 10):
+            for q, (a, s) in zip(queries, idx.topk_batch(queries, k, allowed)):
+                b, t = idx.topk(q, k, allowed)
+                assert a.tolist() == b.tolist()
+                np.testing.assert_allclose(s, t, rtol=1e-12)
+    assert rounds[0] > 50 and len(rounds) > 4          # batched first rounds, and widened rounds after them
+
+
 def test_batched_queries_equal_single_queries_and_bad_input():
     docs, rng = zipf_corpus(3, 300)
     idx, vocab = build(docs)

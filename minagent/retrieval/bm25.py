@@ -317,8 +317,13 @@ class BM25Index:
             if p is not None:
                 volume = sum(p[3][:p[6]]) - sum(p[2][:p[6]])
                 (single if volume * 32 > self.n_docs else small).append(i)
-        if small:
-            single += self._batch_round([plans[i] for i in small], small, k, allowed, results)
+        while small:
+            # queries a round could not settle take one more essential term and go again, together
+            small, unsettled = [], self._batch_round([plans[i] for i in small], small, k, allowed, results)
+            for i in unsettled:
+                terms, weights, starts, ends, rest_ub, base, m = plans[i]
+                plans[i] = terms, weights, starts, ends, rest_ub, base, m + 1
+                (single if (sum(ends[:m + 1]) - sum(starts[:m + 1])) * 32 > self.n_docs else small).append(i)
         for i in single:            # long posting lists: the single-query path scatters instead of sorting
             results[i] = self._run_plan(plans[i], k, allowed)
         return results
