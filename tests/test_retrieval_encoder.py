@@ -184,3 +184,13 @@ def test_lm_encoder_on_minagent_transformer_matches_hf(tmp_path):
             h = hf(torch.tensor([ByteTokenizer().encode(t)]), output_hidden_states=True).hidden_states[-1][0]
             ref = torch.nn.functional.normalize(h.double().mean(0), dim=0).numpy()
             assert float(got[i] @ ref) >= 0.9999
+
+
+def test_batches_cap_padded_tokens_and_cover_every_text_once():
+    # hand-checked: longest first; a batch holds <= batch_size rows and <= max_tokens padded tokens (rows x its
+    # longest text), except that a single text longer than the cap still gets a batch of its own
+    from minagent.retrieval.encoder import _batches_by_length
+    lengths = [5, 300, 40, 40, 260, 1, 40, 100]
+    batches = [b.tolist() for b in _batches_by_length(lengths, batch_size=3, max_tokens=256)]
+    assert batches == [[1], [4], [7, 2], [3, 6, 0], [5]]
+    assert [b.tolist() for b in _batches_by_length(lengths, batch_size=3)] == [[1, 4, 7], [2, 3, 6], [0, 5]]
