@@ -382,13 +382,16 @@ class BM25Index:
                 cand_s[at] += w * col[docs]
                 continue
             cand_s[at] += w * self._lookup(t, docs)
-        # 4. per query: its top-k, exact when its k-th score beats the bound of its non-essential terms
+        # 4. per query: its top-k (score descending, ties by passage: one stable sort of all candidates, which
+        # are in (query, passage) order), exact when its k-th score beats the bound of its non-essential terms
+        order = np.lexsort((-cand_s, cand_q))
+        cand, cand_s = cand[order], cand_s[order]
         again = []
         for i, (terms, _, _, _, rest_ub, base, m) in enumerate(plans):
-            a, b = bounds[i], bounds[i + 1]
-            idx, top_s = _top_k_sorted(cand[a:b], cand_s[a:b], k)
-            if m == len(terms) or (len(top_s) == k and top_s[-1] > rest_ub[m]):
-                results[qids[i]] = (idx, top_s + base)
+            a = bounds[i]
+            b = min(bounds[i + 1], a + k)
+            if m == len(terms) or (b - a == k and cand_s[b - 1] > rest_ub[m]):
+                results[qids[i]] = (cand[a:b], cand_s[a:b] + base)
             else:
                 again.append(qids[i])
         return again
