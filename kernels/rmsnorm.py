@@ -20,6 +20,10 @@ from ._triton import next_power_of_2, tl, triton
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF's RMSNorm in eager PyTorch. In fp32 the cast in the middle is a no-op, so torch's fused F.rms_norm
+    computes the same thing in one pass (on CPU: 13x faster over 512 x 576, 2x for one row)."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return torch.nn.functional.rms_norm(x, weight.shape, weight, eps)
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(x.dtype)
