@@ -124,8 +124,8 @@ class PackedSurfaceIds:
         self.count += len(w1)
 
     def chunk_ids(self, text, split_identifiers):
-        """(term id per surface token, byte offset of each token, whether identifiers were appended) for one
-        lowercased ASCII text."""
+        """(term id per surface token, byte offset of each token) for one lowercased ASCII text; the runs come
+        first, in text order, then the identifiers (surface_spans)."""
         raw = text.encode("ascii")
         starts, ends = surface_spans(np.frombuffer(raw, np.uint8), split_identifiers)
         lengths = ends - starts
