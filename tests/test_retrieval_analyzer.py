@@ -118,7 +118,8 @@ def test_bulk_build_path_survives_key_collisions_and_table_growth(monkeypatch):
     ti = TermIds(an)
     ti.add_texts(texts)
     assert _terms_per_text(ti) == [sorted(an.tokenize(t)) for t in texts]
-    assert len({ti.vocab[t] for t in ("abcdefgh1", "abcdefgh2", "abcdefgh", "abcdefgh12345678", "abcdefgh12345679")}) == 5
+    colliding = ("abcdefgh1", "abcdefgh2", "abcdefgh", "abcdefgh12345678", "abcdefgh12345679")
+    assert len({ti.vocab[t] for t in colliding}) == 5
 
 
 def test_config_roundtrip_and_unknown_field():
