@@ -172,7 +172,8 @@ class TermIds:
 
     def add_texts(self, texts, progress=None):
         """add_text for many texts, same ids: runs of ASCII texts are tokenized together on their bytes
-        (ascii_terms, ~3x faster), other texts one at a time. `progress`: a tqdm bar, advanced per text."""
+        (ascii_terms: 1.3 s instead of 6.2 s for 10M tokens), other texts one at a time. `progress`: a tqdm
+        bar, advanced per text."""
         batch, size = [], 0
         for text in texts:
             if text.isascii():
