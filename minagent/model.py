@@ -16,6 +16,7 @@ import torch.nn as nn
 
 import kernels
 from .config import ModelConfig, rope_inverse_frequencies
+from .packing import packed_projection
 
 
 class Linear(nn.Linear):
@@ -86,15 +87,22 @@ class Attention(nn.Module):
         self.k_proj = Linear(cfg.hidden_size, self.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.v_proj = Linear(cfg.hidden_size, self.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=cfg.o_bias)
+        self.split_sizes = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim,
+                            self.n_kv_heads * self.head_dim)
         if cfg.qk_norm:  # Qwen3: RMSNorm over each head's vector, before RoPE
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, doc_ids=None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        packed = packed_projection((self.q_proj, self.k_proj, self.v_proj))
+        if packed is not None:  # one matmul for q, k and v (see packing.py)
+            q, k, v = kernels.linear(x, *packed).split(self.split_sizes, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
@@ -113,7 +121,12 @@ class MLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x):
-        return self.down_proj(kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
+        packed = packed_projection((self.gate_proj, self.up_proj))
+        if packed is not None:  # one matmul for gate and up (see packing.py)
+            gate, up = kernels.linear(x, *packed).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(kernels.swiglu(gate, up))
 
 
 class DecoderLayer(nn.Module):

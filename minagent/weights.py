@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig
 from .model import Transformer
+from .packing import pack_state_dict
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -118,6 +119,7 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise CheckpointError(f"{path}: checkpoint lacks tensors {missing[:5]}{more}")
+    pack_state_dict(loaded, cfg.num_hidden_layers)  # q/k/v and gate/up side by side: one matmul each
     model.load_state_dict(loaded, strict=False, assign=True)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

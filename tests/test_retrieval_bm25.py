@@ -160,6 +160,33 @@ def test_batched_rounds_widen_unsettled_queries_and_stay_exact(monkeypatch):
     assert rounds[0] > 50 and len(rounds) > 4          # batched first rounds, and widened rounds after them
 
 
+def test_ties_go_to_the_lower_passage_index_on_every_path():
+    # each passage has a twin written in a renamed vocabulary (w17 -> v17), and both appear 4 times at shuffled
+    # places; a query holding w17 and v17 scores a passage and its twin exactly alike, though they reach the
+    # candidates through different terms (so out of passage order on the long-list path). The k-th place falls
+    # inside such ties. Oracle: a brute-force score of every passage, ranked by (score desc, index asc).
+    distinct, rng = zipf_corpus(11, 100)
+    twins = [[f"v{w[1:]}" for w in d] for d in distinct]
+    pool = distinct + twins
+    docs = [pool[i] for i in rng.permutation(np.repeat(np.arange(len(pool)), 4))]
+    idx, vocab = build(docs)
+    queries = []
+    for _ in range(80):
+        words = [f"w{w}" for w in rng.zipf(1.3, rng.integers(1, 4)) % 3000]
+        queries.append(ids_of(vocab, words + [f"v{w[1:]}" for w in words]))
+    queries = [q for q in queries if q]
+    for k in (3, 10, 13):
+        batch = idx.topk_batch(queries, k)
+        for q, (a, _) in zip(queries, batch):
+            ref = np.zeros(len(docs))
+            for t in sorted(q, key=lambda t: (-idx.term_max[t], t)):  # the order every path adds terms in
+                ref += idx.score_all([t])
+            n = int((ref > 0).sum())
+            want = np.lexsort((np.arange(len(docs)), -ref))[:min(k, n)]
+            assert idx.topk(q, k)[0].tolist() == want.tolist()
+            assert a.tolist() == want.tolist()
+
+
 def test_batched_queries_equal_single_queries_and_bad_input():
     docs, rng = zipf_corpus(3, 300)
     idx, vocab = build(docs)

@@ -363,29 +363,43 @@ class BM25Index:
         cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
         bounds = np.searchsorted(cand_q, np.arange(nq + 1))
         sizes = np.diff(bounds)
-        # 3. the remaining terms, looked up for the candidates of the queries holding them
+        # 3. the remaining terms, looked up for the candidates of the queries holding them: the candidate slots
+        # of every (term, query) pair are laid out term by term in one array, each term's scores gathered into
+        # its stretch, and everything added to the candidates' scores with one bincount
         by_term = {}
         for i, (terms, weights, _, _, rest_ub, _, m) in enumerate(plans):
             if rest_ub[m] > 0:
                 for j in range(m, len(terms)):
-                    by_term.setdefault(terms[j], ([], []))
-                    by_term[terms[j]][0].append(i)
-                    by_term[terms[j]][1].append(weights[j])
-        for t, (users, ws) in by_term.items():
-            at = _ranges(bounds[users], sizes[users])
-            if len(at) == 0:
-                continue
-            w = np.repeat(ws, sizes[users])
+                    users, ws = by_term.setdefault(terms[j], ([], []))
+                    users.append(i)
+                    ws.append(weights[j])
+        if by_term:
+            users = np.concatenate([np.asarray(u, np.int64) for u, _ in by_term.values()])
+            counts = sizes[users]
+            at = _ranges(bounds[users], counts)
+            gain = np.repeat(np.concatenate([w for _, w in by_term.values()]), counts)
+            per_term = np.add.reduceat(counts, np.cumsum([0] + [len(u) for u, _ in by_term.values()])[:-1]) \
+                if len(users) else np.zeros(0, np.int64)
+            edges = np.concatenate(([0], np.cumsum(per_term)))
             docs = cand[at]
-            col = self.dense_cols.get(t)
-            if col is not None:
-                cand_s[at] += w * col[docs]
-                continue
-            cand_s[at] += w * self._lookup(t, docs)
-        # 4. per query: its top-k (score descending, ties by passage: one stable sort of all candidates, which
-        # are in (query, passage) order), exact when its k-th score beats the bound of its non-essential terms
-        order = np.lexsort((-cand_s, cand_q))
-        cand, cand_s = cand[order], cand_s[order]
+            for t, a, b in zip(by_term, edges[:-1].tolist(), edges[1:].tolist()):
+                if a == b:
+                    continue
+                col = self.dense_cols.get(t)
+                gain[a:b] *= col[docs[a:b]] if col is not None else self._lookup(t, docs[a:b])
+            cand_s += np.bincount(at, weights=gain, minlength=len(cand))
+        # 4. per query: its top-k (score descending, ties by passage), exact when its k-th score beats the bound
+        # of its non-essential terms. Only candidates at or above their query's k-th score can be in it: those
+        # few are sorted (stable, so ties keep passage order), not all candidates.
+        kth = np.full(nq, -np.inf)
+        for i in range(nq):
+            a, b = bounds[i], bounds[i + 1]
+            if b - a > k:
+                kth[i] = np.partition(cand_s[a:b], b - a - k)[b - a - k]
+        top = np.flatnonzero(cand_s >= kth[cand_q])
+        top = top[np.lexsort((-cand_s[top], cand_q[top]))]
+        cand, cand_s = cand[top], cand_s[top]
+        bounds = np.searchsorted(cand_q[top], np.arange(nq + 1))
         again = []
         for i, (terms, _, _, _, rest_ub, base, m) in enumerate(plans):
             a = bounds[i]
@@ -450,12 +464,14 @@ class _Union:
 
     Short posting lists are merged by sorting their concatenation; once the volume is a good part of the corpus,
     postings are scattered into the index's per-thread dense scratch arrays instead (no sort; each new term
-    only adds its own postings), which release() zeroes again.
+    only adds its own postings). The passages touched are kept as a list in first-seen order (not sorted), so
+    neither listing them nor release() zeroing them again has to scan the whole scratch array.
     """
 
     def __init__(self, index):
         self.index = index
         self.acc = self.seen = None
+        self.touched = []
         self.added = 0
 
     def upto(self, weights, starts, ends, m):
@@ -468,11 +484,14 @@ class _Union:
             self.acc, self.seen = ix._scratch()
         if self.acc is not None:
             for j in range(self.added, m):
-                d = doc_ids[starts[j]:ends[j]]
+                d = doc_ids[starts[j]:ends[j]]  # one posting list: no passage twice, so += is safe
                 self.acc[d] += weights[j] * scores[starts[j]:ends[j]].astype(np.float64)
-                self.seen[d] = True
+                new = d[~self.seen[d]]
+                self.seen[new] = True
+                self.touched.append(new.astype(np.int64))
             self.added = m
-            cand = np.flatnonzero(self.seen)
+            self.touched = [np.concatenate(self.touched)]
+            cand = self.touched[0]
             return cand, self.acc[cand]
         d = np.concatenate([doc_ids[s:e] for s, e in zip(starts[:m], ends[:m])])
         v = np.concatenate([w * scores[s:e].astype(np.float64) for w, s, e in zip(weights[:m], starts[:m], ends[:m])])
@@ -482,10 +501,11 @@ class _Union:
         return d[first].astype(np.int64), np.add.reduceat(v, first)
 
     def release(self):
-        if self.acc is not None:
-            touched = np.flatnonzero(self.seen)
+        if self.acc is not None and self.touched:
+            touched = self.touched[0]
             self.acc[touched] = 0.0
             self.seen[touched] = False
+            self.touched = []
 
 
 def _ranges(starts, lengths):
@@ -500,12 +520,13 @@ def _ranges(starts, lengths):
 
 
 def _top_k_sorted(ids, scores, k):
-    """The k best (ids, scores) by descending score; ties go to the smaller id. `ids` must be ascending."""
+    """The k best (ids, scores) by descending score; ties go to the smaller id (ids in any order)."""
     n = len(scores)
     if n > k:
         theta = np.partition(scores, n - k)[n - k]
         above = np.flatnonzero(scores > theta)
-        ties = np.flatnonzero(scores == theta)[: k - len(above)]
+        ties = np.flatnonzero(scores == theta)
+        ties = ties[np.argsort(ids[ties], kind="stable")][: k - len(above)]
         sel = np.concatenate([above, ties])
     else:
         sel = np.arange(n)
