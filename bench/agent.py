@@ -3,7 +3,10 @@
     python bench/agent.py [--model models/SmolLM2-135M-Instruct] [--questions 3] [--max-tokens 64] [--sag 4]
 
 The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 index of tests/data/manuals with a
-real model, greedy. With and without reuse the runs produce the same tokens (tests/test_agent_llm.py checks
+real model, greedy. Two workloads: "free" lets the model write every step itself (the base SmolLM2 seldom gets
+a search through, so its observations are short error messages); "search" forces the first step to open with a
+search call through a first-thought prefix (FTP, as `infer.py distill` uses it: the model writes the query and
+the rest), so the conversation carries retrieved passages from step 2 on, as a working RAG agent's does. With and without reuse the runs produce the same tokens (tests/test_agent_llm.py checks
 that), so the difference is pure prefill work: without reuse every step re-prefills the whole conversation
 (system prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N
 candidates per step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves
@@ -27,12 +30,15 @@ from minagent.agent import Agent, AgentConfig, MinagentLLM, make_search  # noqa:
 from minagent.retrieval import Retriever, chunk_corpus  # noqa: E402
 
 
-def run(llm, search, questions, cfg):
+SEARCH_PREFIX = 'Thought: I will search the manuals for this.\nCode:\n```py\nprint(search("'
+
+
+def run(llm, search, questions, cfg, prefix=""):
     steps, t0, tool_calls, tool_runs = 0, time.perf_counter(), 0, 0
     answers = []
     for q in questions:
         llm.sessions.clear()  # each question starts cold: reuse only helps within a conversation
-        r = Agent(llm, {"search": search}, cfg).run(q)
+        r = Agent(llm, {"search": search}, cfg).run(q, prefix=prefix)
         steps += r.steps + (1 if r.forced_answer else 0)
         tool_calls, tool_runs = tool_calls + r.tool_calls, tool_runs + r.tool_calls_run
         answers.append(r.answer)
@@ -40,7 +46,7 @@ def run(llm, search, questions, cfg):
                 answers=answers)
 
 
-def reuse_ab(model, tok, search, questions, cfg, rounds):
+def reuse_ab(model, tok, search, questions, cfg, rounds, prefix=""):
     """No reuse vs reuse, interleaved question by question (ABBA...) so load changes on a shared machine hit both
     alike. Prefill and decode are timed separately: reuse changes only the prefill."""
     llms = {"no reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=False),
@@ -50,7 +56,7 @@ def reuse_ab(model, tok, search, questions, cfg, rounds):
     for _ in range(rounds):
         for q in questions:
             for name in order:
-                r = run(llms[name], search, [q], cfg)
+                r = run(llms[name], search, [q], cfg, prefix)
                 totals[name]["steps"] += r["steps"]
                 totals[name]["seconds"] += r["seconds"]
                 totals[name]["answers"] += r["answers"]
@@ -72,6 +78,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("reuse", "sag"), help="run one half of the benchmark")
     ap.add_argument("--rounds", type=int, default=1, help="repetitions of the reuse A/B comparison")
+    ap.add_argument("--workload", choices=("free", "search", "both"), default="both",
+                    help="free: the model writes every step; search: the first step is forced to search (FTP)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, dtype="float32"), load_tokenizer(args.model)
@@ -84,8 +92,11 @@ def main():
           f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages")
     results = {}
     if args.only != "sag":
-        results = reuse_ab(model, tok, search, questions, base, args.rounds)
-        report_reuse(results)
+        for workload in (("free", "search") if args.workload == "both" else (args.workload,)):
+            print(f"\n### workload: {workload}")
+            prefix = SEARCH_PREFIX if workload == "search" else ""
+            results = reuse_ab(model, tok, search, questions, base, args.rounds, prefix)
+            report_reuse(results)
     else:
         results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192), search, questions, base)
     if args.sag > 1 and args.only != "reuse":

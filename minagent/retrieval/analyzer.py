@@ -20,7 +20,7 @@ import numpy as np
 
 from .ascii_terms import PackedSurfaceIds
 
-_BATCH_BYTES = 2 << 20        # ASCII text tokenized per numpy pass in TermIds.add_texts
+_BATCH_BYTES = 512 << 10      # ASCII text tokenized per numpy pass in TermIds.add_texts (bounds its temporaries)
 
 # A word is a run of letters/digits; an identifier is words joined by - _ . : / (no spaces). One linear regex
 # pass finds both ("compounds"); the ASCII version is ~2x faster and most manual text is ASCII.
