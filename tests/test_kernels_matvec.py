@@ -101,8 +101,8 @@ def test_decoding_on_the_split_path_matches_transformers(wide_checkpoint, two_th
         want = hf(ids).logits
         cache = ours.new_cache(2, 21)
         got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
-    # every decode step: q, o, gate, up and down in each layer, and the head (k/v are 256 x 512: too small)
-    assert len(calls) == 12 * (2 * 5 + 1)
+    # every decode step: the packed q/k/v, o, the packed gate/up and down in each layer, and the head
+    assert len(calls) == 12 * (2 * 4 + 1)
     torch.testing.assert_close(torch.cat(got, dim=1), want)
     prompt = ids[:1, :7]
     hf_tokens = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
