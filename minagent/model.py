@@ -95,7 +95,7 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, doc_ids=None):
         B, T, _ = x.shape
-        packed = packed_projection((self.q_proj, self.k_proj, self.v_proj))
+        packed = packed_projection((self.q_proj, self.k_proj, self.v_proj), Linear)
         if packed is not None:  # one matmul for q, k and v (see packing.py)
             q, k, v = kernels.linear(x, *packed).split(self.split_sizes, dim=-1)
         else:
@@ -121,7 +121,7 @@ class MLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x):
-        packed = packed_projection((self.gate_proj, self.up_proj))
+        packed = packed_projection((self.gate_proj, self.up_proj), Linear)
         if packed is not None:  # one matmul for gate and up (see packing.py)
             gate, up = kernels.linear(x, *packed).chunk(2, dim=-1)
         else:

@@ -9,11 +9,15 @@ import torch
 
 from minagent import load_model
 from minagent.lora import LoraConfig, inject_lora
-from minagent.model import Transformer
+from minagent.model import Linear, Transformer
 from minagent.packing import pack_state_dict, packed_projection
 
 torch.manual_seed(7)
 IDS = torch.randint(3, 257, (2, 13))
+
+
+def packed(group):
+    return packed_projection(group, Linear)
 
 
 def groups(model):
@@ -37,11 +41,11 @@ def test_loaded_model_is_packed_and_matches_transformers(hf_checkpoint, variant)
     plain = unpacked_copy(ours)
     with torch.no_grad():
         for g in groups(ours):
-            weight, bias = packed_projection(g)
+            weight, bias = packed(g)
             assert weight.shape[0] == sum(m.out_features for m in g)
             torch.testing.assert_close(weight, torch.cat([m.weight for m in g]), rtol=0, atol=0)
             assert (bias is None) == (g[0].bias is None)
-        assert all(packed_projection(g) is None for g in groups(plain))
+        assert all(packed(g) is None for g in groups(plain))
         want = hf(IDS).logits
         torch.testing.assert_close(ours(IDS), want)
         torch.testing.assert_close(plain(IDS), want)
@@ -57,7 +61,7 @@ def test_in_place_weight_updates_reach_the_packed_matrix(hf_checkpoint):
         ours.model.layers[1].self_attn.v_proj.weight.mul_(-2)  # what an optimizer step or a LoRA merge does
         ours.model.layers[0].mlp.up_proj.bias is None or ours.model.layers[0].mlp.up_proj.bias.add_(1)
         ours.model.layers[0].self_attn.k_proj.bias.add_(0.5)
-        assert packed_projection(tuple(groups(ours))[2]) is not None
+        assert packed(tuple(groups(ours))[2]) is not None
         torch.testing.assert_close(ours(IDS), unpacked_copy(ours)(IDS))
 
 
@@ -65,13 +69,13 @@ def test_weight_gradients_never_go_through_the_packed_view(hf_checkpoint):
     path, _ = hf_checkpoint("llama-gqa")
     ours = load_model(path).train()
     plain = unpacked_copy(ours).train()
-    assert all(packed_projection(g) is None for g in groups(ours))  # grad enabled, weights require grad
+    assert all(packed(g) is None for g in groups(ours))  # grad enabled, weights require grad
     for model in (ours, plain):
         model(IDS).logsumexp(-1).mean().backward()
     for (name, p), q in zip(ours.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
     with torch.no_grad():
-        assert all(packed_projection(g) is not None for g in groups(ours))
+        assert all(packed(g) is not None for g in groups(ours))
 
 
 def test_lora_and_dtype_changes_switch_packing_off(hf_checkpoint):
@@ -80,12 +84,12 @@ def test_lora_and_dtype_changes_switch_packing_off(hf_checkpoint):
     inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=["k_proj"]))
     with torch.no_grad():
         for layer in ours.model.layers:
-            assert packed_projection((layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)) is None
-            assert packed_projection((layer.mlp.gate_proj, layer.mlp.up_proj)) is not None  # frozen, not wrapped
+            assert packed((layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)) is None
+            assert packed((layer.mlp.gate_proj, layer.mlp.up_proj)) is not None  # frozen, not wrapped
         torch.testing.assert_close(ours(IDS), hf(IDS).logits)  # LoRA B starts at zero
     wide = load_model(path).double()  # every parameter becomes its own new tensor
     with torch.no_grad():
-        assert all(packed_projection(g) is None for g in groups(wide))
+        assert all(packed(g) is None for g in groups(wide))
         torch.testing.assert_close(wide(IDS).float(), hf(IDS).logits)  # fp64 compute, fp32 tolerances
 
 
@@ -102,3 +106,43 @@ def test_pack_state_dict_makes_views_of_one_buffer_per_group():
         assert torch.equal(got, want)
     assert state["model.layers.0.mlp.gate_proj.weight"] is a  # gate without up: nothing to pack
     assert state["other"] is c
+
+
+def test_hooks_and_subclasses_keep_the_separate_calls(hf_checkpoint):
+    path, hf = hf_checkpoint("llama-gqa")
+    ours = load_model(path)
+    attn, mlp = ours.model.layers[0].self_attn, ours.model.layers[1].mlp
+    seen = []
+    handle = attn.k_proj.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        assert packed((attn.q_proj, attn.k_proj, attn.v_proj)) is None
+        assert packed((mlp.gate_proj, mlp.up_proj)) is not None
+        torch.testing.assert_close(ours(IDS), hf(IDS).logits)
+    assert seen == [(2, 13, attn.k_proj.out_features)]  # the hooked projection ran as a module call
+    handle.remove()
+
+    class Doubled(Linear):  # a subclass computes something else: it must be called, not bypassed
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    up = Doubled(mlp.up_proj.in_features, mlp.up_proj.out_features, bias=False)
+    up.weight = mlp.up_proj.weight  # the same packed view
+    mlp.up_proj = up
+    x = torch.randn(2, 3, mlp.gate_proj.in_features)
+    with torch.no_grad():
+        want = mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x)) * 2 * torch.nn.functional.linear(x, up.weight))
+        torch.testing.assert_close(mlp(x), want)
+
+
+def test_torch_func_transforms_run_on_a_packed_model(hf_checkpoint):
+    path, _ = hf_checkpoint("llama-gqa")
+    mlp = load_model(path).model.layers[0].mlp
+    for p in mlp.parameters():
+        p.requires_grad_(False)
+    params = dict(mlp.named_parameters())
+    x = torch.randn(3, mlp.gate_proj.in_features)
+    stacked = {k: torch.stack([v, 2 * v]) for k, v in params.items()}
+    got = torch.func.vmap(lambda p: torch.func.functional_call(mlp, p, (x,)))(stacked)
+    for i, scale in enumerate((1, 2)):
+        want = torch.func.functional_call(mlp, {k: scale * v for k, v in params.items()}, (x,))
+        torch.testing.assert_close(got[i], want)

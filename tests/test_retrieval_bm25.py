@@ -187,6 +187,49 @@ def test_ties_go_to_the_lower_passage_index_on_every_path():
             assert a.tolist() == want.tolist()
 
 
+def test_batched_scores_are_summed_in_the_single_query_order():
+    # passages 2000 and 2001 hold terms B and C (equal df) with swapped counts: their scores are the same three
+    # numbers added in different orders, which in float64 can differ in the last bit. Whatever the rounding,
+    # the batch must add in topk's order and so return exactly what topk returns.
+    docs = [[f"x{i % 97}", f"y{i % 89}"] for i in range(6400)]
+    docs[0] = ["B", "C", "A0"]
+    for i in range(100, 400):
+        docs[i] = docs[i] + ["B"]
+    for i in range(400, 700):
+        docs[i] = docs[i] + ["C"]
+    for i in range(1000, 1050):
+        docs[i] = ["A"] + ["z"] * 30
+    docs[2000] = ["A", "B", "C", "C", "p", "p", "p"]
+    docs[2001] = ["A", "B", "B", "C", "p", "p", "p"]
+    idx, vocab = build(docs, variant="lucene", dtype="float64")
+    q = [vocab["A"], vocab["B"], vocab["C"]]
+    for k in (1, 2, 5):
+        (a, s), (b, t) = idx.topk_batch([q], k)[0], idx.topk(q, k)
+        assert a.tolist() == b.tolist() and s.tolist() == t.tolist()
+
+
+def test_an_error_inside_a_query_leaves_the_scratch_arrays_clean():
+    docs, rng = zipf_corpus(5, 3000, vocab=300)
+    idx, vocab = build(docs)
+    queries = [[int(x) for x in rng.zipf(1.2, rng.integers(1, 7)) % len(vocab)] for _ in range(100)]
+    want = [idx.topk(q, 10)[0].tolist() for q in queries]
+    plan = next(p for p in (idx._plan(q, 10) for q in queries)
+                if p and len(p[0]) >= 3 and (p[3][2] + p[3][1] + p[3][0] - sum(p[2][:3])) * 32 > idx.n_docs)
+    terms, weights, starts, ends, rest_ub, base, m = plan
+
+    class Boom(float):                                   # a weight that fails when the third list is added
+        def __mul__(self, other):
+            raise RuntimeError("boom")
+        __rmul__ = __mul__
+
+    with pytest.raises(RuntimeError, match="boom"):
+        idx._run_plan((terms, weights[:2] + [Boom(weights[2])] + weights[3:], starts, ends, rest_ub, base,
+                       max(m, 3)), 10, None)
+    acc, seen = idx._scratch()
+    assert not acc.any() and not seen.any()
+    assert [idx.topk(q, 10)[0].tolist() for q in queries] == want
+
+
 def test_batched_queries_equal_single_queries_and_bad_input():
     docs, rng = zipf_corpus(3, 300)
     idx, vocab = build(docs)

@@ -363,31 +363,37 @@ class BM25Index:
         cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
         bounds = np.searchsorted(cand_q, np.arange(nq + 1))
         sizes = np.diff(bounds)
-        # 3. the remaining terms, looked up for the candidates of the queries holding them: the candidate slots
-        # of every (term, query) pair are laid out term by term in one array, each term's scores gathered into
-        # its stretch, and everything added to the candidates' scores with one bincount
+        # 3. the remaining terms, looked up for the candidates of the queries holding them. The candidate slots
+        # of every (term, query) pair are laid out term by term in one array and each term's scores gathered
+        # into its stretch with one lookup; then the scores are added rank by rank (a query's first remaining
+        # term, its second, ...), one bincount each, so every candidate's sum is formed in the order topk forms
+        # it and the two agree to the last bit
         by_term = {}
         for i, (terms, weights, _, _, rest_ub, _, m) in enumerate(plans):
             if rest_ub[m] > 0:
                 for j in range(m, len(terms)):
-                    users, ws = by_term.setdefault(terms[j], ([], []))
+                    users, ws, ranks = by_term.setdefault(terms[j], ([], [], []))
                     users.append(i)
                     ws.append(weights[j])
+                    ranks.append(j - m)
         if by_term:
-            users = np.concatenate([np.asarray(u, np.int64) for u, _ in by_term.values()])
+            users = np.concatenate([np.asarray(u, np.int64) for u, _, _ in by_term.values()])
             counts = sizes[users]
             at = _ranges(bounds[users], counts)
-            gain = np.repeat(np.concatenate([w for _, w in by_term.values()]), counts)
-            per_term = np.add.reduceat(counts, np.cumsum([0] + [len(u) for u, _ in by_term.values()])[:-1]) \
-                if len(users) else np.zeros(0, np.int64)
-            edges = np.concatenate(([0], np.cumsum(per_term)))
+            gain = np.repeat(np.concatenate([w for _, w, _ in by_term.values()]), counts)
+            rank = np.repeat(np.concatenate([r for _, _, r in by_term.values()]), counts)
+            term_starts = np.cumsum([0] + [len(u) for u, _, _ in by_term.values()])[:-1]
+            edges = np.concatenate(([0], np.cumsum(np.add.reduceat(counts, term_starts))))
             docs = cand[at]
             for t, a, b in zip(by_term, edges[:-1].tolist(), edges[1:].tolist()):
                 if a == b:
                     continue
                 col = self.dense_cols.get(t)
                 gain[a:b] *= col[docs[a:b]] if col is not None else self._lookup(t, docs[a:b])
-            cand_s += np.bincount(at, weights=gain, minlength=len(cand))
+            order = np.argsort(rank, kind="stable")
+            cuts = np.searchsorted(rank[order], np.arange(1, int(rank.max()) + 1)) if len(rank) else []
+            for part in np.split(order, cuts):
+                cand_s += np.bincount(at[part], weights=gain[part], minlength=len(cand))
         # 4. per query: its top-k (score descending, ties by passage), exact when its k-th score beats the bound
         # of its non-essential terms. Only candidates at or above their query's k-th score can be in it: those
         # few are sorted (stable, so ties keep passage order), not all candidates.
@@ -417,10 +423,11 @@ class BM25Index:
         if len(docs) * 16 > e - s:
             # many lookups: scatter the posting list into a dense scratch column and gather (linear time)
             col = self._scratch_col()
-            col[plist] = self.scores[s:e]
-            out = col[docs].astype(np.float64)
-            col[plist] = 0.0
-            return out
+            try:
+                col[plist] = self.scores[s:e]
+                return col[docs].astype(np.float64)
+            finally:
+                col[plist] = 0.0
         pos = np.searchsorted(plist, docs)
         np.minimum(pos, len(plist) - 1, out=pos)
         out = self.scores[s:e][pos].astype(np.float64)
@@ -485,10 +492,10 @@ class _Union:
         if self.acc is not None:
             for j in range(self.added, m):
                 d = doc_ids[starts[j]:ends[j]]  # one posting list: no passage twice, so += is safe
-                self.acc[d] += weights[j] * scores[starts[j]:ends[j]].astype(np.float64)
-                new = d[~self.seen[d]]
+                new = d[~self.seen[d]].astype(np.int64)
+                self.touched.append(new)         # recorded before anything is written: release() finds it all
                 self.seen[new] = True
-                self.touched.append(new.astype(np.int64))
+                self.acc[d] += weights[j] * scores[starts[j]:ends[j]].astype(np.float64)
             self.added = m
             self.touched = [np.concatenate(self.touched)]
             cand = self.touched[0]
@@ -501,8 +508,9 @@ class _Union:
         return d[first].astype(np.int64), np.add.reduceat(v, first)
 
     def release(self):
+        """Zero what this query wrote into the scratch arrays (also after an error half-way through upto)."""
         if self.acc is not None and self.touched:
-            touched = self.touched[0]
+            touched = np.concatenate(self.touched)
             self.acc[touched] = 0.0
             self.seen[touched] = False
             self.touched = []
