@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from minagent.agent.sandbox import Sandbox
+from minagent.agent.sandbox import Sandbox, SandboxError
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,21 @@ def test_a_cell_that_kills_its_own_process_leaves_the_state_intact():
         r = b.run("import os, signal\nos._exit(3)")
         assert r.breach == "crash" and "died" in r.error
         assert b.run("v").value == "1"  # the holder was not the one that died
+
+
+def test_a_start_that_stalls_is_retried_once_then_reported(monkeypatch):
+    real_spawn, spawned = Sandbox._spawn, []
+
+    def first_stalls(self):
+        ready = real_spawn(self)
+        spawned.append(self.proc.pid)
+        return None if len(spawned) == 1 else ready  # as if the first child never said it was ready
+
+    monkeypatch.setattr(Sandbox, "_spawn", first_stalls)
+    with Sandbox({}, timeout=2) as b:
+        assert b.run("print(6 * 7)").output == "42\n"
+        with pytest.raises(ProcessLookupError):
+            os.kill(spawned[0], 0)                       # the stalled child was killed, not left behind
+    monkeypatch.setattr(Sandbox, "_spawn", lambda self: real_spawn(self) and None)
+    with pytest.raises(SandboxError, match="did not start .2 tries"):
+        Sandbox({}, timeout=2)
