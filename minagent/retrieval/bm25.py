@@ -353,12 +353,8 @@ class BM25Index:
             cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
         bounds = np.searchsorted(cand_q, np.arange(nq + 1))
         # 2. drop candidates that cannot reach their query's k-th partial score even with every remaining term
-        theta = np.full(nq, -np.inf)
+        theta = _kth_per_query(cand_s, bounds, k)
         rest = np.array([p[4][p[6]] for p in plans])
-        for i in range(nq):
-            a, b = bounds[i], bounds[i + 1]
-            if b - a > k:
-                theta[i] = np.partition(cand_s[a:b], b - a - k)[b - a - k]
         keep = cand_s + rest[cand_q] >= theta[cand_q]
         cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
         bounds = np.searchsorted(cand_q, np.arange(nq + 1))
@@ -397,11 +393,7 @@ class BM25Index:
         # 4. per query: its top-k (score descending, ties by passage), exact when its k-th score beats the bound
         # of its non-essential terms. Only candidates at or above their query's k-th score can be in it: those
         # few are sorted (stable, so ties keep passage order), not all candidates.
-        kth = np.full(nq, -np.inf)
-        for i in range(nq):
-            a, b = bounds[i], bounds[i + 1]
-            if b - a > k:
-                kth[i] = np.partition(cand_s[a:b], b - a - k)[b - a - k]
+        kth = _kth_per_query(cand_s, bounds, k)
         top = np.flatnonzero(cand_s >= kth[cand_q])
         top = top[np.lexsort((-cand_s[top], cand_q[top]))]
         cand, cand_s = cand[top], cand_s[top]
@@ -514,6 +506,17 @@ class _Union:
             self.acc[touched] = 0.0
             self.seen[touched] = False
             self.touched = []
+
+
+def _kth_per_query(scores, bounds, k):
+    """The k-th largest of each query's scores (query i owns scores[bounds[i]:bounds[i + 1]]); -inf for a query
+    with k or fewer."""
+    kth = np.full(len(bounds) - 1, -np.inf)
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        if b - a > k:
+            kth[i] = np.partition(scores[a:b], b - a - k)[b - a - k]
+    return kth
 
 
 def _ranges(starts, lengths):
