@@ -11,8 +11,9 @@ On a GPU (bf16):
     x3.5 for forward+backward (the backward does 2.5x the forward's matmul work).
   * fused linear cross-entropy vs the naive logits path at vocab 151,936 and 16k tokens: time of forward+backward
     and peak memory above the inputs.
-  * RMSNorm, RoPE and SwiGLU forward and backward in GB/s (bytes each must read and write, once) against a
-    measured device-to-device copy.
+  * RMSNorm, RoPE and SwiGLU forward and backward in GB/s (bytes each must read and write, once, over the GPU's
+    kernel time from torch.profiler) against a measured device-to-device copy; one event-timed call beside it
+    shows what the host's launches add.
 Without a GPU it says so and times the PyTorch reference paths at small sizes (a smoke test, not a result).
 """
 from __future__ import annotations
@@ -57,6 +58,24 @@ def bench_ms(fn, warmup=3, reps=10) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def device_ms(fn, reps=20) -> float:
+    """Milliseconds per fn() that the GPU spends in kernels (torch.profiler's device time of every kernel fn
+    launches), without the gaps where it waits for the host to launch the next one.
+
+    Memory-bound ops on 16k tokens take 20-200 us on a current GPU, about what Python needs to launch them, so an
+    event-timed call measures the host. Bandwidth is a property of the kernel: this is the time to divide by."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / reps / 1e3
+
+
 def peak_mib(fn) -> float:
     """Peak CUDA memory fn() allocates above what was allocated before it, in MiB."""
     torch.cuda.synchronize()
@@ -79,11 +98,20 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
 
 
 def _sdpa_flash(q, k, v):
-    """SDPA's flash backend; it has no GQA, so grouped K/V arrive here already repeated (outside the timing)."""
+    """SDPA's flash backend. Grouped K/V go in with enable_gqa=True (its flash kernel reads them per group, as
+    ours does); a torch whose flash backend refuses that gets them repeated inside the timed call, which is what a
+    model using SDPA pays (transformers' repeat_kv)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if q.shape[1] == k.shape[1]:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        try:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        except (RuntimeError, TypeError):
+            g = q.shape[1] // k.shape[1]
+            return F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
+                                                  is_causal=True)
 
 
 def _ours(q, k, v):
@@ -104,14 +132,14 @@ def attention_rows(quick: bool):
             v = torch.randn(B, HK, T, D, device=device, dtype=dtype, requires_grad=True)
             do = torch.randn_like(q)
             flops = 4 * B * HQ * T * T * D * 0.5
-            k_rep = k.detach().repeat_interleave(HQ // HK, 1).requires_grad_()
-            v_rep = v.detach().repeat_interleave(HQ // HK, 1).requires_grad_()
             row = [f"{D}", f"{HQ}/{HK}", f"{B}x{T}"]
-            for fn, kk, vv in ((_ours, k, v), (_sdpa_flash, k_rep, v_rep)):
+            kernel_ms = []
+            for fn in (_ours, _sdpa_flash):
                 try:
-                    fwd = bench_ms(lambda: fn(q, kk, vv))
-                    fb = bench_ms(lambda: torch.autograd.grad(fn(q, kk, vv), (q, kk, vv), do))
+                    fwd = bench_ms(lambda: fn(q, k, v))
+                    fb = bench_ms(lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do))
                     row += [f"{flops / fwd / 1e9:.0f}", f"{3.5 * flops / fb / 1e9:.0f}"]
+                    kernel_ms.append(device_ms(lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do), reps=10))
                 except RuntimeError as e:  # e.g. SDPA's flash backend refusing a shape
                     row += ["n/a", "n/a"]
                     print(f"  {fn.__name__} D={D} T={T}: {str(e).splitlines()[0]}", file=sys.stderr)
@@ -119,12 +147,13 @@ def attention_rows(quick: bool):
                 row.append(f"{float(row[4]) / float(row[6]):.2f}x")
             except ValueError:
                 row.append("n/a")
+            row.append(f"{kernel_ms[1] / kernel_ms[0]:.2f}x" if len(kernel_ms) == 2 else "n/a")
             rows.append(row)
             print("  attention", row, file=sys.stderr)
-            del q, k, v, do, k_rep, v_rep
+            del q, k, v, do
     return table("Attention, causal, bf16 (TFLOP/s)",
                  ["head_dim", "heads q/kv", "batch x seq", "ours fwd", "ours fwd+bwd", "SDPA-flash fwd",
-                  "SDPA-flash fwd+bwd", "ours/SDPA fwd+bwd"], rows)
+                  "SDPA-flash fwd+bwd", "ours/SDPA fwd+bwd", "same, GPU kernel time only"], rows)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -193,32 +222,38 @@ def elementwise_rows(quick: bool, device="cuda", dtype=torch.bfloat16, copy=None
     sin = torch.randn(B, T, D, device=device, dtype=dtype)
     n_x, n_g, n_qk, n_cs = x.numel(), gate.numel(), q.numel() + k.numel(), cos.numel() * 2
 
-    cases = [  # name, function returning outputs, forward bytes, backward bytes
-        ("rms_norm", lambda: kernels.rms_norm(x, w, 1e-6), 2 * n_x * e, 3 * n_x * e),
-        ("rope", lambda: kernels.apply_rope(q, k, cos, sin), (2 * n_qk + n_cs) * e, (2 * n_qk + n_cs) * e),
-        ("swiglu", lambda: kernels.swiglu(gate, up), 3 * n_g * e, 5 * n_g * e),
+    cases = [  # name, function returning outputs, its differentiable inputs, forward bytes, backward bytes
+        ("rms_norm", lambda: kernels.rms_norm(x, w, 1e-6), (x, w), 2 * n_x * e, 3 * n_x * e),
+        ("rope", lambda: kernels.apply_rope(q, k, cos, sin), (q, k), (2 * n_qk + n_cs) * e, (2 * n_qk + n_cs) * e),
+        ("swiglu", lambda: kernels.swiglu(gate, up), (gate, up), 3 * n_g * e, 5 * n_g * e),
     ]
+    timer = device_ms if device == "cuda" else bench_ms
     rows = []
-    for name, fn, fwd_bytes, bwd_bytes in cases:
+    for name, fn, inputs, fwd_bytes, bwd_bytes in cases:
         for backend in ("triton", "torch") if device == "cuda" else ("torch",):
             with kernels.use_backend(backend):
                 out = fn()
                 outs = out if isinstance(out, tuple) else (out,)
                 grads = [torch.randn_like(o) for o in outs]
-                fwd = bench_ms(fn)
-                both = bench_ms(lambda: torch.autograd.backward(fn(), grads))
+                with torch.no_grad():
+                    fwd = timer(fn)
+                # autograd.grad, not backward(): accumulating into .grad would add a read-add-write per input
+                both = timer(lambda: torch.autograd.grad(fn(), inputs, grads))
+                host = bench_ms(lambda: torch.autograd.grad(fn(), inputs, grads)) if device == "cuda" else both
             bwd = max(both - fwd, 1e-3)
             fwd_gbps, bwd_gbps = fwd_bytes / fwd / 1e6, bwd_bytes / bwd / 1e6
             row = [name, "ours" if backend == "triton" else "torch", f"{fwd:.3f}", f"{fwd_gbps:.0f}", f"{both:.3f}",
                    f"{bwd_gbps:.0f}"]
             if copy:
-                row += [f"{100 * fwd_gbps / copy:.0f}%", f"{100 * bwd_gbps / copy:.0f}%"]
+                row += [f"{100 * fwd_gbps / copy:.0f}%", f"{100 * bwd_gbps / copy:.0f}%", f"{host:.3f}"]
             rows.append(row)
             print("  elementwise", row, file=sys.stderr)
     header = ["op", "path", "fwd ms", "fwd GB/s", "fwd+bwd ms", "bwd GB/s"]
     if copy:
-        header += ["fwd % of copy", "bwd % of copy"]
-    return table(f"Elementwise kernels, {B * T} tokens, {str(dtype)[6:]} (bytes each op must move, once)",
+        header += ["fwd % of copy", "bwd % of copy", "fwd+bwd ms, event-timed"]
+    what = "GPU kernel time (profiler); the last column is one call timed with events, host launches included" \
+        if device == "cuda" else "wall clock"
+    return table(f"Elementwise kernels, {B * T} tokens, {str(dtype)[6:]} (bytes each op must move, once; {what})",
                  header, rows)
 
 

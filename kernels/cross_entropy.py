@@ -96,6 +96,27 @@ def default_chunk_size(n_rows: int, vocab: int, element_size: int) -> int:
     return min(max(1, n_rows), 1 << (rows.bit_length() - 1))
 
 
+_MIXED_ADDMM = {"cuda": True}  # device types whose torch.addmm takes bf16/fp16 factors into an fp32 sum
+
+
+def _add_product(acc, a, b):
+    """acc += a @ b, acc in fp32 (or fp64) and a, b maybe bf16/fp16: the weight gradient summed over chunks.
+
+    Where torch has it (CUDA), one cuBLAS call multiplies the low-precision factors and adds into the fp32 sum
+    (addmm with out_dtype); elsewhere the product is formed in the factors' dtype, then added (one [V, H]
+    temporary per chunk)."""
+    if acc.dtype == a.dtype:
+        acc.addmm_(a, b)
+        return
+    if _MIXED_ADDMM.get(acc.device.type):
+        try:
+            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+            return
+        except (RuntimeError, TypeError, NotImplementedError):  # an older torch: remember, and take the general path from now on
+            _MIXED_ADDMM[acc.device.type] = False
+    acc += a @ b
+
+
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk):
@@ -108,7 +129,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             raise ValueError(f"fused_linear_cross_entropy: {h.shape[0]} hidden rows but {t.shape[0]} targets")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"fused_linear_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
-        w = weight.to(h.dtype)
+        # Under autocast the products run in the autocast dtype, as they would for `hidden @ weight.T`; autocast
+        # itself is switched off inside (a custom Function sees it still on), so every dtype here is explicit.
+        dev = h.device.type
+        compute = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+        h, w = h.to(compute), weight.to(compute)
         N, V = h.shape[0], w.shape[0]
         t = t.to(torch.int64).contiguous()
         if reduction == "mean":  # a tensor, not a Python number: no host-device sync
@@ -123,26 +148,31 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         acc_dtype = torch.promote_types(h.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
         grad_w = torch.zeros(w.shape, dtype=acc_dtype, device=h.device) if weight.requires_grad else None
         loss = torch.zeros((), dtype=acc_dtype, device=h.device)
-        for start in range(0, N, chunk):
+        with torch.autocast(dev, enabled=False):
+            loss = LinearCrossEntropyFunction._chunks(h, w, t, ignore_index, chunk, ce_chunk, grad_scale, grad_h,
+                                                      grad_w, loss)
+        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
+        ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
+        return loss * grad_scale[0]
+
+    @staticmethod
+    def _chunks(h, w, t, ignore_index, chunk, ce_chunk, grad_scale, grad_h, grad_w, loss):
+        """The loss summed over chunks of rows; fills grad_h and adds into grad_w (see the module docstring)."""
+        for start in range(0, len(h), chunk):
             hc, tc = h[start:start + chunk], t[start:start + chunk]
             logits = hc @ w.T
             loss += ce_chunk(logits, tc, ignore_index, grad_scale).sum()
             if grad_h is not None:
                 torch.matmul(logits, w, out=grad_h[start:start + chunk])
             if grad_w is not None:
-                if grad_w.dtype == logits.dtype:
-                    grad_w.addmm_(logits.T, hc)
-                else:  # bf16/fp16 product, summed in fp32 (one [V, H] temporary per chunk)
-                    grad_w += logits.T @ hc
-        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
-        ctx.hidden_shape = hidden.shape
-        return loss * grad_scale[0]
+                _add_product(grad_w, logits.T, hc)
+        return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         if grad_h is not None:
-            grad_h = (grad_h * grad_loss.to(grad_h.dtype)).view(ctx.hidden_shape)
+            grad_h = (grad_h * grad_loss.to(grad_h.dtype)).view(ctx.hidden_shape).to(ctx.hidden_dtype)
         if grad_w is not None:
             grad_w = grad_w * grad_loss.to(grad_w.dtype)
         return grad_h, grad_w, None, None, None, None, None

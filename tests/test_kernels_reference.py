@@ -85,6 +85,28 @@ def test_fused_linear_cross_entropy_torch_path(reduction):
     torch.testing.assert_close(dw, wdw)
 
 
+def test_fused_linear_cross_entropy_under_autocast_matches_the_autocast_naive_path():
+    """Training on a GPU runs fp32 master weights under bf16 autocast. The loss must do what `hidden @ W.T` does
+    there (bf16 products) and hand back fp32 gradients; it used to crash (bf16 logits into an fp32 buffer).
+    CPU autocast follows the same rules, so this runs everywhere."""
+    g = torch.Generator().manual_seed(4)
+    hidden = torch.randn(3, 21, 32, generator=g, requires_grad=True)
+    weight = (0.3 * torch.randn(257, 32, generator=g)).requires_grad_()
+    targets = torch.randint(0, 257, (3, 21), generator=g)
+    targets[1, :5] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = kernels.fused_linear_cross_entropy(hidden, weight, targets, chunk_size=16)
+        want = F.cross_entropy((hidden @ weight.T).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+    dh, dw = torch.autograd.grad(loss, (hidden, weight))
+    wdh, wdw = torch.autograd.grad(want, (hidden, weight))
+    assert loss.dtype == torch.float32 and dh.dtype == dw.dtype == torch.float32
+    torch.testing.assert_close(loss, want, atol=1e-4, rtol=1e-4)  # same bf16 logits, fp32 softmax on both sides
+    torch.testing.assert_close(dh, wdh, atol=2e-3, rtol=2e-2)  # bf16 backward products, rounded differently
+    torch.testing.assert_close(dw, wdw, atol=2e-3, rtol=2e-2)
+    exact = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    assert (loss - exact).abs() > 1e-6  # the products really ran in bf16, as autocast asks
+
+
 def test_fused_linear_cross_entropy_all_rows_ignored_in_a_chunk():
     hidden = torch.randn(12, 8, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(50, 8, dtype=torch.float64)

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from minagent.lora import LoraConfig, base_state_dict, inject_lora, merge_lora, save_adapter
+from minagent.config import ModelConfig
+from minagent.lora import LoraConfig, base_state_dict, inject_lora, load_adapter, merge_lora, save_adapter
 from minagent.tokenizer import load_tokenizer
-from minagent.weights import load_model, save_hf_checkpoint
+from minagent.weights import DTYPES, load_model, save_hf_checkpoint
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import build_rows
 from .distributed import all_reduce_sum, init_distributed, micro_batches, shutdown, step_rows
@@ -129,12 +130,21 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def _checkpoint_dtype(path) -> torch.dtype:
+    return DTYPES.get(ModelConfig.from_hf(Path(path)).torch_dtype, torch.float32)
+
+
 def export(model, cfg: TrainConfig, out: Path, log=print) -> dict:
     """final/adapter (PEFT) for LoRA, then final/model: the merged weights as a HF checkpoint + tokenizer."""
     final = out / "final"
     paths = {}
     if cfg.method == "lora":
         paths["adapter"] = save_adapter(model, final / "adapter")
+        if model.model.embed_tokens.weight.dtype != _checkpoint_dtype(cfg.model):
+            # The frozen base was trained in a cast copy (bf16 on a GPU): merge into the checkpoint's own
+            # weights instead, so the export loses nothing of the original precision (memory-mapped, on CPU).
+            model = load_model(cfg.model)
+            load_adapter(model, final / "adapter")
         merge_lora(model)
     state = base_state_dict(model)
     if model.config.tie_word_embeddings:
