@@ -20,7 +20,8 @@ backward just scales the stored dh and dW by the incoming gradient (1.0 for a lo
 The per-row CE (the only non-matmul work) is a Triton kernel on GPU: one program per row makes two passes over
 the vocabulary: an online max / sum-of-exponentials for the log-sum-exp, then the gradient written over the
 logits. A PyTorch version of the same step serves the CPU, so CPU training gets the memory saving too.
-Rows whose target is ignore_index add no loss and get zero gradient; the mean divides by the valid rows only.
+Rows whose target is ignore_index add no loss and get zero gradient, so they are dropped before the products
+(in SFT most rows are prompts and observations); the mean divides by the valid rows only.
 """
 import torch
 import torch.nn.functional as F
@@ -136,14 +137,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         h, w = h.to(compute), weight.to(compute)
         N, V = h.shape[0], w.shape[0]
         t = t.to(torch.int64).contiguous()
-        if reduction == "mean":  # a tensor, not a Python number: no host-device sync
+        if reduction == "mean":  # a tensor, not a Python number
             grad_scale = 1.0 / (t != ignore_index).sum().float()
         else:
             grad_scale = torch.ones((), dtype=torch.float32, device=h.device)
         if h.dtype == torch.float64:
             grad_scale = grad_scale.double()
         grad_scale = grad_scale.reshape(1)
-        chunk = chunk_size or default_chunk_size(N, V, h.element_size())
+        # Rows whose target is ignored add no loss and get zero gradient: leave them out of the products. In SFT
+        # that is most rows (prompts, observations), and the head's three products are often the step's largest.
+        # (Finding them reads the mask on the host: one device sync per call.)
+        kept = (t != ignore_index).nonzero().squeeze(1)
+        compact = len(kept) < N
+        if compact:
+            h, t = h.index_select(0, kept), t.index_select(0, kept)
+        chunk = chunk_size or default_chunk_size(len(h), V, h.element_size())
         grad_h = torch.empty_like(h) if hidden.requires_grad else None
         acc_dtype = torch.promote_types(h.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
         grad_w = torch.zeros(w.shape, dtype=acc_dtype, device=h.device) if weight.requires_grad else None
@@ -151,6 +159,8 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         with torch.autocast(dev, enabled=False):
             loss = LinearCrossEntropyFunction._chunks(h, w, t, ignore_index, chunk, ce_chunk, grad_scale, grad_h,
                                                       grad_w, loss)
+        if compact and grad_h is not None:
+            grad_h = torch.zeros((N, H), dtype=grad_h.dtype, device=grad_h.device).index_copy_(0, kept, grad_h)
         ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
         ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
         return loss * grad_scale[0]

@@ -615,9 +615,14 @@ def flash_attention(q, k, v, *, causal=True, scale=None, doc_ids=None, attn_mask
 
 
 def attention_sdpa(q, k, v, *, causal=True, scale=None, doc_ids=None, attn_mask=None):
-    """The PyTorch path: torch's fused scaled_dot_product_attention, with doc_ids turned into a bool mask."""
+    """The PyTorch path: torch's fused scaled_dot_product_attention; packed documents run one causal call each
+    (or, when there are many short ones, as one call with doc_ids turned into a bool mask)."""
     gqa = q.shape[1] != k.shape[1]
     TQ, TK = q.shape[2], k.shape[2]
+    if doc_ids is not None and attn_mask is None and causal and TQ == TK:
+        starts = _document_starts(doc_ids)
+        if starts is not None:
+            return _per_document(q, k, v, starts, scale, gqa)
     if attn_mask is None and doc_ids is None:
         if not causal or TQ == 1:  # one query at the end sees every key
             return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
@@ -625,3 +630,32 @@ def attention_sdpa(q, k, v, *, causal=True, scale=None, doc_ids=None, attn_mask=
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     mask = attention_mask(q.shape[0], TQ, TK, q.device, causal and attn_mask is None, doc_ids, attn_mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+MAX_DOCUMENTS_PER_ROW = 8  # beyond this, per-document calls cost more in launches than the mask costs in work
+
+
+def _document_starts(doc_ids):
+    """Start positions of each row's documents (lists, each ending with T), or None when a row holds too many."""
+    B, T = doc_ids.shape
+    new = torch.ones_like(doc_ids, dtype=torch.bool)
+    new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    if int(new.sum(1).max()) > MAX_DOCUMENTS_PER_ROW:
+        return None
+    return [row.nonzero().squeeze(1).tolist() + [T] for row in new]
+
+
+def _per_document(q, k, v, starts, scale, gqa):
+    """Packed rows as one causal attention per document. A [T, T] block-diagonal mask makes torch's fused kernel
+    compute every block and mask it away; causal calls over each document skip the upper triangle and every
+    other document: sum(len^2) / 2 instead of T^2 score work (1024 tokens of three documents: 6x less)."""
+    # unbind/split, not indexing: their backward is one stack/cat, where each slice's backward would fill a
+    # zero gradient the size of the whole input
+    rows = []
+    for cuts, qb, kb, vb in zip(starts, q.unbind(0), k.unbind(0), v.unbind(0)):
+        lengths = [e - s for s, e in zip(cuts[:-1], cuts[1:])]
+        pieces = [F.scaled_dot_product_attention(qd[None], kd[None], vd[None], is_causal=True, scale=scale,
+                                                 enable_gqa=gqa)[0]  # 4-d: torch's fused CPU kernel wants it
+                  for qd, kd, vd in zip(qb.split(lengths, 1), kb.split(lengths, 1), vb.split(lengths, 1))]
+        rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1))
+    return torch.stack(rows)

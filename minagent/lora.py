@@ -96,24 +96,32 @@ class LoRAUpdate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, a, b, scale, p):
+        # The products run in the adapter's dtype (fp32), or under autocast in autocast's dtype, as two plain
+        # linear layers would (peft's). Autocast is off inside, so every cast is explicit and the backward (which
+        # autocast never reaches) uses the same dtype: a bf16 step then makes no fp32 copies of the activations.
+        dev = x.device.type
+        c = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else a.dtype
         keep, q = dropout_keep_mask(x.shape, p, x.device) if p > 0 else (None, 1.0)
-        xa = F.linear(_dropped(x.to(a.dtype), keep, q), a)
+        with torch.autocast(dev, enabled=False):
+            xa = F.linear(_dropped(x.to(c), keep, q), a.to(c))
+            out = F.linear(xa, b.to(c)) * scale
         ctx.save_for_backward(x, keep, a, b, xa)
-        ctx.scale, ctx.q = scale, q
-        return F.linear(xa, b) * scale
+        ctx.scale, ctx.q, ctx.c = scale, q, c
+        return out
 
     @staticmethod
     def backward(ctx, dy):
         x, keep, a, b, xa = ctx.saved_tensors
-        g = (dy.to(b.dtype) * ctx.scale).reshape(-1, b.shape[0])
-        gb = g @ b  # [tokens, r]
+        c = ctx.c
+        g = (dy.to(c) * ctx.scale).reshape(-1, b.shape[0])
+        gb = g @ b.to(c)  # [tokens, r]
         da = db = dx = None
         if ctx.needs_input_grad[2]:
-            db = g.T @ xa.reshape(-1, a.shape[0]).to(g.dtype)
+            db = (g.T @ xa.reshape(-1, a.shape[0])).to(b.dtype)
         if ctx.needs_input_grad[1]:
-            da = gb.T @ _dropped(x.to(a.dtype), keep, ctx.q).reshape(-1, a.shape[1])
+            da = (gb.T @ _dropped(x.to(c), keep, ctx.q).reshape(-1, a.shape[1])).to(a.dtype)
         if ctx.needs_input_grad[0]:
-            dx = _dropped((gb @ a).reshape(x.shape), keep, ctx.q).to(x.dtype)
+            dx = _dropped((gb @ a.to(c)).reshape(x.shape), keep, ctx.q).to(x.dtype)
         return dx, da, db, None, None
 
 

@@ -53,6 +53,30 @@ def test_packed_documents_equal_separate_documents():
             torch.testing.assert_close(packed[b:b + 1, :, s:e], alone)
 
 
+@pytest.mark.parametrize("runs", [[0, 4, 20], [0, 3, 5, 9, 12, 14, 15, 18, 21, 25]])  # per-document calls / the mask
+def test_packed_documents_and_their_gradients_match_the_masked_softmax(runs):
+    """Against the written-out softmax with the block-diagonal causal mask, in float64: outputs and gradients,
+    on the per-document path (a few documents per row) and the masked one (more than MAX_DOCUMENTS_PER_ROW).
+    Row 1 reuses an id in two separate runs: they are two documents."""
+    from kernels.flash_attention import MAX_DOCUMENTS_PER_ROW
+
+    B, HQ, HK, T, D = 2, 6, 2, 29, 16
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(B, h, T, D, generator=g, dtype=torch.float64, requires_grad=True) for h in (HQ, HK, HK))
+    doc = torch.zeros(B, T, dtype=torch.long)
+    for i, s in enumerate(runs):
+        doc[0, s:] = i
+    doc[1, 11:] = 5
+    doc[1, 17:] = 0
+    assert (len(runs) > MAX_DOCUMENTS_PER_ROW) == (runs[-1] == 25)
+    dy = torch.randn(B, HQ, T, D, generator=g, dtype=torch.float64)
+    got = kernels.attention(q, k, v, doc_ids=doc)
+    want = attention_reference(q, k, v, doc_ids=doc)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, (q, k, v), dy), torch.autograd.grad(want, (q, k, v), dy)):
+        torch.testing.assert_close(a, b)
+
+
 def test_sdpa_path_matches_plain_softmax_for_decode_and_masks():
     g = torch.Generator().manual_seed(1)
     q = torch.randn(2, 4, 3, 8, generator=g, dtype=torch.float64)

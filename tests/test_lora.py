@@ -209,3 +209,26 @@ def test_dropout_backward_uses_the_forward_mask():
     torch.testing.assert_close(out, want_out)
     for w, h in zip(want, got):
         torch.testing.assert_close(h, w)
+
+
+def test_lora_update_under_autocast_computes_what_autocast_linears_compute():
+    """On a GPU the LoRA step runs under bf16 autocast, where peft's adapters are plain linear layers: bf16
+    products forward and backward, fp32 gradients for the fp32 A and B. The lean Function must give exactly
+    what autograd gives through the written-out expression under the same autocast (CPU autocast has the same
+    rules); it used to run its backward in fp32, with fp32 copies of every activation."""
+    from minagent.lora import LoRAUpdate
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 48, generator=g).to(torch.bfloat16).requires_grad_()
+    a = (0.1 * torch.randn(4, 48, generator=g)).requires_grad_()
+    b = (0.1 * torch.randn(24, 4, generator=g)).requires_grad_()
+    dy = torch.randn(3, 5, 24, generator=g).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = LoRAUpdate.apply(x, a, b, 2.5, 0.0)
+        want_out = torch.nn.functional.linear(torch.nn.functional.linear(x, a), b) * 2.5
+    got = torch.autograd.grad(out, (x, a, b), dy)
+    want = torch.autograd.grad(want_out, (x, a, b), dy)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, want_out)
+    assert [t.dtype for t in got] == [torch.bfloat16, torch.float32, torch.float32]
+    for name, h, w in zip(("dx", "dA", "dB"), got, want):
+        assert torch.equal(h, w), f"{name}: max difference {(h.float() - w.float()).abs().max().item():.3g}"
