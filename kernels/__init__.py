@@ -73,9 +73,11 @@ def attention(q, k, v, *, causal: bool = True, attn_mask=None, scale=None, doc_i
     """
     from . import flash_attention as fa
 
+    # Under autocast, attention runs in autocast's dtype, as SDPA (on autocast's list) does. Qwen3's q/k RMSNorm
+    # has fp32 weights, so there q and k arrive in fp32 beside a bf16 v.
     dev = q.device.type
-    if torch.is_autocast_enabled(dev):  # as for SDPA (on autocast's list): q/k/v in autocast's dtype; a q/k
-        dt = torch.get_autocast_dtype(dev)  # RMSNorm with fp32 weights hands over fp32 q and k beside a bf16 v
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
         q, k, v = (t.to(dt) if t.is_floating_point() else t for t in (q, k, v))
     if _triton_for(q, k, v) and (get_backend() == "triton" or _triton_can_attend(q)):
         return fa.flash_attention(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)

@@ -113,7 +113,7 @@ def _add_product(acc, a, b):
         try:
             torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
             return
-        except (RuntimeError, TypeError, NotImplementedError):  # an older torch: remember, and take the general path from now on
+        except (RuntimeError, TypeError, NotImplementedError):  # an older torch: take the general path from now on
             _MIXED_ADDMM[acc.device.type] = False
     acc += a @ b
 
