@@ -1,6 +1,6 @@
 """Fine-tuning throughput and peak memory: minagent vs transformers + peft, same model, batch and length.
 
-    python bench/train.py [--model models/SmolLM2-135M-Instruct] [--batch 2] [--seq 512] [--steps 4]
+    python bench/train.py [--model models/SmolLM2-135M-Instruct] [--batch 2] [--seq 512] [--steps 4] [--packed 3]
 
 Each (library, method) pair runs in its own subprocess, so one measurement's allocations never inflate the
 next one's peak. A step is forward + backward + AdamW update on random tokens (all positions trained).
@@ -54,6 +54,27 @@ class PeakRSS:
         self.peak = max(self.peak, _rss_bytes())
 
 
+def make_batch(rows, seq, vocab, packed):
+    """Random tokens and their next-token targets. packed=0: one sequence per row, every position trained.
+    packed=N: N documents per row at random cut points (as SFT packs trajectories), positions restarting at each,
+    the first 60% of each document a prompt (not trained) and no target across a document boundary."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (rows, seq), generator=g)
+    targets = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)
+    positions = torch.arange(seq).repeat(rows, 1)
+    doc_ids = torch.zeros_like(ids)
+    for b in range(rows if packed else 0):
+        cuts = [0] + sorted((torch.randperm(seq - 1, generator=g)[:packed - 1] + 1).tolist()) + [seq]
+        for d, (s, e) in enumerate(zip(cuts[:-1], cuts[1:])):
+            doc_ids[b, s:e] = d
+            positions[b, s:e] = torch.arange(e - s)
+            targets[b, s:s + int(0.6 * (e - s))] = -100
+            targets[b, e - 1] = -100
+    return ids, targets, positions, doc_ids
+
+
 def one(args):
     import torch
 
@@ -78,10 +99,7 @@ def one(args):
         objective = PackedLMLoss(model)
         vocab = model.config.vocab_size
 
-        def loss_of(ids):
-            targets = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)
-            positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
-            doc_ids = torch.zeros_like(ids)
+        def loss_of(ids, targets, positions, doc_ids):
             return objective(ids, targets, positions, doc_ids) / (targets != -100).sum()
     else:
         import transformers
@@ -95,23 +113,28 @@ def one(args):
         model.train()
         vocab = model.config.vocab_size
 
-        def loss_of(ids):
-            return model(input_ids=ids, labels=ids).loss
+        def loss_of(ids, targets, positions, doc_ids):
+            labels = torch.cat([torch.full_like(targets[:, :1], -100), targets[:, :-1]], dim=1)  # HF shifts them
+            if not args.packed:
+                return model(input_ids=ids, labels=labels).loss
+            same = doc_ids[:, :, None] == doc_ids[:, None, :]  # transformers takes a 4-d mask as given
+            mask = (same & torch.ones_like(same[0]).tril())[:, None]
+            return model(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels).loss
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, foreach=gpu)
-    ids = torch.randint(0, vocab, (args.batch, args.seq), device=device)
+    batch = [t.to(device) for t in make_batch(args.batch, args.seq, vocab, args.packed)]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else torch.autocast("cpu", enabled=False)
 
     def step():
         with autocast:
-            loss = loss_of(ids)
+            loss = loss_of(*batch)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
 
     with torch.no_grad():  # touch every weight once, so mapped files count in the baseline
-        loss_of(ids[:, :8])
+        loss_of(*(t[:1, :64] for t in batch))
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -138,6 +161,8 @@ def main():
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="lora,full")
+    parser.add_argument("--packed", type=int, default=0, help="documents per row, SFT-like (60%% of each is an "
+                        "untrained prompt; transformers gets the block-diagonal mask); 0: one plain sequence per row")
     parser.add_argument("--library", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -150,14 +175,15 @@ def main():
         for library in ("minagent", "transformers"):
             cmd = [sys.executable, __file__, "--library", library, "--method", method, "--model", args.model,
                    "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--packed", str(args.packed)]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"{library} {method} failed:\n{proc.stderr[-3000:]}")
             results[(library, method)] = json.loads(proc.stdout.strip().splitlines()[-1])
     device = next(iter(results.values()))["device"]
-    print(f"model {args.model}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps, {device}, "
+    packing = f", {args.packed} documents per row (SFT-like)" if args.packed else ""
+    print(f"model {args.model}, batch {args.batch} x seq {args.seq}{packing}, {args.steps} timed steps, {device}, "
           f"{args.threads} threads")
     print(f"{'method':6} {'library':12} {'tokens/s':>10} {'peak MiB':>10} {'trainable':>12} {'loss':>8}")
     for (library, method), r in results.items():

@@ -78,7 +78,7 @@ def attention(q, k, v, *, causal: bool = True, attn_mask=None, scale=None, doc_i
     dev = q.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
-        q, k, v = (t.to(dt) if t.is_floating_point() else t for t in (q, k, v))
+        q, k, v = (t.to(dt) if t.dtype in (torch.float32, torch.float16, torch.bfloat16) else t for t in (q, k, v))
     if _triton_for(q, k, v) and (get_backend() == "triton" or _triton_can_attend(q)):
         return fa.flash_attention(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)
     return fa.attention_sdpa(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)

@@ -113,6 +113,8 @@ def _add_product(acc, a, b):
         try:
             torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
             return
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, TypeError, NotImplementedError):  # an older torch: take the general path from now on
             _MIXED_ADDMM[acc.device.type] = False
     acc += a @ b
@@ -133,7 +135,8 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         # Under autocast the products run in the autocast dtype, as they would for `hidden @ weight.T`; autocast
         # itself is switched off inside (a custom Function sees it still on), so every dtype here is explicit.
         dev = h.device.type
-        compute = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+        autocast = torch.is_autocast_enabled(dev) and h.dtype != torch.float64  # autocast leaves fp64 alone
+        compute = torch.get_autocast_dtype(dev) if autocast else h.dtype
         h, w = h.to(compute), weight.to(compute)
         N, V = h.shape[0], w.shape[0]
         t = t.to(torch.int64).contiguous()

@@ -129,6 +129,10 @@ def test_fused_linear_cross_entropy_under_autocast_matches_the_autocast_naive_pa
     torch.testing.assert_close(dw, wdw, atol=2e-3, rtol=2e-2)
     exact = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten(), ignore_index=-100)
     assert (loss - exact).abs() > 1e-6  # the products really ran in bf16, as autocast asks
+    h64, w64 = hidden.detach().double(), weight.detach().double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast leaves fp64 alone, and so does the loss
+        loss64 = kernels.fused_linear_cross_entropy(h64, w64, targets, chunk_size=16)
+    torch.testing.assert_close(loss64, F.cross_entropy((h64 @ w64.T).flatten(0, 1), targets.flatten()))
 
 
 def test_fused_linear_cross_entropy_all_rows_ignored_in_a_chunk():

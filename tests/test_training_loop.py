@@ -2,6 +2,7 @@
 the export loads in transformers and peft, 2-process gloo DDP matches one process, bad input fails clearly."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import transformers
 from safetensors.torch import load_file
 
 import minagent
-from minagent.lora import load_adapter
+from minagent.lora import base_state_dict, load_adapter, merge_lora
 from minagent.training import TrainConfig, TrainingDataError, train
 from minagent.training.checkpoint import CheckpointStateError
 from minagent.training.trainer import run
@@ -196,3 +197,27 @@ def test_too_few_rows_for_the_batch(tiny_dir, tmp_path):
         run(_cfg(tiny_dir, tmp_path / "x", batch_size=64, max_steps=1))
     with pytest.raises(TrainingDataError, match="every trajectory was longer than max length 32"):
         run(_cfg(tiny_dir, tmp_path / "y", max_length=32, max_steps=1))
+
+
+def test_lora_export_of_a_bf16_checkpoint_trained_in_fp32_keeps_the_exact_merge(tiny_dir, tmp_path):
+    """On CPU a bf16 checkpoint is trained on an exact fp32 upcast: the export merges there and stays fp32 (the
+    reload into the checkpoint's own weights is only for a base that was rounded, as on a GPU)."""
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "bf16"
+    shutil.copytree(tiny_dir, ckpt)
+    for f in ckpt.glob("*.safetensors"):
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(str(f)).items()}, str(f), metadata={"format": "pt"})
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(torch_dtype="bfloat16", dtype="bfloat16")
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "sft"
+    train(_cfg(ckpt, out, max_steps=2))
+    exported = load_file(str(out / "final" / "model" / "model.safetensors"))
+    want = minagent.load_model(ckpt, dtype="float32")
+    load_adapter(want, out / "final" / "adapter")
+    merge_lora(want)
+    for name, w in base_state_dict(want).items():
+        if name in exported:
+            assert exported[name].dtype == torch.float32, name
+            torch.testing.assert_close(exported[name], w, rtol=0, atol=0, msg=name)

@@ -140,9 +140,10 @@ def export(model, cfg: TrainConfig, out: Path, log=print) -> dict:
     paths = {}
     if cfg.method == "lora":
         paths["adapter"] = save_adapter(model, final / "adapter")
-        if model.model.embed_tokens.weight.dtype != _checkpoint_dtype(cfg.model):
-            # The frozen base was trained in a cast copy (bf16 on a GPU): merge into the checkpoint's own
-            # weights instead, so the export loses nothing of the original precision (memory-mapped, on CPU).
+        if torch.finfo(model.model.embed_tokens.weight.dtype).bits < torch.finfo(_checkpoint_dtype(cfg.model)).bits:
+            # The frozen base was trained in a rounded copy (bf16 of an fp32 checkpoint, on a GPU): merge into
+            # the checkpoint's own weights instead (reloaded on CPU), so the export loses none of their precision.
+            # (An upcast copy, fp32 of a bf16 checkpoint on CPU, is exact: merged in place and exported in fp32.)
             model = load_model(cfg.model)
             load_adapter(model, final / "adapter")
         merge_lora(model)
