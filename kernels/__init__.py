@@ -31,8 +31,8 @@ def _triton_for(*tensors) -> bool:
         return False
     return get_backend() == "triton" or all(t.dtype in _KERNEL_DTYPES for t in tensors)
 
-__all__ = ["linear", "rms_norm", "apply_rope", "swiglu", "attention", "fused_linear_cross_entropy",
-           "document_positions", "get_backend", "set_backend", "use_backend", "BACKENDS"]
+__all__ = ["linear", "rms_norm", "apply_rope", "apply_rope_joint", "swiglu", "attention",
+           "fused_linear_cross_entropy", "document_positions", "get_backend", "set_backend", "use_backend", "BACKENDS"]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -52,6 +52,18 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
     if _triton_for(q, k, cos, sin):
         return rope.apply_rope_triton(q, k, cos, sin)
     return rope.apply_rope_reference(q, k, cos, sin)
+
+
+def apply_rope_joint(qk: torch.Tensor, n_q_heads: int, cos: torch.Tensor, sin: torch.Tensor):
+    """RoPE on q and k held side by side in one tensor qk [B, Hq + Hk, T, D] (the first columns of a packed
+    q/k/v product, seen as heads); returns (q, k), the first n_q_heads heads and the rest. The same numbers as
+    apply_rope on the two parts; the PyTorch path rotates both with one set of ops (half the op count of
+    rotating them apart, which a decoding step of a small model notices)."""
+    from . import rope
+
+    if _triton_for(qk, cos, sin):  # one launch rotates q and k either way
+        return rope.apply_rope_triton(qk[:, :n_q_heads], qk[:, n_q_heads:], cos, sin)
+    return rope.rotate_reference(qk, cos, sin).split((n_q_heads, qk.shape[1] - n_q_heads), dim=1)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -29,10 +29,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def rotate_reference(x, cos, sin):
+    """Every head of x [B, H, T, D] rotated; cos/sin [B, T, D] or [T, D], broadcast over heads."""
+    cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
+    return x * cos + _rotate_half(x) * sin
+
+
 def apply_rope_reference(q, k, cos, sin):
     """q [B, Hq, T, D], k [B, Hk, T, D]; cos/sin [B, T, D] or [T, D], broadcast over heads."""
-    cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    return rotate_reference(q, cos, sin), rotate_reference(k, cos, sin)
 
 
 @triton.jit

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .inference import inference_forward
 from .model import Transformer
 
 
@@ -109,7 +110,8 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
         generator = torch.Generator(device=device).manual_seed(params.seed)
 
     ragged = min(lengths) != T
-    logits = model(ids, positions=positions, cache=cache, key_valid=key_valid if ragged else None)
+    forward = inference_forward(model)  # the model's own forward when no plan applies
+    logits = forward(ids, positions=positions, cache=cache, key_valid=key_valid if ragged else None)
     last = torch.tensor([T - 1 if padding_side == "left" else n - 1 for n in lengths], device=device)
     logits = logits[torch.arange(B, device=device), last]
     next_pos = torch.tensor(lengths, device=device)
@@ -135,7 +137,7 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
                     done[b], out[b].finish_reason = True, "stop_string"
         if all(done) or step == params.max_new_tokens - 1:
             break
-        logits = model(tokens[:, None], positions=next_pos[:, None], cache=cache)[:, -1]
+        logits = forward(tokens[:, None], positions=next_pos[:, None], cache=cache)[:, -1]
         next_pos = next_pos + 1
 
     for b in range(B):

@@ -176,6 +176,20 @@ class Transformer(nn.Module):
         doc_ids: int [B, T] for packed training rows (no cache): tokens attend only within their document,
         and positions restart at 0 for each document unless given.
         """
+        x, cos, sin, mask = self.embed_inputs(input_ids, positions, cache, key_valid, doc_ids)
+        for i, layer in enumerate(self.model.layers):
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, i, doc_ids,
+                                                      use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache, i, doc_ids)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
+        return self.model.norm(x)
+
+    def embed_inputs(self, input_ids, positions=None, cache: KVCache | None = None, key_valid=None, doc_ids=None):
+        """What every layer reads besides the hidden state: (embeddings, cos, sin, attention mask or None).
+        Also records the new tokens' padding in the cache. Shared by forward_hidden and inference.py."""
         B, T = input_ids.shape
         start = cache.length if cache is not None else 0
         if doc_ids is not None:
@@ -194,15 +208,7 @@ class Transformer(nn.Module):
         mask = None if key_valid is None else _padded_causal_mask(key_valid, start, T)
         x = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary_emb(positions, x.dtype)
-        for i, layer in enumerate(self.model.layers):
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, i, doc_ids,
-                                                      use_reentrant=False)
-            else:
-                x = layer(x, cos, sin, mask, cache, i, doc_ids)
-        if cache is not None:
-            cache.length += T
-        return self.model.norm(x)
+        return x, cos, sin, mask
 
     def forward(self, input_ids, positions=None, cache: KVCache | None = None, key_valid=None,
                 last_only: bool = False, doc_ids=None):

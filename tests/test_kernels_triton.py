@@ -203,6 +203,18 @@ def test_rope_on_transposed_q_and_k(batched_tables):
                           grad_inputs=[0, 1])
 
 
+def test_rope_joint_rotates_q_and_k_held_in_one_tensor():
+    """The inference plan's call: q and k as the first heads of a packed q/k/v product ([B, T, H, D] transposed)."""
+    B, HQ, HK, T, D = 2, 7, 2, 37, 80
+    qk = _randn(B, T, HQ + HK, D, seed=3).transpose(1, 2)
+    pos = torch.arange(T, dtype=torch.float64)
+    freqs = pos[:, None] / (100.0 ** (torch.arange(0, D, 2) / D))
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos().float().to(DEVICE), emb.sin().float().to(DEVICE)
+    check_against_float64(lambda x, c, s: kernels.apply_rope_joint(x, HQ, c, s),
+                          lambda x, c, s: _rope64(x[:, :HQ], x[:, HQ:], c, s), [qk, cos, sin], grad_inputs=[0])
+
+
 def test_swiglu():
     check_against_float64(kernels.swiglu, lambda g, u: g * torch.sigmoid(g) * u,
                           [3 * _randn(3, 37, 123, seed=1), _randn(3, 37, 123, seed=2)])

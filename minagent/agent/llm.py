@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..generation import SamplingParams, sample_next
+from ..inference import inference_forward
 
 
 class LLMError(RuntimeError):
@@ -123,18 +124,19 @@ class MinagentLLM:
             s.ids = []  # same buffers, nothing reused: every call prefills the whole conversation
         gen = None if seed is None else torch.Generator(device=self.model.lm_head.weight.device).manual_seed(seed)
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        forward = inference_forward(self.model)  # built per call: it holds the weights as they are now
         t0 = time.perf_counter()
-        logits = self._prefill(s, ids)
+        logits = self._prefill(forward, s, ids)
         t1 = time.perf_counter()
         if n == 1:
-            out = [self._decode(s, logits, params, stop, gen)]
+            out = [self._decode(forward, s, logits, params, stop, gen)]
         else:
-            out = self._decode_batch(s, logits, n, params, stop, gen)
+            out = self._decode_batch(forward, s, logits, n, params, stop, gen)
         self.prefill_seconds += t1 - t0
         self.decode_seconds += time.perf_counter() - t1
         return out
 
-    def _prefill(self, s: _Session, ids: list[int]) -> torch.Tensor:
+    def _prefill(self, forward, s: _Session, ids: list[int]) -> torch.Tensor:
         common = 0
         for a, b in zip(s.ids, ids):
             if a != b:
@@ -144,9 +146,9 @@ class MinagentLLM:
         s.cache.length, s.ids = common, list(ids)
         new = torch.tensor([ids[common:]], device=self.model.lm_head.weight.device)
         self.prefilled_tokens += new.shape[1]
-        return self.model(new, cache=s.cache, last_only=True)[:, -1]
+        return forward(new, cache=s.cache, last_only=True)[:, -1]
 
-    def _decode(self, s: _Session, logits, params, stop, gen) -> str:
+    def _decode(self, forward, s: _Session, logits, params, stop, gen) -> str:
         stop_ids, new = set(self.tok.stop_token_ids), []
         text = ""
         for _ in range(params.max_new_tokens):
@@ -161,10 +163,10 @@ class MinagentLLM:
             if len(s.ids) + 1 >= self.max_len:
                 break
             s.ids.append(tok)  # the cache now gets this token
-            logits = self.model(torch.tensor([[tok]], device=logits.device), cache=s.cache)[:, -1]
+            logits = forward(torch.tensor([[tok]], device=logits.device), cache=s.cache)[:, -1]
         return cut_at_stop(text, stop)
 
-    def _decode_batch(self, s: _Session, logits, n: int, params, stop, gen) -> list[str]:
+    def _decode_batch(self, forward, s: _Session, logits, n: int, params, stop, gen) -> list[str]:
         """n completions of the prompt in the session cache, decoded together as a batch of n rows.
 
         Decoding reads every weight once per step whatever the batch, so n rows cost far less than n runs one
@@ -194,7 +196,7 @@ class MinagentLLM:
             if all(done) or step == params.max_new_tokens - 1:
                 break
             tokens = torch.tensor([[r[-1] if r else 0] for r in new], device=logits.device)
-            logits = self.model(tokens, cache=batch)[:, -1]
+            logits = forward(tokens, cache=batch)[:, -1]
         return [cut_at_stop(t, stop) for t in texts]
 
 
