@@ -25,11 +25,21 @@ from .matvec import linear  # x @ W.T (+ b): F.linear, with few-row (decoding) p
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # the kernels compute in fp32 at most
 
 
-def _triton_for(*tensors) -> bool:
-    """Triton for these tensors? `auto` also leaves dtypes the kernels would lose precision on (fp64) to torch."""
+# Under `auto`, an op on fewer elements than this runs torch's kernels even on a GPU. A Triton launch costs
+# ~25-110 us of host time (argument binding and specialisation of ~20-40 arguments, measured on the H100
+# machines' hosts), several times a torch kernel launch, and at decoding sizes (one token) the GPU work is a
+# microsecond either way: a decode step is host-bound, and its Triton launches were most of its time.
+AUTO_MIN_ELEMENTS = 1 << 16
+
+
+def _triton_for(*tensors, work: torch.Tensor | None = None) -> bool:
+    """Triton for these tensors? `auto` also leaves dtypes the kernels would lose precision on (fp64) to torch,
+    and calls whose `work` tensor is smaller than AUTO_MIN_ELEMENTS (see above)."""
     if not use_triton(*tensors):
         return False
-    return get_backend() == "triton" or all(t.dtype in _KERNEL_DTYPES for t in tensors)
+    if get_backend() == "triton":
+        return True
+    return all(t.dtype in _KERNEL_DTYPES for t in tensors) and (work is None or work.numel() >= AUTO_MIN_ELEMENTS)
 
 __all__ = ["linear", "rms_norm", "apply_rope", "apply_rope_joint", "swiglu", "attention",
            "fused_linear_cross_entropy", "document_positions", "get_backend", "set_backend", "use_backend", "BACKENDS"]
@@ -39,7 +49,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm in fp32, cast back before the weight multiply (the order HF uses, so fp32 logits match)."""
     from . import rmsnorm
 
-    if _triton_for(x, weight):
+    if _triton_for(x, weight, work=x):
         return rmsnorm.rms_norm_triton(x, weight, eps)
     return rmsnorm.rms_norm_reference(x, weight, eps)
 
@@ -49,7 +59,7 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
     over heads. Returns (q, k). cos/sin get no gradient on the Triton path (they are tables, not weights)."""
     from . import rope
 
-    if _triton_for(q, k, cos, sin):
+    if _triton_for(q, k, cos, sin, work=q):
         return rope.apply_rope_triton(q, k, cos, sin)
     return rope.apply_rope_reference(q, k, cos, sin)
 
@@ -61,7 +71,7 @@ def apply_rope_joint(qk: torch.Tensor, n_q_heads: int, cos: torch.Tensor, sin: t
     rotating them apart, which a decoding step of a small model notices)."""
     from . import rope
 
-    if _triton_for(qk, cos, sin):  # one launch rotates q and k either way
+    if _triton_for(qk, cos, sin, work=qk):  # one launch rotates q and k either way
         return rope.apply_rope_triton(qk[:, :n_q_heads], qk[:, n_q_heads:], cos, sin)
     return rope.rotate_reference(qk, cos, sin).split((n_q_heads, qk.shape[1] - n_q_heads), dim=1)
 
@@ -70,7 +80,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up."""
     from . import silu_mul
 
-    if _triton_for(gate, up):
+    if _triton_for(gate, up, work=gate):
         return silu_mul.swiglu_triton(gate, up)
     return silu_mul.swiglu_torch(gate, up)
 
@@ -91,7 +101,7 @@ def attention(q, k, v, *, causal: bool = True, attn_mask=None, scale=None, doc_i
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
         q, k, v = (t.to(dt) if t.dtype in (torch.float32, torch.float16, torch.bfloat16) else t for t in (q, k, v))
-    if _triton_for(q, k, v) and (get_backend() == "triton" or _triton_can_attend(q)):
+    if _triton_for(q, k, v, work=q) and (get_backend() == "triton" or _triton_can_attend(q)):
         return fa.flash_attention(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)
     return fa.attention_sdpa(q, k, v, causal=causal, scale=scale, doc_ids=doc_ids, attn_mask=attn_mask)
 

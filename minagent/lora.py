@@ -65,16 +65,14 @@ class LoraConfig:
             self.target_modules = [SHORT_NAMES.get(t, t) for t in self.target_modules]
 
 
-def dropout_keep_mask(shape, p: float, device=None) -> tuple[torch.Tensor, float]:
-    """(bool mask, True with probability q; q) for dropout rate p, from the global RNG (a resumed run draws the
-    same masks). Divide kept values by q.
+def dropout_keep_mask(shape, p: float) -> tuple[torch.Tensor, float]:
+    """(bool mask on CPU, True with probability q; q) for dropout rate p, from the global RNG (a resumed run
+    draws the same masks). Divide kept values by q.
 
     On CPU, drawing the mask costs as much as a LoRA layer's base matmul (the RNG makes one draw per element), so
-    there each 64-bit draw is cut into four 16-bit uniforms: 4x fewer draws, and p rounded to a multiple of
-    1/65536 (q is the exact keep probability after rounding, so the layer stays unbiased). On GPU, torch.rand."""
-    device = torch.device(device or "cpu")
-    if device.type != "cpu":
-        return torch.rand(shape, device=device) >= p, 1.0 - p
+    each 64-bit draw is cut into four 16-bit uniforms: 4x fewer draws, and p rounded to a multiple of 1/65536
+    (q is the exact keep probability after rounding, so the layer stays unbiased). GPUs use torch's own fused
+    dropout instead (see _dropout)."""
     n = math.prod(shape)
     drop = round(p * 65536)
     draws = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
@@ -83,50 +81,68 @@ def dropout_keep_mask(shape, p: float, device=None) -> tuple[torch.Tensor, float
 
 
 class LoRAUpdate(torch.autograd.Function):
-    """scale * B(A(dropout(x))) with a lean memory plan for training.
+    """y + scale * B(A(dropout(x))), the base layer's output y plus the update, with a lean plan for training.
 
-    Autograd on the plain expression keeps, per adapted layer, dropout(x) (a full [tokens, in] copy) and the
-    dropout mask (another, in x's dtype). q, k and v read the same x, as do gate and up, so a model with all
+    Memory: autograd on the plain expression keeps, per adapted layer, dropout(x) (a full [tokens, in] copy) and
+    the dropout mask (another, in x's dtype). q, k and v read the same x, as do gate and up, so a model with all
     linear layers adapted holds several copies of each layer input. This Function keeps x itself (one tensor
     however many adapters read it), a bool mask (a quarter of an fp32 copy) and the small [tokens, r] product,
-    and recomputes dropout(x) in the backward (one multiply). Gradients, with xd = dropout(x), g = scale * dy:
-        dB = g^T (xd A^T)        dA = (g B)^T xd        dx = dropout(g B A)   (the same mask)
-    The frozen base layer's gradient is not here: it flows through `base` as usual.
+    and recomputes dropout(x) in the backward (one op).
+    Launches: with every linear layer adapted, a small model's step is seven of these per layer, and on a GPU
+    each op is a kernel launch the host must issue. So the scale and the add to y ride in one addmm, the
+    backward applies the scale to [tokens, r] and [out, r] products instead of to dy, and dropout is one fused
+    op each way. Gradients, with xd = dropout(x):
+        dy_base = dy     dB = scale * dy^T (xd A^T)     dA = (scale * dy B)^T xd     dx = dropout(scale * dy B A)
+    (dx uses the forward's mask). The frozen base layer's own gradient flows through `base` as usual.
     """
 
     @staticmethod
-    def forward(ctx, x, a, b, scale, p):
+    def forward(ctx, x, y, a, b, scale, p):
         # The products run in the adapter's dtype (fp32), or under autocast in autocast's dtype, as two plain
         # linear layers would (peft's). Autocast is off inside, so every cast is explicit and the backward (which
         # autocast never reaches) uses the same dtype: a bf16 step then makes no fp32 copies of the activations.
         dev = x.device.type
         c = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else a.dtype
-        keep, q = dropout_keep_mask(x.shape, p, x.device) if p > 0 else (None, 1.0)
         with torch.autocast(dev, enabled=False):
-            xa = F.linear(_dropped(x.to(c), keep, q), a.to(c))
-            out = F.linear(xa, b.to(c)) * scale
-        ctx.save_for_backward(x, keep, a, b, xa)
-        ctx.scale, ctx.q, ctx.c = scale, q, c
-        return out
+            xd, keep, q = _dropout(x.to(c), p)
+            a_c, b_c = a.to(c), b.to(c)
+            xa = xd.reshape(-1, a.shape[1]) @ a_c.T  # [tokens, r]
+            out = torch.addmm(y.reshape(-1, b.shape[0]).to(c), xa, b_c.T, alpha=scale)
+        ctx.save_for_backward(x, keep, a_c, b_c, xa)
+        ctx.scale, ctx.q, ctx.c, ctx.dtypes = scale, q, c, (a.dtype, b.dtype)
+        return out.to(y.dtype).view(y.shape)
 
     @staticmethod
     def backward(ctx, dy):
-        x, keep, a, b, xa = ctx.saved_tensors
-        c = ctx.c
-        g = (dy.to(c) * ctx.scale).reshape(-1, b.shape[0])
-        gb = g @ b.to(c)  # [tokens, r]
+        x, keep, a_c, b_c, xa = ctx.saved_tensors
+        dy2 = dy.reshape(-1, b_c.shape[0]).to(ctx.c)
+        gb = (dy2 @ b_c).mul_(ctx.scale)  # [tokens, r]
         da = db = dx = None
+        if ctx.needs_input_grad[3]:
+            db = (dy2.T @ xa).mul_(ctx.scale).to(ctx.dtypes[1])
         if ctx.needs_input_grad[2]:
-            db = (g.T @ xa.reshape(-1, a.shape[0])).to(b.dtype)
-        if ctx.needs_input_grad[1]:
-            da = (gb.T @ _dropped(x.to(c), keep, ctx.q).reshape(-1, a.shape[1])).to(a.dtype)
+            xd = _redo_dropout(x.to(ctx.c), keep, ctx.q)
+            da = (gb.T @ xd.reshape(-1, a_c.shape[1])).to(ctx.dtypes[0])
         if ctx.needs_input_grad[0]:
-            dx = _dropped((gb @ a.to(c)).reshape(x.shape), keep, ctx.q).to(x.dtype)
-        return dx, da, db, None, None
+            dx = _redo_dropout((gb @ a_c).view(x.shape), keep, ctx.q).to(x.dtype)
+        return dx, dy if ctx.needs_input_grad[1] else None, da, db, None, None
 
 
-def _dropped(t: torch.Tensor, keep: torch.Tensor | None, q: float) -> torch.Tensor:
-    return t if keep is None else t * keep * (1.0 / q)
+def _dropout(t: torch.Tensor, p: float):
+    """(dropout(t), bool keep mask or None, keep probability q). One fused op on a GPU; on CPU the mask comes
+    from dropout_keep_mask (its cheaper draws)."""
+    if p == 0:
+        return t, None, 1.0
+    if t.device.type != "cpu":
+        out, keep = torch.native_dropout(t, p, True)
+        return out, keep, 1.0 - p
+    keep, q = dropout_keep_mask(t.shape, p)
+    return _redo_dropout(t, keep, q), keep, q
+
+
+def _redo_dropout(t: torch.Tensor, keep: torch.Tensor | None, q: float) -> torch.Tensor:
+    """t * keep / q in one op (dropout's own backward is exactly that product)."""
+    return t if keep is None else torch.ops.aten.native_dropout_backward(t, keep, 1.0 / q)
 
 
 class LoRALinear(nn.Module):
@@ -172,7 +188,7 @@ class LoRALinear(nn.Module):
         a, b = self.lora_A.weight, self.lora_B.weight
         p = self.dropout.p if self.training and isinstance(self.dropout, nn.Dropout) else 0.0
         if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or x.requires_grad):
-            return y + LoRAUpdate.apply(x, a, b, self.scale, p).to(y.dtype)
+            return LoRAUpdate.apply(x, y, a, b, self.scale, p)
         update = F.linear(F.linear(self.dropout(x.to(a.dtype)), a), b)
         return y + (update * self.scale).to(y.dtype)
 

@@ -151,3 +151,46 @@ def test_autocast_training_step_matches_the_torch_backend(hf_checkpoint, variant
         assert grads[name] is not None and grads[name].dtype == torch.float32, name
         rel = ((grads[name] - ref).norm() / ref.norm().clamp_min(1e-12)).item()
         assert rel < 5e-2, f"gradient of {name}: relative error {rel:.3g} between the backends"
+
+
+def test_lora_dropout_on_gpu_uses_one_mask_forward_and_backward():
+    """On CUDA the LoRA update draws its dropout with torch's fused op (minagent/lora.py). With A = B = I the
+    update is scale * dropout(x), which shows the mask it drew; the gradients must then be float64 math with
+    that same mask."""
+    from minagent.lora import LoRAUpdate
+
+    n, p, scale = 16, 0.4, 2.0
+    x = (torch.rand(6, 50, n, device="cuda") + 0.5).requires_grad_()  # never 0, so kept entries stay nonzero
+    y = torch.randn(6, 50, n, device="cuda", requires_grad=True)
+    a = torch.eye(n, device="cuda", requires_grad=True)
+    b = torch.eye(n, device="cuda", requires_grad=True)
+    out = LoRAUpdate.apply(x, y, a, b, scale, p)
+    keep = ((out - y).detach() != 0).double()
+    assert 0.5 < keep.mean().item() < 0.7  # about 1 - p kept
+    dy = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, y, a, b), dy)
+    x64, y64, a64, b64 = (t.detach().double().requires_grad_() for t in (x, y, a, b))
+    want_out = y64 + ((x64 * keep / (1 - p)) @ a64.T @ b64.T) * scale
+    want = torch.autograd.grad(want_out, (x64, y64, a64, b64), dy.double())
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-5, atol=1e-5)
+    for name, h, w in zip(("dx", "dy", "dA", "dB"), got, want):
+        torch.testing.assert_close(h.double(), w, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_auto_backend_sends_decode_sized_calls_to_torch(monkeypatch):
+    """Under `auto`, a call smaller than kernels.AUTO_MIN_ELEMENTS runs torch's kernels (a Triton launch costs
+    more host time than the whole GPU work of one token); a training-sized call runs Triton."""
+    from kernels import rmsnorm, silu_mul
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Triton ran")
+
+    monkeypatch.setattr(rmsnorm, "rms_norm_triton", refuse)
+    monkeypatch.setattr(silu_mul, "swiglu_triton", refuse)
+    w = torch.ones(896, device="cuda", dtype=torch.bfloat16)
+    one_token = torch.randn(1, 1, 896, device="cuda", dtype=torch.bfloat16)
+    with kernels.use_backend("auto"):
+        kernels.rms_norm(one_token, w, 1e-6)
+        kernels.swiglu(one_token, one_token)
+        with pytest.raises(AssertionError, match="Triton ran"):
+            kernels.rms_norm(torch.randn(4, 1024, 896, device="cuda", dtype=torch.bfloat16), w, 1e-6)
