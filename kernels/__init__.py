@@ -67,11 +67,11 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
 def apply_rope_joint(qk: torch.Tensor, n_q_heads: int, cos: torch.Tensor, sin: torch.Tensor):
     """RoPE on q and k held side by side in one tensor qk [B, Hq + Hk, T, D] (the first columns of a packed
     q/k/v product, seen as heads); returns (q, k), the first n_q_heads heads and the rest. The same numbers as
-    apply_rope on the two parts; the PyTorch path rotates both with one set of ops (half the op count of
-    rotating them apart, which a decoding step of a small model notices)."""
+    apply_rope on the two parts (it picks its path by the same rule, on q's size); the PyTorch path rotates
+    both with one set of ops (half the op count of rotating them apart, which a decoding step notices)."""
     from . import rope
 
-    if _triton_for(qk, cos, sin, work=qk):  # one launch rotates q and k either way
+    if _triton_for(qk, cos, sin, work=qk[:, :n_q_heads]):  # the size apply_rope judges, so both agree
         return rope.apply_rope_triton(qk[:, :n_q_heads], qk[:, n_q_heads:], cos, sin)
     return rope.rotate_reference(qk, cos, sin).split((n_q_heads, qk.shape[1] - n_q_heads), dim=1)
 

@@ -3,6 +3,7 @@
 The choice, from the environment variable MINAGENT_KERNELS or from code (`set_backend`, `use_backend`):
 
     auto    (default) Triton when the tensors are on a CUDA device and Triton is installed; else PyTorch.
+            Calls smaller than kernels.AUTO_MIN_ELEMENTS (decoding sizes) run PyTorch there too.
     triton  always Triton. On CPU tensors this runs Triton's interpreter, which the process must have asked
             for before Triton was imported (TRITON_INTERPRET=1); otherwise this raises and says so.
     torch   always the PyTorch reference.

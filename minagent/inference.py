@@ -15,8 +15,9 @@ its inference schedule, as a reader can check line by line against Attention/MLP
 
 It only runs where that equality holds. `InferencePlan.of(model)` returns None (callers then use the model
 itself) when gradients are enabled, when any module is not exactly minagent's class (a LoRA wrapper, a
-subclass), when any module has forward hooks, or when a q/k/v or gate/up group is not packed (a model moved to
-another dtype after loading). A plan holds the parameter tensors it found: in-place updates reach it, a
+subclass), when any module has forward hooks or a forward replaced on the instance, or when a q/k/v or gate/up
+group is not packed (a model moved to another dtype after loading). Head counts and norm eps come from the
+modules themselves, as their forwards read them. A plan holds the parameter tensors it found: in-place updates reach it, a
 replaced parameter does not, so build one per generation call (it costs well under a millisecond).
 """
 from __future__ import annotations
@@ -32,14 +33,16 @@ from .packing import _global_hooks, packed_projection
 
 
 class _LayerWeights(NamedTuple):
-    attn_norm: torch.Tensor
+    """One decoder layer's tensors and the settings its modules hold (read from the modules, not the config,
+    so a module swapped or edited after loading is followed exactly)."""
+    heads: tuple[int, int, int]  # query heads, kv heads, head_dim
+    attn_norm: tuple[torch.Tensor, float]  # (RMSNorm weight, eps)
     qkv_weight: torch.Tensor  # q, k and v rows stacked (a view of the packed buffer)
     qkv_bias: torch.Tensor | None
-    q_norm: torch.Tensor | None  # Qwen3's per-head q/k RMSNorm weights
-    k_norm: torch.Tensor | None
+    qk_norms: tuple | None  # Qwen3's per-head RMSNorms: ((q weight, eps), (k weight, eps))
     o_weight: torch.Tensor
     o_bias: torch.Tensor | None
-    mlp_norm: torch.Tensor
+    mlp_norm: tuple[torch.Tensor, float]
     gate_up_weight: torch.Tensor  # gate rows then up rows
     gate_up_bias: torch.Tensor | None
     down_weight: torch.Tensor
@@ -53,6 +56,11 @@ _LAYER_CLASSES = {"": DecoderLayer, "input_layernorm": RMSNorm, "post_attention_
                   "self_attn.v_proj": Linear, "self_attn.o_proj": Linear, "self_attn.q_norm": RMSNorm,
                   "self_attn.k_norm": RMSNorm, "mlp": MLP, "mlp.gate_proj": Linear, "mlp.up_proj": Linear,
                   "mlp.down_proj": Linear}
+_QK_NORMS = {"self_attn.q_norm", "self_attn.k_norm"}  # Qwen3 only: both or neither
+
+
+def _norm(m: RMSNorm) -> tuple[torch.Tensor, float]:
+    return m.weight, m.eps
 
 
 class InferencePlan:
@@ -61,35 +69,35 @@ class InferencePlan:
 
     def __init__(self, model: Transformer, layers: list[_LayerWeights]):
         self.model, self.layers = model, layers
-        cfg = model.config
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.eps = cfg.rms_norm_eps
+        self.final_norm = _norm(model.model.norm)
 
     @classmethod
     def of(cls, model: nn.Module) -> InferencePlan | None:
         """A plan for this model as it is now, or None when the module forward must run (see the docstring)."""
         if torch.is_grad_enabled() or type(model) is not Transformer or _global_hooks():
             return None
-        if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
-            return None
+        for m in model.modules():
+            # hooks, or a forward replaced on the instance (how accelerate-style wrappers patch a module)
+            if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+                return None
         if any(type(model.get_submodule(name)) is not kind for name, kind in _EXACT_CLASSES.items()):
             return None
         layers = []
         for layer in model.model.layers:
             classes = {name: type(m) for name, m in layer.named_modules()}
-            if any(classes.get(name, kind) is not kind for name, kind in _LAYER_CLASSES.items()) or \
-                    set(classes) - set(_LAYER_CLASSES):
+            present = set(classes)
+            if present - set(_LAYER_CLASSES) or set(_LAYER_CLASSES) - _QK_NORMS - present or \
+                    len(_QK_NORMS & present) == 1 or any(classes[n] is not _LAYER_CLASSES[n] for n in present):
                 return None
             attn, mlp = layer.self_attn, layer.mlp
             qkv = packed_projection((attn.q_proj, attn.k_proj, attn.v_proj), Linear)
             gate_up = packed_projection((mlp.gate_proj, mlp.up_proj), Linear)
             if qkv is None or gate_up is None:
                 return None
-            qk_norm = hasattr(attn, "q_norm")
+            qk_norms = (_norm(attn.q_norm), _norm(attn.k_norm)) if _QK_NORMS <= present else None
             layers.append(_LayerWeights(
-                layer.input_layernorm.weight, *qkv,
-                attn.q_norm.weight if qk_norm else None, attn.k_norm.weight if qk_norm else None,
-                attn.o_proj.weight, attn.o_proj.bias, layer.post_attention_layernorm.weight, *gate_up,
+                (attn.n_heads, attn.n_kv_heads, attn.head_dim), _norm(layer.input_layernorm), *qkv, qk_norms,
+                attn.o_proj.weight, attn.o_proj.bias, _norm(layer.post_attention_layernorm), *gate_up,
                 mlp.down_proj.weight, mlp.down_proj.bias))
         return cls(model, layers)
 
@@ -99,15 +107,15 @@ class InferencePlan:
             raise RuntimeError("InferencePlan runs under torch.no_grad() or torch.inference_mode() only; "
                                "call the model itself when gradients are wanted")
         B, T = input_ids.shape
-        H, K, D, eps = self.n_heads, self.n_kv_heads, self.head_dim, self.eps
         x, cos, sin, mask = self.model.embed_inputs(input_ids, positions, cache, key_valid)
         for i, w in enumerate(self.layers):
+            H, K, D = w.heads
             # attention (Attention.forward): the packed product seen as H + 2K heads of D features
-            qkv = kernels.linear(kernels.rms_norm(x, w.attn_norm, eps), w.qkv_weight, w.qkv_bias)
+            qkv = kernels.linear(kernels.rms_norm(x, *w.attn_norm), w.qkv_weight, w.qkv_bias)
             qkv = qkv.view(B, T, H + 2 * K, D)
-            if w.q_norm is not None:
-                q = kernels.rms_norm(qkv[:, :, :H], w.q_norm, eps).transpose(1, 2)
-                k = kernels.rms_norm(qkv[:, :, H:H + K], w.k_norm, eps).transpose(1, 2)
+            if w.qk_norms is not None:
+                q = kernels.rms_norm(qkv[:, :, :H], *w.qk_norms[0]).transpose(1, 2)
+                k = kernels.rms_norm(qkv[:, :, H:H + K], *w.qk_norms[1]).transpose(1, 2)
                 q, k = kernels.apply_rope(q, k, cos, sin)
             else:
                 q, k = kernels.apply_rope_joint(qkv[:, :, :H + K].transpose(1, 2), H, cos, sin)
@@ -117,12 +125,12 @@ class InferencePlan:
             y = kernels.attention(q, k, v, causal=True, attn_mask=mask)
             x = x + kernels.linear(y.transpose(1, 2).reshape(B, T, H * D), w.o_weight, w.o_bias)
             # MLP (MLP.forward)
-            gate, up = kernels.linear(kernels.rms_norm(x, w.mlp_norm, eps), w.gate_up_weight,
+            gate, up = kernels.linear(kernels.rms_norm(x, *w.mlp_norm), w.gate_up_weight,
                                       w.gate_up_bias).chunk(2, dim=-1)
             x = x + kernels.linear(kernels.swiglu(gate, up), w.down_weight, w.down_bias)
         if cache is not None:
             cache.length += T
-        x = kernels.rms_norm(x, self.model.model.norm.weight, eps)
+        x = kernels.rms_norm(x, *self.final_norm)
         head = self.model.lm_head
         return kernels.linear(x[:, -1:] if last_only else x, head.weight, head.bias)
 

@@ -86,8 +86,8 @@ class LoRAUpdate(torch.autograd.Function):
     Memory: autograd on the plain expression keeps, per adapted layer, dropout(x) (a full [tokens, in] copy) and
     the dropout mask (another, in x's dtype). q, k and v read the same x, as do gate and up, so a model with all
     linear layers adapted holds several copies of each layer input. This Function keeps x itself (one tensor
-    however many adapters read it), a bool mask (a quarter of an fp32 copy) and the small [tokens, r] product,
-    and recomputes dropout(x) in the backward (one op).
+    however many adapters read it), a bool mask (a quarter of an fp32 copy), the small [tokens, r] product and
+    A, B in the compute dtype (tiny), and recomputes dropout(x) in the backward (one op).
     Launches: with every linear layer adapted, a small model's step is seven of these per layer, and on a GPU
     each op is a kernel launch the host must issue. So the scale and the add to y ride in one addmm, the
     backward applies the scale to [tokens, r] and [out, r] products instead of to dy, and dropout is one fused
@@ -107,10 +107,14 @@ class LoRAUpdate(torch.autograd.Function):
             xd, keep, q = _dropout(x.to(c), p)
             a_c, b_c = a.to(c), b.to(c)
             xa = xd.reshape(-1, a.shape[1]) @ a_c.T  # [tokens, r]
-            out = torch.addmm(y.reshape(-1, b.shape[0]).to(c), xa, b_c.T, alpha=scale)
+            y2 = y.reshape(-1, b.shape[0])
+            if y.dtype == c:  # the usual case: scale and add in the product's epilogue
+                out = torch.addmm(y2, xa, b_c.T, alpha=scale)
+            else:  # y in another dtype (an fp64 base, a bf16 base without autocast) is never rounded to c
+                out = y2 + (xa @ b_c.T).mul_(scale).to(y.dtype)
         ctx.save_for_backward(x, keep, a_c, b_c, xa)
         ctx.scale, ctx.q, ctx.c, ctx.dtypes = scale, q, c, (a.dtype, b.dtype)
-        return out.to(y.dtype).view(y.shape)
+        return out.view(y.shape)
 
     @staticmethod
     def backward(ctx, dy):

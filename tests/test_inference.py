@@ -96,6 +96,32 @@ def test_plan_runs_only_where_it_equals_the_module_forward(hf_checkpoint):
         handle.remove()
 
 
+@torch.inference_mode()
+def test_plan_follows_the_modules_own_settings_and_refuses_patched_ones(hf_checkpoint):
+    """The modules, not the config, decide: a norm swapped for one with another eps is followed, a config edited
+    after loading changes nothing (as in the modules); a forward replaced on an instance (accelerate-style
+    wrapping) or a half-present Qwen3 q/k norm turns the plan off."""
+    from minagent.model import RMSNorm
+
+    path = hf_checkpoint("qwen3")[0]
+    model = load_model(path)
+    layer = model.model.layers[1]
+    swapped = RMSNorm(layer.input_layernorm.weight.shape[0], eps=0.5)
+    swapped.weight.copy_(layer.input_layernorm.weight)
+    layer.input_layernorm = swapped
+    model.config.rms_norm_eps = 0.25
+    assert_same_run(model, IDS)
+
+    patched = load_model(path)
+    mlp = patched.model.layers[0].mlp
+    mlp.forward = lambda x, orig=mlp.forward: 0 * orig(x)
+    assert InferencePlan.of(patched) is None
+
+    half = load_model(path)
+    del half.model.layers[0].self_attn.k_norm
+    assert InferencePlan.of(half) is None
+
+
 def test_calling_a_plan_with_gradients_on_is_an_error(hf_checkpoint):
     model = load_model(hf_checkpoint("llama-gqa")[0])
     with torch.no_grad():
@@ -129,6 +155,25 @@ def test_generate_is_the_same_with_and_without_the_plan(hf_checkpoint, variant):
     slow = [c.token_ids for c in generate(model, prompts, params)]
     handle.remove()
     assert fast == slow and all(len(t) == 6 for t in fast)
+
+
+def test_joint_rope_picks_the_same_path_as_apply_rope(monkeypatch):
+    """On a GPU, `auto` sends small calls to torch and large ones to Triton. The plan's joint call must choose as
+    the module forward's apply_rope does for the same q, or the two would round differently. Faked on CPU: the
+    dispatcher is told Triton is usable, and the Triton entry point only records that it was chosen."""
+    from kernels import rope
+
+    chosen = []
+    monkeypatch.setattr(kernels, "use_triton", lambda *t: True)
+    monkeypatch.setattr(rope, "apply_rope_triton", lambda q, k, c, s: chosen.append(True) or (q, k))
+    H, K, D = 9, 3, 64
+    for T in (80, 100, 120):  # q below / across / above kernels.AUTO_MIN_ELEMENTS while q + k crosses it
+        qk = torch.randn(1, H + K, T, D)
+        cos, sin = torch.ones(T, D), torch.zeros(T, D)
+        chosen.clear()
+        kernels.apply_rope(qk[:, :H], qk[:, H:], cos, sin)
+        kernels.apply_rope_joint(qk, H, cos, sin)
+        assert chosen in ([], [True, True]), (T, chosen)
 
 
 def test_joint_rope_equals_rotating_q_and_k_apart():

@@ -212,6 +212,23 @@ def test_dropout_backward_uses_the_forward_mask():
         torch.testing.assert_close(h, w, msg=name)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_lora_update_never_rounds_the_base_output(autocast):
+    """A fresh adapter (B = 0) must return the base layer's output unchanged, also when that output is in a
+    wider dtype than the adapter's products (an fp64 base: fp32 adapters, or bf16 under CPU autocast, which
+    leaves fp64 alone)."""
+    from minagent.lora import LoRAUpdate
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 3, 8, generator=g, dtype=torch.float64, requires_grad=True) * 1.2345678901
+    a = torch.randn(4, 16, generator=g, requires_grad=True)
+    b = torch.zeros(8, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = LoRAUpdate.apply(x, y, a, b, 2.0, 0.0)
+    assert out.dtype == torch.float64 and torch.equal(out, y)
+
+
 def test_lora_update_under_autocast_runs_every_product_in_autocast_dtype():
     """On a GPU the LoRA step runs under bf16 autocast, where peft's adapters are plain linear layers: bf16
     products forward and backward, fp32 gradients for the fp32 A and B. The lean Function must compute the same
