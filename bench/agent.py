@@ -6,7 +6,11 @@ The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 ind
 real model, greedy. Two workloads: "free" lets the model write every step itself (the base SmolLM2 seldom gets
 a search through, so its observations are short error messages); "search" forces the first step to open with a
 search call through a first-thought prefix (FTP, as `infer.py distill` uses it: the model writes the query and
-the rest), so the conversation carries retrieved passages from step 2 on, as a working RAG agent's does. With and without reuse the runs produce the same tokens (tests/test_agent_llm.py checks
+the rest), so the conversation carries retrieved passages from step 2 on, as a working RAG agent's does.
+"manual" is "search" over a real manual with the library's defaults: Debian's git-doc (/usr/share/doc/git-doc,
+`apt-get install git-doc`) chunked at 1200 characters and `search` returning 3 passages of up to 1200 characters,
+so each search adds ~900 tokens, as the agent's default tool does. With and without reuse the runs produce the
+same tokens (tests/test_agent_llm.py checks
 that), so the difference is pure prefill work: without reuse every step re-prefills the whole conversation
 (system prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N
 candidates per step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves
@@ -78,8 +82,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("reuse", "sag"), help="run one half of the benchmark")
     ap.add_argument("--rounds", type=int, default=1, help="repetitions of the reuse A/B comparison")
-    ap.add_argument("--workload", choices=("free", "search", "both"), default="both",
-                    help="free: the model writes every step; search: the first step is forced to search (FTP)")
+    ap.add_argument("--workload", choices=("free", "search", "manual", "both", "all"), default="both",
+                    help="free: the model writes every step; search: the first step is forced to search (FTP); "
+                         "manual: search over git-doc with the default passage sizes; both: free and search; "
+                         "all: the three")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, dtype="float32"), load_tokenizer(args.model)
@@ -92,22 +98,40 @@ def main():
           f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages")
     results = {}
     if args.only != "sag":
-        for workload in (("free", "search") if args.workload == "both" else (args.workload,)):
+        workloads = {"both": ("free", "search"), "all": ("free", "search", "manual")}.get(args.workload,
+                                                                                           (args.workload,))
+        for workload in workloads:
             print(f"\n### workload: {workload}")
-            prefix = SEARCH_PREFIX if workload == "search" else ""
-            results = reuse_ab(model, tok, search, questions, base, args.rounds, prefix)
+            tool = manual_search() if workload == "manual" else search
+            if tool is None:
+                print(f"skipped: {GIT_DOC} is missing (apt-get install git-doc)")
+                continue
+            prefix = "" if workload == "free" else SEARCH_PREFIX
+            results = reuse_ab(model, tok, tool, questions, base, args.rounds, prefix)
             report_reuse(results)
     else:
         results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192), search, questions, base)
     if args.sag > 1 and args.only != "reuse":
         sag_cfg = AgentConfig(**{**base.__dict__, "sag": args.sag, "seed": 0})
         r = run(MinagentLLM(model, tok, max_len=8192), search, questions, sag_cfg)
-        one = results["KV reuse"]
+        one = results.get("KV reuse") or run(MinagentLLM(model, tok, max_len=8192), search, questions, base)
         print("\n| SAG | steps | s/step | tool calls asked | tool calls run |\n| --- | --- | --- | --- | --- |")
         print(f"| off (N=1) | {one['steps']} | {one['seconds'] / one['steps']:.2f} | {one['tool_calls']} | "
               f"{one['tool_calls_run']} |")
         print(f"| N={args.sag} | {r['steps']} | {r['seconds'] / r['steps']:.2f} | {r['tool_calls']} | "
               f"{r['tool_calls_run']} |")
+
+
+GIT_DOC = Path("/usr/share/doc/git-doc")
+
+
+def manual_search():
+    """search() over git-doc with the library's default chunking and passage length (None without git-doc)."""
+    if not GIT_DOC.is_dir():
+        return None
+    passages, _ = chunk_corpus(GIT_DOC, progress=False)
+    print(f"git-doc: {len(passages)} passages")
+    return make_search(Retriever.from_passages(passages))
 
 
 def report_reuse(results):
