@@ -59,6 +59,18 @@ _LAYER_CLASSES = {"": DecoderLayer, "input_layernorm": RMSNorm, "post_attention_
 _QK_NORMS = {"self_attn.q_norm", "self_attn.k_norm"}  # Qwen3 only: both or neither
 
 
+def _plain_layer(layer: nn.Module) -> bool:
+    """Exactly minagent's modules, each where DecoderLayer puts it: nothing extra, nothing missing (q/k norms
+    both or neither), no subclass."""
+    classes = {name: type(m) for name, m in layer.named_modules()}
+    names = set(classes)
+    if not set(_LAYER_CLASSES) - _QK_NORMS <= names <= set(_LAYER_CLASSES):
+        return False
+    if len(names & _QK_NORMS) == 1:
+        return False
+    return all(kind is _LAYER_CLASSES[name] for name, kind in classes.items())
+
+
 def _norm(m: RMSNorm) -> tuple[torch.Tensor, float]:
     return m.weight, m.eps
 
@@ -84,17 +96,14 @@ class InferencePlan:
             return None
         layers = []
         for layer in model.model.layers:
-            classes = {name: type(m) for name, m in layer.named_modules()}
-            present = set(classes)
-            if present - set(_LAYER_CLASSES) or set(_LAYER_CLASSES) - _QK_NORMS - present or \
-                    len(_QK_NORMS & present) == 1 or any(classes[n] is not _LAYER_CLASSES[n] for n in present):
+            if not _plain_layer(layer):
                 return None
             attn, mlp = layer.self_attn, layer.mlp
             qkv = packed_projection((attn.q_proj, attn.k_proj, attn.v_proj), Linear)
             gate_up = packed_projection((mlp.gate_proj, mlp.up_proj), Linear)
             if qkv is None or gate_up is None:
                 return None
-            qk_norms = (_norm(attn.q_norm), _norm(attn.k_norm)) if _QK_NORMS <= present else None
+            qk_norms = (_norm(attn.q_norm), _norm(attn.k_norm)) if hasattr(attn, "q_norm") else None
             layers.append(_LayerWeights(
                 (attn.n_heads, attn.n_kv_heads, attn.head_dim), _norm(layer.input_layernorm), *qkv, qk_norms,
                 attn.o_proj.weight, attn.o_proj.bias, _norm(layer.post_attention_layernorm), *gate_up,
