@@ -64,6 +64,13 @@ def test_fast_build_path_matches_reference_tokenize():
             assert sorted(inv[i] for i in ti.ids(t)) == sorted(an.tokenize(t))
         # queries map to the same ids and drop terms the index never saw
         assert ti.query_ids("files unseenword") == [ti.vocab["file"]]
+        # surface forms seen while indexing come from the build's cache, the others are analysed: both must
+        # give the reference analyzer's terms, also for a TermIds made from the vocabulary alone (a loaded index)
+        for q in ["the Errors in KAVS1234-E", "file FILES errors branch 日本 ａｂｃ", "max_connections of HEAD~3",
+                  "unseen words only"]:
+            want = [ti.vocab[t] for t in an.tokenize(q) if t in ti.vocab]
+            assert ti.query_ids(q) == want
+            assert TermIds(an, ti.vocab).query_ids(q) == want
 
 
 def _terms_per_text(ti):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minagent.retrieval.analyzer import Analyzer, TermIds
+from minagent.retrieval import bm25_batch
 from minagent.retrieval.bm25 import VARIANTS, BM25Index
 from minagent.retrieval.chunker import chunk_corpus
 
@@ -144,20 +145,75 @@ def test_batched_rounds_widen_unsettled_queries_and_stay_exact(monkeypatch):
     idx, vocab = build(docs)
     queries = [ids_of(vocab, [f"w{w}" for w in rng.zipf(1.2, rng.integers(2, 8)) % 3000]) for _ in range(150)]
     rounds = []
-    real_round = BM25Index._batch_round
+    real_round = bm25_batch._round
 
-    def counting_round(self, plans, qids, k, allowed, results):
-        rounds.append(len(plans))
-        return real_round(self, plans, qids, k, allowed, results)
+    def counting_round(index, plan, qs, *rest):
+        rounds.append(len(qs))
+        return real_round(index, plan, qs, *rest)
 
-    monkeypatch.setattr(BM25Index, "_batch_round", counting_round)
+    monkeypatch.setattr(bm25_batch, "_round", counting_round)
     for allowed in (None, rng.random(len(docs)) < 0.3):
         for k in (1, 10):
             for q, (a, s) in zip(queries, idx.topk_batch(queries, k, allowed)):
                 b, t = idx.topk(q, k, allowed)
                 assert a.tolist() == b.tolist()
-                np.testing.assert_allclose(s, t, rtol=1e-12)
+                assert s.tolist() == t.tolist()
     assert rounds[0] > 50 and len(rounds) > 4          # batched first rounds, and widened rounds after them
+
+
+@pytest.mark.parametrize("variant", ["lucene", "robertson"])
+def test_batch_dense_rows_chunks_and_long_queries_equal_single_queries(monkeypatch, variant):
+    # queries of common words only have long essential lists, which the batch scatters into dense per-query
+    # rows; robertson's idf is 0 for terms in over half the passages, so some stored scores are 0 and the rows
+    # must find reached passages by counting postings, not by a non-zero sum. Tiny chunks force several dense
+    # chunks; a query with more distinct terms than MAX_TERMS takes the single-query path inside the batch, and
+    # so do long-list queries when the index is too big for dense rows (here: any size).
+    docs, rng = zipf_corpus(7, 2000, vocab=400)
+    idx, vocab = build(docs, variant=variant)
+    assert idx.positive == (variant == "lucene")
+    common = [f"w{w}" for w in range(1, 40)]
+    queries = [ids_of(vocab, list(rng.choice(common, rng.integers(1, 6)))) for _ in range(40)]
+    queries += [ids_of(vocab, [f"w{w}" for w in rng.zipf(1.2, rng.integers(1, 8)) % 400]) for _ in range(40)]
+    queries.append(list(range(len(vocab))))              # every term: longer than MAX_TERMS
+    monkeypatch.setattr(bm25_batch, "_DENSE_SLOTS", 3 * len(docs))
+    calls = {"dense rows": 0, "single": 0}
+    real_sum_dense, real_run_plan = bm25_batch._sum_dense, BM25Index._run_plan
+
+    def counting_dense(index, slot, *rest):
+        calls["dense rows"] += len(np.unique(slot))
+        return real_sum_dense(index, slot, *rest)
+
+    def counting_single(self, *args):
+        calls["single"] += 1
+        return real_run_plan(self, *args)
+
+    monkeypatch.setattr(bm25_batch, "_sum_dense", counting_dense)
+    monkeypatch.setattr(BM25Index, "_run_plan", counting_single)
+    for max_docs in (1 << 15, 0):
+        monkeypatch.setattr(bm25_batch, "_DENSE_MAX_DOCS", max_docs)
+        calls["dense rows"] = 0
+        for allowed in (None, rng.random(len(docs)) < 0.4):
+            for k in (1, 10, 50):
+                before = calls["single"]
+                batch = idx.topk_batch(queries, k, allowed)
+                batch_single = calls["single"] - before - 1      # less the MAX_TERMS query's
+                for q, (a, s) in zip(queries, batch):
+                    b, t = idx.topk(q, k, allowed)
+                    assert a.tolist() == b.tolist() and s.tolist() == t.tolist()
+                assert batch_single > 5 if not max_docs else batch_single == 0
+        assert (calls["dense rows"] > 20) == bool(max_docs)
+
+
+def test_batch_sum_falls_back_to_a_stable_argsort_when_keys_are_too_wide():
+    # query * N + passage keys with positions packed below them must fit 62 bits; wider keys take an argsort.
+    # Either way each key's values are added in input order (hand-checked sums).
+    val = np.array([0.1, 1e16, 0.2, -1e16, 0.3, 5.0])
+    docs = np.array([3, 7, 3, 7, 3, 1], np.int32)
+    for first in (0, 2 ** 40):
+        slot = np.array([0, 0, 0, 0, 0, 1], np.int64) + first
+        q, d, sums = bm25_batch._sum_sorted(slot, docs, val, 10 ** 6)
+        assert (q - first).tolist() == [0, 0, 1] and d.tolist() == [3, 7, 1]
+        assert sums.tolist() == [(0.1 + 0.2) + 0.3, 1e16 + -1e16, 5.0]
 
 
 def test_ties_go_to_the_lower_passage_index_on_every_path():
@@ -240,7 +296,7 @@ def test_batched_queries_equal_single_queries_and_bad_input():
             for q, (a, s) in zip(queries, idx.topk_batch(queries, k, allowed)):
                 b, t = idx.topk(q, k, allowed)
                 assert a.tolist() == b.tolist()
-                np.testing.assert_allclose(s, t, rtol=1e-12)
+                assert s.tolist() == t.tolist()
     assert len(idx.topk([], 5)[0]) == 0
     with pytest.raises(ValueError, match="out of range"):
         idx.topk([len(vocab) + 5], 5)

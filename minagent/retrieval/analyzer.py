@@ -221,11 +221,18 @@ class TermIds:
         return flat, lengths          # views of the buffers (no copy); texts can no longer be added
 
     def query_ids(self, text):
-        """Term ids of a query; terms the index has never seen are dropped (they match nothing)."""
-        vocab = self.vocab
+        """Term ids of a query; terms the index has never seen are dropped (they match nothing).
+
+        A surface form seen while indexing is one dict lookup (its id, or -1 for a stopword); others are
+        analysed, without being added anywhere (queries never grow the vocabulary).
+        """
+        known, vocab, term = self._ids, self.vocab, self.analyzer.term
         out = []
         for tok in self.analyzer.surface_tokens(text):
-            t = self.analyzer.term(tok)
-            if t is not None and t in vocab:
-                out.append(vocab[t])
+            i = known.get(tok)
+            if i is None:
+                t = term(tok)
+                i = -1 if t is None else vocab.get(t, -1)
+            if i >= 0:
+                out.append(i)
         return out

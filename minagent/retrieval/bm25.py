@@ -31,7 +31,10 @@ import threading
 
 import numpy as np
 
+from . import bm25_batch
+
 VARIANTS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+_WIDEN = 8             # widen rather than look up when the next list is at most this x the live candidates
 _CHUNK = 1 << 18          # tokens / postings per slice while building: temporaries stay ~10x below the index
 
 
@@ -94,6 +97,9 @@ class BM25Index:
         self.term_max = np.zeros(0, np.float64)   # largest score of each term (MaxScore upper bound)
         self.baseline = None                      # BM25L/BM25+: per-term score of a passage without the term
         self.dense_cols = {}                      # very common terms: term -> dense score column
+        self.dense_rows = np.zeros((0, 0), self.dtype)  # their dense score rows, one per such term
+        self.dense_row_of = np.zeros(0, np.int64)  # term -> its row in dense_rows, -1 if none
+        self.positive = True                      # every stored score > 0
         self._tls = threading.local()             # per-thread scratch arrays for queries
 
     def params(self):
@@ -185,15 +191,20 @@ class BM25Index:
             if self.baseline is not None:
                 part -= self.baseline[terms]
             self.scores[a:b] = part
-        # terms in >= 1/4 of the passages also get a dense score column (no more bytes than their postings
-        # hold): looking up candidates in them is one gather instead of a binary search
+        # terms in >= 1/4 of the passages also get a dense score row (no more bytes than their postings hold):
+        # looking up candidates in them is one gather instead of a binary search
+        self.dense_row_of = np.full(self.n_terms, -1, np.int64)
+        common = np.flatnonzero(df * 4 >= self.n_docs) if self.n_docs >= 64 else np.zeros(0, np.int64)
+        self.dense_rows = np.zeros((len(common), self.n_docs), self.dtype)
         self.dense_cols = {}
-        if self.n_docs >= 64:
-            for t in np.flatnonzero(df * 4 >= self.n_docs).tolist():
-                s, e = self.indptr[t], self.indptr[t + 1]
-                col = np.zeros(self.n_docs, self.dtype)
-                col[self.doc_ids[s:e]] = self.scores[s:e]
-                self.dense_cols[t] = col
+        for r, t in enumerate(common.tolist()):
+            s, e = self.indptr[t], self.indptr[t + 1]
+            self.dense_rows[r, self.doc_ids[s:e]] = self.scores[s:e]
+            self.dense_row_of[t] = r
+            self.dense_cols[t] = self.dense_rows[r]
+        # every stored score > 0 (true for all variants but robertson's negative idf): a passage's sum over
+        # terms it holds is then > 0, which the batch path uses to find the passages it reached
+        self.positive = bool(nnz == 0 or self.scores.min() > 0)
         term_max = np.zeros(self.n_terms, np.float64)
         nonempty = df > 0
         if nonempty.any():
@@ -278,10 +289,11 @@ class BM25Index:
                 if len(cand) >= k:
                     theta = np.partition(cand_s, len(cand) - k)[len(cand) - k]
                     settled = theta > rest_ub[m]  # partial scores are lower bounds: the full k-th score wins too
-                    if settled or ends[m] - starts[m] > 8 * len(cand):
-                        # a candidate whose partial score plus everything the other terms could add stays below
-                        # the k-th partial score cannot make the top-k: look the others up for the rest only
-                        live = cand_s + rest_ub[m] >= theta
+                    # a candidate whose partial score plus everything the other terms could add stays below
+                    # the k-th partial score cannot make the top-k: look the others up for the rest only
+                    live = cand_s + rest_ub[m] >= theta
+                    n_live = int(np.count_nonzero(live))
+                    if settled or ends[m] - starts[m] > _WIDEN * n_live:
                         c, cs = cand[live], cand_s[live]
                         self._add_rest(c, cs, terms[m:], weights[m:], rest_ub[m])
                         # (when not settled by the partial scores, widening would touch many postings: first
@@ -300,113 +312,12 @@ class BM25Index:
     def topk_batch(self, queries, k=10, allowed=None):
         """topk for many queries at once: a list of (indices, scores), exactly as topk would return them.
 
-        The per-query numpy calls of topk cost more than the work itself for short posting lists, so a batch
-        is done with a fixed number of large array operations: the essential postings of every query are
-        scored together (keys query * N + passage, one sort), candidates that cannot reach their query's k-th
-        partial score are dropped, the other terms are looked up for the remaining candidates of all queries
-        that contain them, and each query takes its top-k. Queries whose k-th score does not beat their
-        remaining terms' bound (a few percent), and queries with long essential posting lists, take the
-        single-query path.
+        The same MaxScore as topk, run for all queries together as a fixed number of large array operations
+        (bm25_batch): topk's per-query numpy calls cost more than the work itself when posting lists are short.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        plans = [self._plan(q, k) for q in queries]
-        results = [_EMPTY] * len(plans)
-        small, single = [], []
-        for i, p in enumerate(plans):
-            if p is not None:
-                volume = sum(p[3][:p[6]]) - sum(p[2][:p[6]])
-                (single if volume * 32 > self.n_docs else small).append(i)
-        while small:
-            # queries a round could not settle take one more essential term and go again, together
-            small, unsettled = [], self._batch_round([plans[i] for i in small], small, k, allowed, results)
-            for i in unsettled:
-                terms, weights, starts, ends, rest_ub, base, m = plans[i]
-                plans[i] = terms, weights, starts, ends, rest_ub, base, m + 1
-                (single if (sum(ends[:m + 1]) - sum(starts[:m + 1])) * 32 > self.n_docs else small).append(i)
-        for i in single:            # long posting lists: the single-query path scatters instead of sorting
-            results[i] = self._run_plan(plans[i], k, allowed)
-        return results
-
-    def _batch_round(self, plans, qids, k, allowed, results):
-        """One vectorised MaxScore round over plans (query qids[i] has plans[i]); fills results and returns the
-        qids it could not settle."""
-        doc_ids, scores, n_docs, nq = self.doc_ids, self.scores, self.n_docs, len(plans)
-        # 1. essential postings of all queries, summed per (query, passage)
-        seg_q, seg_s, seg_e, seg_w = [], [], [], []
-        for i, (terms, weights, starts, ends, _, _, m) in enumerate(plans):
-            seg_q += [i] * m
-            seg_s += starts[:m]
-            seg_e += ends[:m]
-            seg_w += weights[:m]
-        lens = np.subtract(seg_e, seg_s)
-        pos = _ranges(np.asarray(seg_s), lens)
-        key = np.repeat(np.asarray(seg_q, np.int64) * n_docs, lens) + doc_ids[pos]
-        val = np.repeat(np.asarray(seg_w), lens) * scores[pos]
-        order = np.argsort(key, kind="stable")
-        key, val = key[order], val[order]
-        first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        key, cand_s = key[first], np.add.reduceat(val, first)
-        cand_q, cand = np.divmod(key, n_docs)
-        if allowed is not None:
-            keep = allowed[cand]
-            cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
-        bounds = np.searchsorted(cand_q, np.arange(nq + 1))
-        # 2. drop candidates that cannot reach their query's k-th partial score even with every remaining term
-        theta = _kth_per_query(cand_s, bounds, k)
-        rest = np.array([p[4][p[6]] for p in plans])
-        keep = cand_s + rest[cand_q] >= theta[cand_q]
-        cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
-        bounds = np.searchsorted(cand_q, np.arange(nq + 1))
-        sizes = np.diff(bounds)
-        # 3. the remaining terms, looked up for the candidates of the queries holding them. The candidate slots
-        # of every (term, query) pair are laid out term by term in one array and each term's scores gathered
-        # into its stretch with one lookup; then the scores are added rank by rank (a query's first remaining
-        # term, its second, ...), one bincount each, so every candidate's sum is formed in the order topk forms
-        # it and the two agree to the last bit
-        by_term = {}
-        for i, (terms, weights, _, _, rest_ub, _, m) in enumerate(plans):
-            if rest_ub[m] > 0:
-                for j in range(m, len(terms)):
-                    users, ws, ranks = by_term.setdefault(terms[j], ([], [], []))
-                    users.append(i)
-                    ws.append(weights[j])
-                    ranks.append(j - m)
-        if by_term:
-            users = np.concatenate([np.asarray(u, np.int64) for u, _, _ in by_term.values()])
-            counts = sizes[users]
-            at = _ranges(bounds[users], counts)
-            gain = np.repeat(np.concatenate([w for _, w, _ in by_term.values()]), counts)
-            rank = np.repeat(np.concatenate([r for _, _, r in by_term.values()]), counts)
-            term_starts = np.cumsum([0] + [len(u) for u, _, _ in by_term.values()])[:-1]
-            edges = np.concatenate(([0], np.cumsum(np.add.reduceat(counts, term_starts))))
-            docs = cand[at]
-            for t, a, b in zip(by_term, edges[:-1].tolist(), edges[1:].tolist()):
-                if a == b:
-                    continue
-                col = self.dense_cols.get(t)
-                gain[a:b] *= col[docs[a:b]] if col is not None else self._lookup(t, docs[a:b])
-            order = np.argsort(rank, kind="stable")
-            cuts = np.searchsorted(rank[order], np.arange(1, int(rank.max()) + 1)) if len(rank) else []
-            for part in np.split(order, cuts):
-                cand_s += np.bincount(at[part], weights=gain[part], minlength=len(cand))
-        # 4. per query: its top-k (score descending, ties by passage), exact when its k-th score beats the bound
-        # of its non-essential terms. Only candidates at or above their query's k-th score can be in it: those
-        # few are sorted (stable, so ties keep passage order), not all candidates.
-        kth = _kth_per_query(cand_s, bounds, k)
-        top = np.flatnonzero(cand_s >= kth[cand_q])
-        top = top[np.lexsort((-cand_s[top], cand_q[top]))]
-        cand, cand_s = cand[top], cand_s[top]
-        bounds = np.searchsorted(cand_q[top], np.arange(nq + 1))
-        again = []
-        for i, (terms, _, _, _, rest_ub, base, m) in enumerate(plans):
-            a = bounds[i]
-            b = min(bounds[i + 1], a + k)
-            if m == len(terms) or (b - a == k and cand_s[b - 1] > rest_ub[m]):
-                results[qids[i]] = (cand[a:b], cand_s[a:b] + base)
-            else:
-                again.append(qids[i])
-        return again
+        return bm25_batch.topk_batch(self, queries, k, allowed)
 
     def _lookup(self, t, docs):
         """Score of term t in each of `docs` (0 where absent), float64."""
@@ -494,10 +405,10 @@ class _Union:
             return cand, self.acc[cand]
         d = np.concatenate([doc_ids[s:e] for s, e in zip(starts[:m], ends[:m])])
         v = np.concatenate([w * scores[s:e].astype(np.float64) for w, s, e in zip(weights[:m], starts[:m], ends[:m])])
-        order = np.argsort(d, kind="stable")
-        d, v = d[order], v[order]
-        first = np.flatnonzero(np.concatenate(([True], d[1:] != d[:-1])))
-        return d[first].astype(np.int64), np.add.reduceat(v, first)
+        # bincount adds in input order (term by term, from 0.0), like the scatter path and the batch path;
+        # np.add.reduceat would not (it sums a segment's tail pairwise)
+        docs, inverse = np.unique(d, return_inverse=True)
+        return docs.astype(np.int64), np.bincount(inverse, weights=v, minlength=len(docs))
 
     def release(self):
         """Zero what this query wrote into the scratch arrays (also after an error half-way through upto)."""
@@ -506,28 +417,6 @@ class _Union:
             self.acc[touched] = 0.0
             self.seen[touched] = False
             self.touched = []
-
-
-def _kth_per_query(scores, bounds, k):
-    """The k-th largest of each query's scores (query i owns scores[bounds[i]:bounds[i + 1]]); -inf for a query
-    with k or fewer."""
-    kth = np.full(len(bounds) - 1, -np.inf)
-    for i in range(len(bounds) - 1):
-        a, b = bounds[i], bounds[i + 1]
-        if b - a > k:
-            kth[i] = np.partition(scores[a:b], b - a - k)[b - a - k]
-    return kth
-
-
-def _ranges(starts, lengths):
-    """Concatenation of arange(s, s + n) for each (s, n), without a Python loop."""
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)
-    offsets = np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths)
-    return np.arange(total, dtype=np.int64) + offsets
 
 
 def _top_k_sorted(ids, scores, k):
