@@ -405,10 +405,9 @@ class _Union:
             return cand, self.acc[cand]
         d = np.concatenate([doc_ids[s:e] for s, e in zip(starts[:m], ends[:m])])
         v = np.concatenate([w * scores[s:e].astype(np.float64) for w, s, e in zip(weights[:m], starts[:m], ends[:m])])
-        # bincount adds in input order (term by term, from 0.0), like the scatter path and the batch path;
-        # np.add.reduceat would not (it sums a segment's tail pairwise)
-        docs, inverse = np.unique(d, return_inverse=True)
-        return docs.astype(np.int64), np.bincount(inverse, weights=v, minlength=len(docs))
+        # summed term by term from 0.0, like the scatter path and the batch path (np.add.reduceat would not:
+        # it sums a segment's tail pairwise)
+        return bm25_batch.sum_by_key(d, v, ix.n_docs)
 
     def release(self):
         """Zero what this query wrote into the scratch arrays (also after an error half-way through upto)."""

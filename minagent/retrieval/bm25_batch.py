@@ -27,6 +27,7 @@ import itertools
 import numpy as np
 
 MAX_TERMS = 64            # queries with more distinct terms take the single-query path (arrays are padded)
+_PACKED_SORT_MIN = 1024   # sum_by_key packs positions into the keys from this many keys on
 _PAD_MAX = 256            # _kth_per_query pads queries with up to this many candidates into one matrix
 _DENSE_SLOTS = 1 << 22    # (query, passage) accumulator slots of one dense chunk: 32 MB of float64
 _DENSE_SHARE = 16         # a query scatters into a dense row once its essential postings exceed N / this ...
@@ -205,25 +206,31 @@ def _round(index, plan, qs, k, allowed, results, rows):
 
 
 def _sum_sorted(slot, docs, val, n_docs):
-    """Few postings: (query, passage, sum) for each distinct query * N + passage key, summed in input order.
+    """Few postings: (query, passage, sum) for each distinct (query, passage), summed in input order."""
+    key, sums = sum_by_key(slot * n_docs + docs, val, (int(slot[-1]) + 1) * n_docs)    # slot is ascending
+    q = key // n_docs
+    return q, key - q * n_docs, sums
+
+
+def sum_by_key(key, val, key_end):
+    """(distinct keys ascending, sum of val over each), every sum taken in input order from 0.0; keys are
+    non-negative ints below key_end.
 
     The keys are sorted with their positions packed into the low bits: a value sort (SIMD in numpy) is 2-5x
-    faster than an argsort, and the packing makes it stable, so each key's values keep their input order.
+    faster than an argsort, and the packing makes it stable. Short arrays (where the extra calls cost more than
+    they save) and keys too wide to pack take a stable argsort.
     """
-    key = slot * n_docs + docs
     shift = max(len(key) - 1, 1).bit_length()
-    if ((int(slot[-1]) + 1) * n_docs - 1).bit_length() + shift <= 62:   # slot is ascending
-        packed = np.sort((key << shift) | np.arange(len(key)))
-        order = packed & ((1 << shift) - 1)
-        key = packed >> shift
-    else:
+    if len(key) < _PACKED_SORT_MIN or (max(key_end, 1) - 1).bit_length() + shift > 62:
         order = np.argsort(key, kind="stable")
-        key = key[order]
+        key = key[order].astype(np.int64)
+        first = key[np.concatenate(([True], key[1:] != key[:-1]))]
+        return first, np.bincount(np.searchsorted(first, key), weights=val[order])
+    packed = np.sort((key.astype(np.int64) << shift) | np.arange(len(key)))
+    order = packed & ((1 << shift) - 1)
+    key = packed >> shift
     first = np.concatenate(([True], key[1:] != key[:-1]))
-    segment = np.cumsum(first) - 1
-    key = key[first]
-    q = key // n_docs
-    return q, key - q * n_docs, np.bincount(segment, weights=val[order], minlength=len(key))
+    return key[first], np.bincount(np.cumsum(first) - 1, weights=val[order])
 
 
 def _sum_dense(index, slot, docs, val, first, end):
