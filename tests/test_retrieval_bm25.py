@@ -216,6 +216,77 @@ def test_batch_sum_falls_back_to_a_stable_argsort_when_keys_are_too_wide():
         assert sums.tolist() == [(0.1 + 0.2) + 0.3, 1e16 + -1e16, 5.0]
 
 
+def test_maxscore_bounds_allow_for_rounding():
+    # The bound of the non-essential terms is summed from the last term back, a passage's score from the first:
+    # passage X = [b c d] can score an ulp above the bound, and ties passage Y = [a c d] (a and b have equal
+    # df, every passage has 3 tokens). The mask leaves Y as a's only passage, so a is the lone essential term;
+    # a bound without slack "proves" Y is the top-1 and misses X, which the tie rule puts first.
+    def corpus(n, df_ab, df_c, df_d):
+        docs = [[1, 2, 3], [0, 2, 3]] + [[0]] * (df_ab - 1) + [[1]] * (df_ab - 1)
+        docs = [list(d) for d in docs] + [[] for _ in range(n - len(docs))]
+        extra_c, extra_d = df_c - 2, df_d - 2
+        for d in docs[2:]:
+            if extra_c and len(d) < 3:
+                d.append(2)
+                extra_c -= 1
+            if extra_d and len(d) < 3:
+                d.append(3)
+                extra_d -= 1
+        fill = 4
+        for d in docs:
+            while len(d) < 3:
+                d.append(fill)
+                fill += 1
+        return docs
+
+    found = 0
+    for df_c in range(30, 90, 7):
+        for df_d in range(60, 160, 11):
+            docs = corpus(200, 20, df_c, df_d)
+            idx = BM25Index("lucene", k1=1.2, dtype="float64").add(np.concatenate(docs), [3] * 200)
+            ta, tb, tc, td = (float(idx.term_max[t]) for t in range(4))
+            if (ta + tc) + td <= ((0.0 + td) + tc) + tb:
+                continue                       # no rounding gap with these frequencies
+            found += 1
+            allowed = np.ones(200, bool)
+            allowed[[i for i, d in enumerate(docs) if 0 in d and i != 1]] = False
+            assert idx.topk([0, 1, 2, 3], 1, allowed)[0].tolist() == [0]
+            assert idx.topk_batch([[0, 1, 2, 3]], 1, allowed)[0][0].tolist() == [0]
+    assert found
+
+
+def test_baseline_variants_rank_by_the_scores_they_return():
+    # BM25+ adds a per-query baseline to the sums it ranks; two different sums can round to one returned score,
+    # and then the lower passage must come first (a corpus found by search where ranking the sums did not)
+    rng = np.random.default_rng(426)
+    n_docs, vocab = int(rng.integers(20, 300)), int(rng.integers(5, 40))
+    lengths = rng.integers(1, 12, n_docs)
+    flat = rng.zipf(1.3, lengths.sum()) % vocab
+    idx = BM25Index("bm25+", k1=1.2, b=0.75, dtype="float64").add(flat, lengths, vocab)
+    q = [4, 13, 1, 17, 17]
+    for ids, s in (idx.topk(q, 37), idx.topk_batch([q], 37)[0]):
+        assert len(ids) == 37 and (np.diff(s) <= 0).all()
+        ties = s[1:] == s[:-1]
+        assert ties.any() and (ids[1:][ties] > ids[:-1][ties]).all()
+
+
+def test_batch_takes_any_sequence_of_queries_and_rejects_bad_ids():
+    docs, rng = zipf_corpus(9, 200, vocab=50)
+    idx, vocab = build(docs)
+    queries = [[1, 2, 3], [4], [0, 0, 7]]
+    want = [idx.topk(q, 5) for q in queries]
+    for given in (iter(queries), tuple(queries), np.array(queries[:1]), (np.array(q) for q in queries)):
+        got = idx.topk_batch(given, 5)
+        for (a, s), (b, t) in zip(got, want):
+            assert a.tolist() == b.tolist() and s.tolist() == t.tolist()
+    assert idx.topk_batch([], 5) == [] and idx.topk_batch(np.zeros((0, 3), int), 5) == []
+    with pytest.raises(TypeError, match="integers"):
+        idx.topk_batch([[1.5, 2]], 5)
+    # terms that exist in the vocabulary but in no passage: nothing matches, on both paths
+    empty = BM25Index().add(np.array([0, 1, 0]), [2, 1], n_terms=5)
+    assert len(empty.topk([2, 3], 3)[0]) == 0 and len(empty.topk_batch([[2, 3], [4]], 3)[0][0]) == 0
+
+
 def test_ties_go_to_the_lower_passage_index_on_every_path():
     # each passage has a twin written in a renamed vocabulary (w17 -> v17), and both appear 4 times at shuffled
     # places; a query holding w17 and v17 scores a passage and its twin exactly alike, though they reach the
@@ -306,6 +377,12 @@ def test_batched_queries_equal_single_queries_and_bad_input():
         BM25Index("okapi2")
     with pytest.raises(ValueError, match="out of range"):
         BM25Index(b=1.5)
+    with pytest.raises(ValueError, match="needs k1 > 0"):
+        BM25Index("bm25+", k1=0)
+    # passages with no terms at all, then real ones: indexed, and only the real one matches
+    blank = BM25Index().add(np.zeros(0, np.int64), [0, 0])
+    assert blank.n_docs == 2 and blank.topk_batch([[]], 3)[0][0].tolist() == []
+    assert blank.add(np.array([0, 1]), [2]).topk([0], 3)[0].tolist() == [2]
 
 
 # -- the real manual ---------------------------------------------------------------------------------------

@@ -231,6 +231,26 @@ def test_save_load_roundtrip_keeps_results(corpus, tmp_path):
         assert [h.to_dict() for h in loaded.search(q, k=5)] == [h.to_dict() for h in r.search(q, k=5)]
 
 
+def test_queries_read_the_surface_forms_seen_while_indexing(corpus, tmp_path, monkeypatch):
+    # a built (and an appended-to) index answers queries of words its passages hold from the build's cache of
+    # surface forms, without analysing them again; a loaded index analyses them (no cache): same results
+    r = Retriever.from_passages(chunk_corpus(corpus, progress=False)[0], progress=False)
+    r.save(str(tmp_path / "idx"))
+    loaded = Retriever.load(str(tmp_path / "idx"))
+    more = make_corpus(tmp_path / "more", {"extra/notes.md": "# Notes\n\nRotate the logs weekly.\n"})
+    for index in (r, loaded):
+        index.add_passages(chunk_corpus(more, progress=False)[0], progress=False)
+    want = {q: [h.to_dict() for h in loaded.search(q, k=3)] for q in ("the daemon", "KAVS1234-E max_connections")}
+
+    def no_analysis(token):
+        raise AssertionError(f"analysed {token!r} again")
+
+    monkeypatch.setattr(r.analyzer, "term", no_analysis)
+    for q, hits in want.items():
+        assert [h.to_dict() for h in r.search(q, k=3)] == hits
+    assert r.search("weekly logs", k=1)[0].source.endswith("notes.md")
+
+
 def test_fusion_functions_by_hand():
     ids, scores = reciprocal_rank_fusion([[3, 1, 2], [1, 4]])
     # 1: 1/62 + 1/61, 3: 1/61, 4: 1/62, 2: 1/63

@@ -220,6 +220,19 @@ class TermIds:
             flat, lengths = flat[keep], np.bincount(doc[keep], minlength=len(lengths)).astype(np.int64)
         return flat, lengths          # views of the buffers (no copy); texts can no longer be added
 
+    def builder(self):
+        """A new TermIds for adding texts to an index built with this one: same vocabulary and surface-form
+        cache (copies, so this one is untouched if the build fails), empty buffers."""
+        new = TermIds(self.analyzer, self.vocab)
+        new._ids.update(self._ids)
+        return new
+
+    def for_queries(self):
+        """This TermIds with its build buffers dropped (the index holds the postings now): what is kept is the
+        vocabulary and the surface-form cache that query_ids reads. Returns self."""
+        self._flat, self._lengths, self._packed = array("i"), array("q"), None
+        return self
+
     def query_ids(self, text):
         """Term ids of a query; terms the index has never seen are dropped (they match nothing).
 

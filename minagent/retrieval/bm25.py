@@ -23,7 +23,9 @@ Variants (formulas as in Kamphuis et al. 2020, matching bm25s and rank_bm25 exac
   bm25l      idf = ln((N + 1)/(df + .5))             tfc = (k1 + 1)(c + d)/(k1 + c + d), c = tf/(1 - b + b dl/avgdl)
   bm25+      idf = ln((N + 1)/df)                    tfc = atire's + delta
 BM25L and BM25+ give a passage credit for a term even when tf = 0; we store the score *above* that baseline
-(always > 0) and add the baseline back to the scores we return, so ranking work stays sparse.
+(>= 0) and add the baseline back to the scores we return, so ranking work stays sparse. Every stored score is
+>= 0; it is 0 where the idf is (robertson's clamp for terms in half the passages or more, atire's for a term in
+every passage). Ranking is by the returned score (with the baseline) and then passage index.
 rank_bm25's BM25Okapi with epsilon=0 is variant="atire" with idf="robertson".
 """
 
@@ -34,7 +36,6 @@ import numpy as np
 from . import bm25_batch
 
 VARIANTS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
-_WIDEN = 8             # widen rather than look up when the next list is at most this x the live candidates
 _CHUNK = 1 << 18          # tokens / postings per slice while building: temporaries stay ~10x below the index
 
 
@@ -84,6 +85,8 @@ class BM25Index:
             raise ValueError(f"unknown BM25 idf variant {idf!r}; expected one of {VARIANTS}")
         if not (k1 >= 0 and 0 <= b <= 1 and delta >= 0):
             raise ValueError(f"BM25 parameters out of range: k1={k1} (>= 0), b={b} (0..1), delta={delta} (>= 0)")
+        if k1 == 0 and (variant == "bm25+" or (variant == "bm25l" and delta == 0)):
+            raise ValueError(f"BM25 variant {variant!r} needs k1 > 0 (with k1=0 its tf=0 baseline is 0/0)")
         self.variant, self.k1, self.b, self.delta = variant, float(k1), float(b), float(delta)
         self.idf_variant = idf or variant
         self.dtype = np.dtype(dtype)
@@ -145,6 +148,8 @@ class BM25Index:
             terms_parts.insert(0, np.repeat(np.arange(self.n_terms, dtype=np.int32), np.diff(self.indptr)))
             docs_parts.insert(0, self.doc_ids)
             tf_parts.insert(0, self.tf)
+        if not terms_parts:               # only empty passages, added to an empty index
+            terms_parts, docs_parts, tf_parts = ([np.zeros(0, np.int32)] for _ in range(3))
         terms = np.concatenate(terms_parts)
         del terms_parts
         # each part is sorted by (term, passage) and parts hold increasing passages: a stable sort by term
@@ -202,8 +207,8 @@ class BM25Index:
             self.dense_rows[r, self.doc_ids[s:e]] = self.scores[s:e]
             self.dense_row_of[t] = r
             self.dense_cols[t] = self.dense_rows[r]
-        # every stored score > 0 (true for all variants but robertson's negative idf): a passage's sum over
-        # terms it holds is then > 0, which the batch path uses to find the passages it reached
+        # every stored score > 0 (not so where an idf is 0): a passage's sum over the terms it holds is then
+        # > 0, which the batch path uses to find the passages it reached
         self.positive = bool(nnz == 0 or self.scores.min() > 0)
         term_max = np.zeros(self.n_terms, np.float64)
         nonempty = df > 0
@@ -264,6 +269,8 @@ class BM25Index:
         rest_ub = [0.0] * (n + 1)
         for j in range(n - 1, -1, -1):
             rest_ub[j] = rest_ub[j + 1] - info[j][0]
+        slack = bm25_batch.bound_slack(n)       # a passage's sum may round a few ulps above the bound's
+        rest_ub = [r * slack for r in rest_ub]
         base = 0.0 if self.baseline is None else sum(float(self.baseline[t]) * c for t, c in zip(terms, weights))
         # essential terms to start with: every cheap (short) posting list, and enough postings for k candidates
         cheap = max(4 * k, self.n_docs >> 6)
@@ -274,9 +281,15 @@ class BM25Index:
         return terms, weights, starts, ends, rest_ub, base, m
 
     def _run_plan(self, plan, k, allowed):
-        """MaxScore for one query (see module docstring)."""
+        """MaxScore for one query (see module docstring).
+
+        Every comparison that decides membership is made on returned scores (sum + base: BM25L/BM25+ add their
+        baseline, which can round two different sums to one score, and then the lower passage must win) and
+        on bounds widened by bound_slack (float sums taken in another order than the bound's).
+        """
         terms, weights, starts, ends, rest_ub, base, m = plan
         n = len(terms)
+        slack = bm25_batch.bound_slack(n)
         union = _Union(self)
         try:
             while True:
@@ -288,17 +301,19 @@ class BM25Index:
                     break
                 if len(cand) >= k:
                     theta = np.partition(cand_s, len(cand) - k)[len(cand) - k]
-                    settled = theta > rest_ub[m]  # partial scores are lower bounds: the full k-th score wins too
+                    # partial scores are lower bounds: when the k-th beats everything the other terms can give a
+                    # passage holding none of the essential ones, the full k-th score does too
+                    settled = theta + base > rest_ub[m] + base
                     # a candidate whose partial score plus everything the other terms could add stays below
                     # the k-th partial score cannot make the top-k: look the others up for the rest only
-                    live = cand_s + rest_ub[m] >= theta
+                    live = (cand_s + rest_ub[m]) * slack + base >= theta + base
                     n_live = int(np.count_nonzero(live))
-                    if settled or ends[m] - starts[m] > _WIDEN * n_live:
+                    if settled or ends[m] - starts[m] > bm25_batch.WIDEN * n_live:
                         c, cs = cand[live], cand_s[live]
                         self._add_rest(c, cs, terms[m:], weights[m:], rest_ub[m])
                         # (when not settled by the partial scores, widening would touch many postings: first
                         # see whether the full scores settle it)
-                        if settled or np.partition(cs, len(cs) - k)[len(cs) - k] > rest_ub[m]:
+                        if settled or np.partition(cs, len(cs) - k)[len(cs) - k] + base > rest_ub[m] + base:
                             cand, cand_s = c, cs
                             break
                 m += 1
@@ -306,8 +321,7 @@ class BM25Index:
             union.release()
         if len(cand) == 0:
             return _EMPTY
-        idx, top_s = _top_k_sorted(cand, cand_s, k)
-        return idx, top_s + base
+        return _top_k_sorted(cand, cand_s + base, k)
 
     def topk_batch(self, queries, k=10, allowed=None):
         """topk for many queries at once: a list of (indices, scores), exactly as topk would return them.

@@ -26,17 +26,25 @@ import itertools
 
 import numpy as np
 
-MAX_TERMS = 64            # queries with more distinct terms take the single-query path (arrays are padded)
+MAX_TERMS = 64            # queries of more term ids take the single-query path (plan arrays are padded)
 _PACKED_SORT_MIN = 1024   # sum_by_key packs positions into the keys from this many keys on
 _PAD_MAX = 256            # _kth_per_query pads queries with up to this many candidates into one matrix
 _DENSE_SLOTS = 1 << 22    # (query, passage) accumulator slots of one dense chunk: 32 MB of float64
 _DENSE_SHARE = 16         # a query scatters into a dense row once its essential postings exceed N / this ...
 _DENSE_MAX_DOCS = 1 << 15  # ... on indexes up to this size; on bigger ones (a row costs O(N)) such a query
 _SINGLE_SHARE = 32        # takes the single-query path once its essential postings exceed N / this
-_WIDEN = 8                # widen rather than look up when the next list is at most this x the live candidates
+WIDEN = 8                 # (both paths) widen rather than look up when the next list is <= this x the live candidates
 
 _EMPTY_IDS = np.zeros(0, np.int64)
 _EMPTY_SCORES = np.zeros(0, np.float64)
+
+
+def bound_slack(n_terms):
+    """Factor that widens a MaxScore bound of n_terms terms over every float64 rounding: the bound is summed
+    from the last term back, a passage's score from the first, so a passage holding every term at its maximum
+    can score a few ulps above it (the relative error of an n-term sum of non-negative numbers is below
+    n * 2**-53; this allows 8x that)."""
+    return 1.0 + (np.asarray(n_terms) + 2) * 2.0 ** -50
 
 
 class BatchPlan:
@@ -46,7 +54,10 @@ class BatchPlan:
     def __init__(self, index, queries, k):
         n_q = len(queries)
         lens = np.fromiter(map(len, queries), np.int64, count=n_q)
-        flat = np.fromiter(itertools.chain.from_iterable(queries), np.int64, count=int(lens.sum()))
+        flat = np.asarray(list(itertools.chain.from_iterable(queries)))
+        if len(flat) and flat.dtype.kind not in "iu":
+            raise TypeError(f"query term ids must be integers, got {flat.dtype}")
+        flat = flat.astype(np.int64, copy=False)
         if len(flat) and (flat.min() < 0 or flat.max() >= index.n_terms):
             raise ValueError(f"query term id out of range 0..{index.n_terms - 1}")
         # distinct (query, term) pairs with repeat counts, then each query's terms by (bound desc, term)
@@ -73,7 +84,8 @@ class BatchPlan:
         self.lengths[q, col] = index.indptr[t + 1] - index.indptr[t]
         bound[q, col] = ub
         # rest[:, j] = the most terms j.. can add, summed from the last term back (as BM25Index._plan does)
-        self.rest = np.cumsum(bound[:, ::-1], axis=1)[:, ::-1]
+        self.slack = bound_slack(self.n)
+        self.rest = np.cumsum(bound[:, ::-1], axis=1)[:, ::-1] * self.slack[:, None]
         if index.baseline is None:
             self.base = np.zeros(n_q)
         else:
@@ -97,8 +109,9 @@ class BatchPlan:
 
 def topk_batch(index, queries, k, allowed):
     """A list of (passage indices int64, scores float64), one per query, equal to index.topk's."""
+    queries = queries if isinstance(queries, list) else list(queries)
     results = [(_EMPTY_IDS, _EMPTY_SCORES)] * len(queries)
-    if index.n_docs == 0 or not queries:
+    if index.n_docs == 0 or len(queries) == 0:
         return results
     rows = [i for i, q in enumerate(queries) if len(q) <= MAX_TERMS]
     plan = BatchPlan(index, [queries[i] for i in rows] if len(rows) < len(queries) else queries, k)
@@ -154,16 +167,21 @@ def _round(index, plan, qs, k, allowed, results, rows):
     rest = plan.rest[qs, m]
     # 2. drop candidates that cannot reach their query's k-th partial score even with every remaining term
     bounds = np.searchsorted(cand_q, np.arange(nq + 1))
+    # (membership is decided on returned scores, sum + base, as in BM25Index._run_plan)
+    base = plan.base[qs] if index.baseline is not None else None
     theta = _kth_per_query(cand_s, bounds, k)
-    keep = cand_s + rest[cand_q] >= theta[cand_q]
-    # a query its partial scores cannot settle, whose next term's list is short next to its candidates, takes
-    # that term as essential (next round) instead of looking the other terms up for all candidates (as topk)
+    ub = (cand_s + rest[cand_q]) * plan.slack[qs][cand_q]
+    keep = ub >= theta[cand_q] if base is None else ub + base[cand_q] >= theta[cand_q] + base[cand_q]
+    # a query its partial scores cannot settle, whose next term's list is short next to its candidates (or
+    # that has fewer than k), takes that term as essential next round instead of looking the other terms up
     width = plan.terms.shape[1]
     more = m < plan.n[qs]
     next_len = plan.lengths[qs, np.minimum(m, width - 1)]
     cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
     bounds = np.searchsorted(cand_q, np.arange(nq + 1))
-    widen = more & ~(theta > rest) & (next_len <= _WIDEN * np.diff(bounds))
+    live = np.diff(bounds)
+    settles = theta > rest if base is None else theta + base > rest + base
+    widen = more & ((live < k) | (~settles & (next_len <= WIDEN * live)))
     if widen.any():
         keep = ~widen[cand_q]
         cand_q, cand, cand_s = cand_q[keep], cand[keep], cand_s[keep]
@@ -184,8 +202,11 @@ def _round(index, plan, qs, k, allowed, results, rows):
         for r in range(int(rank.max()) + 1):
             sel = rank == r
             cand_s += np.bincount(at[sel], weights=gain[sel], minlength=len(cand))
-    # 4. each query's top-k (score descending, ties by passage: candidates are in passage order within a
-    # query and the sort is stable); only candidates at or above the k-th score need sorting
+    # 4. each query's top-k by returned score (descending, ties by passage: candidates are in passage order
+    # within a query and the sort is stable); only candidates at or above the k-th score need sorting
+    if base is not None:
+        cand_s = cand_s + base[cand_q]
+        rest = rest + base
     kth = _kth_per_query(cand_s, bounds, k)
     top = np.flatnonzero(cand_s >= kth[cand_q])
     top = top[np.lexsort((-cand_s[top], cand_q[top]))]
@@ -197,7 +218,6 @@ def _round(index, plan, qs, k, allowed, results, rows):
     settled = m == plan.n[qs]
     if len(cand_s):
         settled |= full & (cand_s[last] > rest)
-    cand_s = cand_s + plan.base[qs][cand_q]
     for i in np.flatnonzero(settled).tolist():
         a = int(starts[i])
         b = a + int(got[i])
@@ -214,12 +234,15 @@ def _sum_sorted(slot, docs, val, n_docs):
 
 def sum_by_key(key, val, key_end):
     """(distinct keys ascending, sum of val over each), every sum taken in input order from 0.0; keys are
-    non-negative ints below key_end.
+    non-negative ints below key_end. (np.bincount adds its weights in input order: not documented, but what
+    its loop does; the tests comparing both paths bit for bit would catch a change.)
 
     The keys are sorted with their positions packed into the low bits: a value sort (SIMD in numpy) is 2-5x
     faster than an argsort, and the packing makes it stable. Short arrays (where the extra calls cost more than
     they save) and keys too wide to pack take a stable argsort.
     """
+    if len(key) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
     shift = max(len(key) - 1, 1).bit_length()
     if len(key) < _PACKED_SORT_MIN or (max(key_end, 1) - 1).bit_length() + shift > 62:
         order = np.argsort(key, kind="stable")
@@ -242,8 +265,6 @@ def _sum_dense(index, slot, docs, val, first, end):
         bounds = np.append(bounds, len(slot))
     parts = []
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        if a == b:
-            continue
         q0 = int(slot[a])
         key = (slot[a:b] - q0) * n_docs + docs[a:b]
         n_slots = (int(slot[b - 1]) - q0 + 1) * n_docs
@@ -277,11 +298,11 @@ def lookup(index, terms, counts, docs):
 
 def _kth_per_query(scores, bounds, k):
     """The k-th largest of each query's scores (query i owns scores[bounds[i]:bounds[i + 1]]); -inf for a query
-    with k or fewer. Queries with up to _PAD_MAX scores are padded with -inf into matrices of power-of-two widths
+    with fewer than k. Queries with up to _PAD_MAX scores are padded with -inf into matrices of power-of-two widths
     (padding at most doubles the work) and partitioned row-wise, one call per width; bigger ones one by one."""
     sizes = np.diff(bounds)
     kth = np.full(len(sizes), -np.inf)
-    big = np.flatnonzero(sizes > k)
+    big = np.flatnonzero(sizes >= k)
     if not len(big):
         return kth
     width = np.left_shift(1, np.ceil(np.log2(sizes[big])).astype(np.int64))

@@ -83,14 +83,15 @@ class Retriever:
         if not passages:
             return self
         texts = [p.index_text() for p in passages]
-        builder = TermIds(self.analyzer, self.terms.vocab)
+        builder = self.terms.builder()
         with tqdm(total=len(texts), desc="analyzing", unit="passage", disable=not progress) as bar:
             builder.add_texts(texts, progress=bar)
         flat, lengths = builder.arrays()
         if self.dense is not None:
             vectors = self._embed(texts, embed_cache, progress)
         self.bm25.add(flat, lengths, len(builder.vocab))
-        self.terms = TermIds(self.analyzer, builder.vocab)
+        del flat, lengths                   # views of the builder's buffers, which for_queries drops
+        self.terms = builder.for_queries()
         if self.dense is not None:
             self.dense.add(vectors)
         self.passages.extend(passages)
