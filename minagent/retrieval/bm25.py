@@ -99,8 +99,7 @@ class BM25Index:
         self.doc_len = np.zeros(0, np.int64)      # analysed length of each passage
         self.term_max = np.zeros(0, np.float64)   # largest score of each term (MaxScore upper bound)
         self.baseline = None                      # BM25L/BM25+: per-term score of a passage without the term
-        self.dense_cols = {}                      # very common terms: term -> dense score column
-        self.dense_rows = np.zeros((0, 0), self.dtype)  # their dense score rows, one per such term
+        self.dense_rows = np.zeros((0, 0), self.dtype)  # very common terms: a dense score row each
         self.dense_row_of = np.zeros(0, np.int64)  # term -> its row in dense_rows, -1 if none
         self.positive = True                      # every stored score > 0
         self._tls = threading.local()             # per-thread scratch arrays for queries
@@ -201,12 +200,10 @@ class BM25Index:
         self.dense_row_of = np.full(self.n_terms, -1, np.int64)
         common = np.flatnonzero(df * 4 >= self.n_docs) if self.n_docs >= 64 else np.zeros(0, np.int64)
         self.dense_rows = np.zeros((len(common), self.n_docs), self.dtype)
-        self.dense_cols = {}
         for r, t in enumerate(common.tolist()):
             s, e = self.indptr[t], self.indptr[t + 1]
             self.dense_rows[r, self.doc_ids[s:e]] = self.scores[s:e]
             self.dense_row_of[t] = r
-            self.dense_cols[t] = self.dense_rows[r]
         # every stored score > 0 (not so where an idf is 0): a passage's sum over the terms it holds is then
         # > 0, which the batch path uses to find the passages it reached
         self.positive = bool(nnz == 0 or self.scores.min() > 0)
@@ -371,11 +368,11 @@ class BM25Index:
         """Add the non-essential terms' scores for the candidates only (in place)."""
         if rest_ub == 0 or len(cand) == 0:
             return                            # only idf-0 terms left: they add nothing
-        cols = self.dense_cols
+        rows, row_of = self.dense_rows, self.dense_row_of
         for t, w in zip(terms, weights):
-            col = cols.get(t)
-            if col is not None:               # very common term: its scores as a dense column, one gather
-                cand_s += w * col[cand].astype(np.float64)
+            r = row_of[t]
+            if r >= 0:                        # very common term: its scores as a dense row, one gather
+                cand_s += w * rows[r, cand].astype(np.float64)
                 continue
             cand_s += w * self._lookup(t, cand)
 
