@@ -1,6 +1,8 @@
-"""Agent benchmark: steps/s with and without KV-cache reuse across steps, and the cost of SAG per step.
+"""Agent benchmark: steps/s with and without KV-cache reuse across steps, with and without prompt-lookup
+drafts, and the cost of SAG per step.
 
     python bench/agent.py [--model models/SmolLM2-135M-Instruct] [--questions 3] [--max-tokens 64] [--sag 4]
+                          [--only reuse|drafts|sag] [--workload free|search|manual|both|all] [--drafts 4]
 
 The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 index of tests/data/manuals with a
 real model, greedy. Two workloads: "free" lets the model write every step itself (the base SmolLM2 seldom gets
@@ -15,6 +17,9 @@ that), so the difference is pure prefill work: without reuse every step re-prefi
 (system prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N
 candidates per step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves
 repeated searches once.
+"drafts" compares greedy decoding one token per forward with prompt-lookup drafts (minagent/prompt_lookup.py),
+both with KV reuse: the answers should be the same, the decode time shrinks by the tokens accepted per forward.
+The reuse comparison runs both sides with --drafts (the library's default, 4).
 """
 from __future__ import annotations
 
@@ -50,11 +55,9 @@ def run(llm, search, questions, cfg, prefix=""):
                 answers=answers)
 
 
-def reuse_ab(model, tok, search, questions, cfg, rounds, prefix=""):
-    """No reuse vs reuse, interleaved question by question (ABBA...) so load changes on a shared machine hit both
-    alike. Prefill and decode are timed separately: reuse changes only the prefill."""
-    llms = {"no reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=False),
-            "KV reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=True)}
+def interleaved(llms, search, questions, cfg, rounds, prefix=""):
+    """Each LLM answers the same questions, interleaved question by question (ABBA...) so load changes on a
+    shared machine hit all alike. Prefill and decode are timed separately."""
     totals = {k: dict(steps=0, seconds=0.0, answers=[]) for k in llms}
     order = list(llms)
     for _ in range(rounds):
@@ -67,9 +70,23 @@ def reuse_ab(model, tok, search, questions, cfg, rounds, prefix=""):
             order.reverse()
     for name, llm in llms.items():
         totals[name].update(prefilled=llm.prefilled_tokens, prefill_s=llm.prefill_seconds,
-                            decoded=llm.decoded_tokens, decode_s=llm.decode_seconds,
+                            decoded=llm.decoded_tokens, decode_s=llm.decode_seconds, forwards=llm.decode_forwards,
                             steps_per_s=totals[name]["steps"] / totals[name]["seconds"])
     return totals
+
+
+def reuse_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=4):
+    """No reuse vs reuse: reuse changes only the prefill."""
+    llms = {"no reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=False, draft_tokens=drafts),
+            "KV reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=True, draft_tokens=drafts)}
+    return interleaved(llms, search, questions, cfg, rounds, prefix)
+
+
+def drafts_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=4):
+    """One token per forward vs prompt-lookup drafts, both with KV reuse: drafts change only the decode."""
+    llms = {"one token per forward": MinagentLLM(model, tok, max_len=8192, draft_tokens=0),
+            f"drafts of {drafts}": MinagentLLM(model, tok, max_len=8192, draft_tokens=drafts)}
+    return interleaved(llms, search, questions, cfg, rounds, prefix)
 
 
 def main():
@@ -80,7 +97,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--sag", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=("reuse", "sag"), help="run one half of the benchmark")
+    ap.add_argument("--only", choices=("reuse", "drafts", "sag"), help="run one part of the benchmark")
+    ap.add_argument("--drafts", type=int, default=4, help="prompt-lookup draft tokens per forward (0: off)")
     ap.add_argument("--rounds", type=int, default=1, help="repetitions of the reuse A/B comparison")
     ap.add_argument("--workload", choices=("free", "search", "manual", "both", "all"), default="both",
                     help="free: the model writes every step; search: the first step is forced to search (FTP); "
@@ -107,14 +125,20 @@ def main():
                 print(f"skipped: {GIT_DOC} is missing (apt-get install git-doc)")
                 continue
             prefix = "" if workload == "free" else SEARCH_PREFIX
-            results = reuse_ab(model, tok, tool, questions, base, args.rounds, prefix)
-            report_reuse(results)
+            if args.only in (None, "reuse"):
+                results = reuse_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts)
+                report(results, "KV-cache reuse")
+            if args.only in (None, "drafts") and args.drafts > 0:
+                report(drafts_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts),
+                       "prompt-lookup drafts")
     else:
-        results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192), search, questions, base)
-    if args.sag > 1 and args.only != "reuse":
+        results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts), search,
+                                  questions, base)
+    if args.sag > 1 and args.only in (None, "sag"):
         sag_cfg = AgentConfig(**{**base.__dict__, "sag": args.sag, "seed": 0})
-        r = run(MinagentLLM(model, tok, max_len=8192), search, questions, sag_cfg)
-        one = results.get("KV reuse") or run(MinagentLLM(model, tok, max_len=8192), search, questions, base)
+        r = run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts), search, questions, sag_cfg)
+        one = results.get("KV reuse") or run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts),
+                                             search, questions, base)
         print("\n| SAG | steps | s/step | tool calls asked | tool calls run |\n| --- | --- | --- | --- | --- |")
         print(f"| off (N=1) | {one['steps']} | {one['seconds'] / one['steps']:.2f} | {one['tool_calls']} | "
               f"{one['tool_calls_run']} |")
@@ -134,18 +158,21 @@ def manual_search():
     return make_search(Retriever.from_passages(passages))
 
 
-def report_reuse(results):
-    same = results["no reuse"]["answers"] == results["KV reuse"]["answers"]
-    print("\n| mode | steps | seconds | steps/s | prefilled tokens | prefill s | decoded tokens | decode s |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+def report(results, what):
+    """The table of both sides, and the speed-up of the second over the first."""
+    (a_name, a), (b_name, b) = results.items()
+    print("\n| mode | steps | seconds | steps/s | prefilled tokens | prefill s | decoded tokens | decode forwards "
+          "| decode s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['steps']} | {r['seconds']:.1f} | {r['steps_per_s']:.3f} | {r['prefilled']} | "
-              f"{r['prefill_s']:.1f} | {r['decoded']} | {r['decode_s']:.1f} |")
-    a, b = results["no reuse"], results["KV reuse"]
+              f"{r['prefill_s']:.1f} | {r['decoded']} | {r['forwards']} | {r['decode_s']:.1f} |")
     print(f"prefill time per step: {a['prefill_s'] / a['steps']:.2f} s -> {b['prefill_s'] / b['steps']:.2f} s "
-          f"({a['prefill_s'] / max(b['prefill_s'], 1e-9):.1f}x less)")
-    speedup = results["KV reuse"]["steps_per_s"] / results["no reuse"]["steps_per_s"]
-    print(f"\nKV-cache reuse speed-up: {speedup:.2f}x (same answers: {same})")
+          f"({a['prefill_s'] / max(b['prefill_s'], 1e-9):.1f}x less); decode time per step: "
+          f"{a['decode_s'] / a['steps']:.2f} s -> {b['decode_s'] / b['steps']:.2f} s "
+          f"({a['decode_s'] / max(b['decode_s'], 1e-9):.1f}x less); tokens per decode forward: "
+          f"{a['decoded'] / max(a['forwards'], 1):.2f} -> {b['decoded'] / max(b['forwards'], 1):.2f}")
+    print(f"\n{what} speed-up ({b_name} over {a_name}): {b['steps_per_s'] / a['steps_per_s']:.2f}x "
+          f"(same answers: {a['answers'] == b['answers']})")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,23 @@ Two orientations, because MKL picks different code for each: `x @ Wblock.T` is t
 matrices, `Wblock @ x.T` for a vocabulary head (N >> K: 1.5x the other orientation at 4-8 rows, 113 MB of
 weights read at 11-16 GB/s instead of 7-8).
 
+Which products split depends on the CPU, because MKL does (`POLICY`, chosen at import from /proc/cpuinfo):
+
+    generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product):
+        split 1-8 rows into one block per thread (2 blocks on 2 threads; 4 blocks measured slower at 8 rows).
+    intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
+        22-28 GB/s, the machine's ~24 GB/s plus some L3 hits): splitting 1-2 rows made a SmolLM2 decode step
+        slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
+        only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
+
 Left to F.linear: small weights (< 2^18 elements: the per-call overhead dominates and splitting loses), more
 than MAX_ROWS rows (the BLAS is already threaded there: prefill, training), one thread, non-CPU devices and
 dtypes other than fp32 (bf16/fp16 go through oneDNN, which threads on its own).
 """
 from __future__ import annotations
+
+import os
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,27 +44,72 @@ MIN_WEIGHT_NUMEL = 1 << 18
 HEAD_ASPECT = 16  # N >= HEAD_ASPECT * K: a vocabulary head, use the W-side orientation
 
 
-def split_count(n_out: int) -> int:
-    """Row blocks for an [n_out, K] weight: the thread count, or 2 when that does not divide n_out (1 = none)."""
-    p = torch.get_num_threads()
-    if p > 1 and n_out % p:
-        p = 2 if n_out % 2 == 0 else 1
-    return p
+class SplitPolicy(NamedTuple):
+    """When a few-row product splits: from `min_rows` rows (up to MAX_ROWS), into `blocks_per_thread` blocks
+    per thread (see the module docstring for the measurements behind each)."""
+    name: str
+    min_rows: int
+    blocks_per_thread: int
+
+
+GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
+INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
+OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
+POLICIES = {p.name: p for p in (GENERIC, INTEL, OFF)}
+
+
+def cpu_vendor() -> str:
+    """The vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...), or "" where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_policy() -> SplitPolicy:
+    """MINAGENT_MATVEC=generic|intel|off when set (to compare on a new machine), else by the CPU's vendor."""
+    name = os.environ.get("MINAGENT_MATVEC", "").strip().lower()
+    if name:
+        if name not in POLICIES:
+            raise ValueError(f"environment variable MINAGENT_MATVEC must be one of {', '.join(POLICIES)}; "
+                             f"got {name!r}")
+        return POLICIES[name]
+    return INTEL if cpu_vendor() == "GenuineIntel" else GENERIC
+
+
+POLICY = default_policy()  # tests and benchmarks may assign another
+
+
+def split_count(n_out: int, policy: SplitPolicy | None = None) -> int:
+    """Row blocks for an [n_out, K] weight: the policy's blocks per thread times the threads, or 2 when that
+    does not divide n_out (1 = no split)."""
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        return 1
+    for p in (threads * (policy or POLICY).blocks_per_thread, 2):
+        if n_out % p == 0:
+            return p
+    return 1
 
 
 def wants_split(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when `linear_split` should beat F.linear (see the module docstring for the measurements). Asked for
     every linear layer of every step, so the cheap size tests come first."""
+    policy = POLICY
     return (weight.numel() >= MIN_WEIGHT_NUMEL
-            and x.numel() <= MAX_ROWS * weight.shape[1]
+            and policy.min_rows * weight.shape[1] <= x.numel() <= MAX_ROWS * weight.shape[1]
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu"
-            and split_count(weight.shape[0]) > 1)
+            and split_count(weight.shape[0], policy) > 1)
 
 
 def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                  blocks: int | None = None) -> torch.Tensor:
-    """x [..., K] @ weight[N, K].T (+ bias) with W's rows cut into `blocks` parallel pieces (default: threads)."""
+    """x [..., K] @ weight[N, K].T (+ bias) with W's rows cut into `blocks` parallel pieces (default: split_count)."""
     N, K = weight.shape
     P = blocks or split_count(N)
     if P <= 1 or N % P:

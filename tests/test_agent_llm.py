@@ -154,3 +154,50 @@ def test_http_prefix_uses_continue_final_message(flaky):
     body = srv.bodies[-1]
     assert body["messages"][-1] == {"role": "assistant", "content": "Thought: first"}
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+
+
+LOOPY = [{"role": "system", "content": "Solve with code."},
+         {"role": "user", "content": "What is git log? git log git log"}]
+
+
+def plain(model, tok, ids, max_new, stop=()):
+    return generate(model, [ids], SamplingParams(max_new_tokens=max_new, stop_ids=tok.stop_token_ids,
+                                                 stop_strings=stop), tokenizer=tok)[0].text
+
+
+def test_prompt_lookup_drafts_generate_what_plain_greedy_generates(tiny):
+    """Drafts only change how many tokens a forward checks, never which tokens come out: every budget from 1 to
+    40 tokens gives plain greedy's text, fewer forwards than tokens are run (the tiny model loops, so drafts
+    get accepted and rejected), and the session's cache stays right for the next turn."""
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024, draft_tokens=4)
+    messages = list(LOOPY)
+    ids = llm.prompt_ids(messages)
+    for max_new in list(range(1, 9)) + [17, 40]:
+        assert llm.complete(messages, max_tokens=max_new)[0] == plain(model, tok, ids, max_new), max_new
+    assert llm.decode_forwards < llm.decoded_tokens - 20
+    for turn in range(2):
+        got = llm.complete(messages, stop=STOP, max_tokens=30)[0]
+        assert got == plain(model, tok, llm.prompt_ids(messages), 30, STOP)
+        messages += [{"role": "assistant", "content": got + "<end_code>"},
+                     {"role": "tool", "content": f"Observation:\nturn {turn} {got[:20]}\n"}]
+
+
+def test_stop_string_inside_accepted_drafts_cuts_the_text_there(tiny):
+    model, tok = tiny
+    ids = MinagentLLM(model, tok).prompt_ids(LOOPY)
+    full = plain(model, tok, ids, 40)
+    for stop in (full[-9:-4], full[-20:-14], full[len(full) // 2:len(full) // 2 + 3]):
+        llm = MinagentLLM(model, tok, max_len=1024, draft_tokens=6, draft_ngram=2)
+        assert llm.complete(LOOPY, stop=(stop,), max_tokens=40)[0] == plain(model, tok, ids, 40, (stop,)), stop
+
+
+def test_drafts_never_run_past_the_context(tiny):
+    """With the context exactly prompt + budget, a draft must be cut to the slots left (else the KV cache
+    overflows), and the text is still plain greedy's."""
+    model, tok = tiny
+    ids = MinagentLLM(model, tok).prompt_ids(LOOPY)
+    for max_new in range(30, 41):
+        llm = MinagentLLM(model, tok, max_len=len(ids) + max_new, draft_tokens=8, draft_ngram=1)
+        assert llm.complete(LOOPY, max_tokens=max_new)[0] == plain(model, tok, ids, max_new), max_new
+        assert llm.decode_forwards < llm.decoded_tokens
