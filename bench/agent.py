@@ -71,6 +71,7 @@ def interleaved(llms, search, questions, cfg, rounds, prefix=""):
     for name, llm in llms.items():
         totals[name].update(prefilled=llm.prefilled_tokens, prefill_s=llm.prefill_seconds,
                             decoded=llm.decoded_tokens, decode_s=llm.decode_seconds, forwards=llm.decode_forwards,
+                            checked=llm.draft_tokens_checked, accepted=llm.draft_tokens_accepted,
                             steps_per_s=totals[name]["steps"] / totals[name]["seconds"])
     return totals
 
@@ -171,6 +172,10 @@ def report(results, what):
           f"{a['decode_s'] / a['steps']:.2f} s -> {b['decode_s'] / b['steps']:.2f} s "
           f"({a['decode_s'] / max(b['decode_s'], 1e-9):.1f}x less); tokens per decode forward: "
           f"{a['decoded'] / max(a['forwards'], 1):.2f} -> {b['decoded'] / max(b['forwards'], 1):.2f}")
+    for name, r in results.items():
+        if r["checked"]:
+            print(f"{name}: draft tokens kept {r['accepted']} of {r['checked']} "
+                  f"({100 * r['accepted'] / r['checked']:.0f}%)")
     print(f"\n{what} speed-up ({b_name} over {a_name}): {b['steps_per_s'] / a['steps_per_s']:.2f}x "
           f"(same answers: {a['answers'] == b['answers']})")
 

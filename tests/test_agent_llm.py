@@ -1,6 +1,7 @@
 """Model backends. MinagentLLM's KV-cache reuse must give exactly the tokens a fresh prefill of the whole
 conversation gives (oracle: minagent.generation.generate, itself checked against transformers); the HTTP client
 is run against a stdlib http.server on 127.0.0.1 that fails in the ways real endpoints do."""
+import copy
 import json
 import threading
 import time
@@ -201,3 +202,32 @@ def test_drafts_never_run_past_the_context(tiny):
         llm = MinagentLLM(model, tok, max_len=len(ids) + max_new, draft_tokens=8, draft_ngram=1)
         assert llm.complete(LOOPY, max_tokens=max_new)[0] == plain(model, tok, ids, max_new), max_new
         assert llm.decode_forwards < llm.decoded_tokens
+
+
+def test_stop_token_inside_accepted_drafts_ends_the_text_there(tiny):
+    """The conversation already holds the model's looping first reply, so the second reply's drafts copy it;
+    each token of the second reply, made a stop id in turn, must end the text where plain greedy's ends (also
+    when it arrives inside an accepted draft), and a third turn on the same session (whose ids may hold accepted
+    tokens past the stop) must equal a fresh model's."""
+    model, tok = tiny
+    first = plain(model, tok, MinagentLLM(model, tok).prompt_ids(LOOPY), 40)
+    messages = LOOPY + [{"role": "assistant", "content": first}, {"role": "user", "content": "again"}]
+    ids = MinagentLLM(model, tok).prompt_ids(messages)
+    produced = generate(model, [ids], SamplingParams(max_new_tokens=40, stop_ids=tok.stop_token_ids))[0].token_ids
+    for stop_id in sorted(set(produced)):
+        stopping = copy.copy(tok)
+        stopping.stop_token_ids = list(tok.stop_token_ids) + [stop_id]
+        llm = MinagentLLM(model, stopping, max_len=1024, draft_tokens=6, draft_ngram=1)
+        got = llm.complete(messages, max_tokens=40)[0]
+        assert got == plain(model, stopping, ids, 40), stop_id
+        more = messages + [{"role": "assistant", "content": got}, {"role": "user", "content": "more"}]
+        fresh = MinagentLLM(model, stopping, max_len=1024, draft_tokens=0)
+        assert llm.complete(more, max_tokens=20) == fresh.complete(more, max_tokens=20), stop_id
+
+
+def test_a_zero_budget_gives_no_text_and_bad_draft_settings_are_refused(tiny):
+    model, tok = tiny
+    for temperature in (0.0, 1.0):
+        assert MinagentLLM(model, tok).complete(LOOPY, max_tokens=0, temperature=temperature, seed=0) == [""]
+    with pytest.raises(ValueError, match="draft_ngram"):
+        MinagentLLM(model, tok, draft_ngram=0)

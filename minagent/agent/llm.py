@@ -103,13 +103,15 @@ class MinagentLLM:
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True, draft_tokens: int = 4,
                  draft_ngram: int = 3):
+        if draft_tokens < 0 or draft_ngram < 1:
+            raise ValueError(f"draft_tokens must be >= 0 and draft_ngram >= 1, got {draft_tokens} and {draft_ngram}")
         self.model, self.tok, self.max_len, self.reuse = model, tokenizer, max_len, reuse_cache
         self.draft_tokens, self.draft_ngram = draft_tokens, draft_ngram
         self.sessions: dict[str, _Session] = {}
         # work counters (the bench reports them): tokens and seconds spent in prefill and in decoding, and the
-        # decoding forwards (fewer than the decoded tokens when drafts are accepted)
+        # decoding forwards (fewer than the decoded tokens when drafts are accepted), draft tokens checked / kept
         self.prefilled_tokens, self.prefill_seconds, self.decoded_tokens, self.decode_seconds = 0, 0.0, 0, 0.0
-        self.decode_forwards = 0
+        self.decode_forwards, self.draft_tokens_checked, self.draft_tokens_accepted = 0, 0, 0
 
     def prompt_ids(self, messages, prefix: str = "") -> list[int]:
         msgs = render_messages(messages)
@@ -164,6 +166,8 @@ class MinagentLLM:
         equal the greedy choices are kept (their K/V already cached), the cache is cut back after them, and
         the prediction after the last kept one is the next token. The cache always holds exactly s.ids."""
         stop_ids, new, text = set(self.tok.stop_token_ids), [], ""
+        if params.max_new_tokens <= 0:
+            return ""
         lookup = None
         if self.draft_tokens > 0 and params.temperature <= 0:
             lookup = NgramIndex(s.ids, self.draft_ngram)
@@ -197,6 +201,8 @@ class MinagentLLM:
             kept = 0
             while kept < len(draft) and greedy[kept] == draft[kept]:
                 kept += 1
+            self.draft_tokens_checked += len(draft)
+            self.draft_tokens_accepted += kept
             s.cache.length -= len(draft) - kept  # later slots are overwritten by the next forward
             s.ids.extend(draft[:kept])
             lookup.extend(draft[:kept])
