@@ -88,6 +88,10 @@ def main(argv=None):
     search.add_argument("--source", default=None, help="only passages whose source file matches this glob")
     search.add_argument("--section", default=None, help="only passages whose section path contains this text")
 
+    def add_draft_arg(p):
+        p.add_argument("--draft-tokens", type=int, default=4,
+                       help="prompt-lookup draft tokens checked per greedy forward (0: one token per forward)")
+
     def add_agent_args(p):
         p.add_argument("--index", default=None, help="retrieval index for the search tool")
         p.add_argument("--max-steps", type=int, default=5)
@@ -95,6 +99,7 @@ def main(argv=None):
         p.add_argument("--sag", type=int, default=0, help="self-consistent action generation: N candidates")
         p.add_argument("--extractor", action="store_true", help="condense long search results first")
         p.add_argument("--timeout", type=float, default=10.0, help="sandbox seconds per code cell")
+        add_draft_arg(p)
 
     ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
     ask.add_argument("--model", required=True, help="checkpoint dir or OpenAI-compatible URL (http://.../v1)")
@@ -119,6 +124,7 @@ def main(argv=None):
     serve.add_argument("--oracle", default=None, help="serve the oracle teacher for this questions JSONL instead")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    add_draft_arg(serve)
 
     distill = sub.add_parser("distill", help="teacher trajectories (FTP + rejection filtering), resumable")
     distill.add_argument("--teacher", required=True, help="checkpoint dir or OpenAI-compatible URL")
@@ -163,22 +169,25 @@ def main(argv=None):
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, sag=args.sag,
                              timeout=args.timeout)
         if args.command == "ask":
-            commands.ask(args.model, args.index, args.question, config, extractor=args.extractor)
+            commands.ask(args.model, args.index, args.question, config, extractor=args.extractor,
+                         draft_tokens=args.draft_tokens)
         elif args.command == "exam" and args.mode == "agent" and args.system_file is None and args.k == 3 \
                 and args.split is None:
-            commands.exam(args.model, args.index, args.exam, args.out, config, extractor=args.extractor)
+            commands.exam(args.model, args.index, args.exam, args.out, config, extractor=args.extractor,
+                          draft_tokens=args.draft_tokens)
         elif args.command == "exam":
             from minagent.microdomain.evaluate import exam_command
 
             exam_command(args.model, args.exam, args.out, args.mode, args.index, args.k, args.system_file, config,
-                         args.extractor, args.split)
+                         args.extractor, args.split, draft_tokens=args.draft_tokens)
         else:
             commands.distill_questions(args.teacher, args.index, args.questions, args.out, ftp=not args.no_ftp,
-                                       config=config)
+                                       config=config, draft_tokens=args.draft_tokens)
     elif args.command == "serve":
         from minagent.agent import commands
 
-        commands.serve(args.model, host=args.host, port=args.port, oracle=args.oracle)
+        commands.serve(args.model, host=args.host, port=args.port, oracle=args.oracle,
+                       draft_tokens=args.draft_tokens)
     return 0
 
 

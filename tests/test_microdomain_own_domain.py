@@ -61,6 +61,12 @@ def test_stage_commands_run_on_own_domain(index_dir, tiny_dir, tmp_path, capsys)
         assert [r["id"] for r in rows] == ["own-1", "own-2", "own-3", "own-4"]
         assert all(isinstance(r["correct"], bool) for r in rows)
     agent_rows = _rows(tmp_path / "agent.jsonl")
+    # prompt-lookup drafts (on by default) change how many tokens a forward checks, never the greedy tokens
+    infer.main(["exam", "--model", str(model), "--exam", str(OWN / "exam.jsonl"), "--out", str(tmp_path / "nd"),
+                "--mode", "agent", "--index", str(index_dir), "--k", "2", "--split", "heldout", "--max-tokens", "8",
+                "--max-steps", "1", "--system-file", str(system_file), "--draft-tokens", "0"])
+    same = [(r["answer"], r["messages"]) for r in agent_rows]
+    assert [(r["answer"], r["messages"]) for r in _rows(tmp_path / "nd")] == same
     assert agent_rows[0]["messages"][0]["content"].startswith("You answer questions about Wren Backup Agent")
     assert agent_rows[1]["messages"][0]["content"].endswith(formats.MULTIPLE_CHOICE_LINE)  # multiple choice
     assert "accuracy" in capsys.readouterr().out

@@ -120,7 +120,7 @@ def write_csv(results: list[tuple[str, dict]], path) -> Path:
 
 def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
                  system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
-                 split: str | None = None, log=print) -> dict:
+                 split: str | None = None, log=print, draft_tokens: int = 4) -> dict:
     """`infer.py exam --mode ...`: one model, one way of asking, every question of an exam JSONL (optionally
     only one split); prints and returns the scores. system_file: the agent's system prompt (the multiple-choice
     line is appended for multiple-choice questions), e.g. the one the recipe trained with."""
@@ -141,7 +141,7 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
         agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
     system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
-    result = evaluate_system(system, load_llm(str(model)), items, out_path, search, agent_system, agent_config)
+    result = evaluate_system(system, load_llm(str(model), draft_tokens=draft_tokens), items, out_path, search, agent_system, agent_config)
     if log:
         log(format_table([(system.name, result)]))
     return result
