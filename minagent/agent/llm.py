@@ -96,15 +96,16 @@ class MinagentLLM:
     reuse_cache=False re-prefills everything each call (the baseline the bench compares against).
     n > 1 completions (SAG's candidates) are decoded as one batch of n rows over a copy of the cached prompt.
     draft_tokens > 0 (default 4): a greedy completion checks up to that many prompt-lookup draft tokens per
-    forward (see minagent/prompt_lookup.py; the last `draft_ngram` tokens are looked up in the conversation), which
-    on the agent bench decodes ~2.7 tokens per forward and the same answers; 0 decodes one token per forward.
+    forward (see minagent/prompt_lookup.py; the last `draft_ngram` tokens are looked up in the conversation);
+    the agent bench decodes 2.3-2.7 tokens per forward that way, same answers. 0: one token per forward.
     Sampled completions always decode one token per forward.
     """
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True, draft_tokens: int = 4,
                  draft_ngram: int = 3):
         if draft_tokens < 0 or draft_ngram < 1:
-            raise ValueError(f"draft_tokens must be >= 0 and draft_ngram >= 1, got {draft_tokens} and {draft_ngram}")
+            raise ValueError(f"draft_tokens must be >= 0 and draft_ngram >= 1, got {draft_tokens} and "
+                             f"{draft_ngram}")
         self.model, self.tok, self.max_len, self.reuse = model, tokenizer, max_len, reuse_cache
         self.draft_tokens, self.draft_ngram = draft_tokens, draft_ngram
         self.sessions: dict[str, _Session] = {}

@@ -141,7 +141,8 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
         agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
     system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
-    result = evaluate_system(system, load_llm(str(model), draft_tokens=draft_tokens), items, out_path, search, agent_system, agent_config)
+    llm = load_llm(str(model), draft_tokens=draft_tokens)
+    result = evaluate_system(system, llm, items, out_path, search, agent_system, agent_config)
     if log:
         log(format_table([(system.name, result)]))
     return result
