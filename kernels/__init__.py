@@ -8,6 +8,7 @@ Every op has a Triton kernel and a short pure-PyTorch reference side by side in 
     silu_mul.py         SwiGLU's silu(gate) * up forward/backward
     cross_entropy.py    fused linear + cross-entropy, chunked so the logits never exist in full
     matvec.py           few-row linear on CPU (decoding): the weight's rows split over the threads
+    onednn_linear.py    opt-in few-row linear on oneDNN's prepacked weights (MINAGENT_MATVEC=onednn)
     dispatch.py         which path runs; _triton.py imports Triton if it is installed
     compile_check.py    compiles every kernel for an NVIDIA GPU on a machine without one
 

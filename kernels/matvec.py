@@ -27,6 +27,9 @@ Which products split depends on the CPU, because MKL does (`POLICY`, chosen at i
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
+    onednn (opt-in, MINAGENT_MATVEC=onednn): as generic at 1 row; 2-8 rows run on oneDNN's prepacked copy
+        of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
+
 Left to F.linear: small weights (< 2^18 elements: the per-call overhead dominates and splitting loses), more
 than MAX_ROWS rows (the BLAS is already threaded there: prefill, training), one thread, non-CPU devices and
 dtypes other than fp32 (bf16/fp16 go through oneDNN, which threads on its own).
@@ -39,6 +42,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from . import onednn_linear
+
 MAX_ROWS = 8
 MIN_WEIGHT_NUMEL = 1 << 18
 HEAD_ASPECT = 16  # N >= HEAD_ASPECT * K: a vocabulary head, use the W-side orientation
@@ -46,16 +51,19 @@ HEAD_ASPECT = 16  # N >= HEAD_ASPECT * K: a vocabulary head, use the W-side orie
 
 class SplitPolicy(NamedTuple):
     """When a few-row product splits: from `min_rows` rows (up to MAX_ROWS), into `blocks_per_thread` blocks
-    per thread (see the module docstring for the measurements behind each)."""
+    per thread; from `prepacked_from` rows on, oneDNN's prepacked weights take it instead (see the module
+    docstring for the measurements behind each)."""
     name: str
     min_rows: int
     blocks_per_thread: int
+    prepacked_from: int = MAX_ROWS + 1
 
 
 GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
-POLICIES = {p.name: p for p in (GENERIC, INTEL, OFF)}
+ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2)
+POLICIES = {p.name: p for p in (GENERIC, INTEL, OFF, ONEDNN)}
 
 
 def cpu_vendor() -> str:
@@ -77,6 +85,9 @@ def default_policy() -> SplitPolicy:
         if name not in POLICIES:
             raise ValueError(f"environment variable MINAGENT_MATVEC must be one of {', '.join(POLICIES)}; "
                              f"got {name!r}")
+        if name == "onednn" and not onednn_linear.available():
+            raise ValueError("environment variable MINAGENT_MATVEC=onednn: this torch has no oneDNN linear ops "
+                             "(torch.ops.mkldnn._linear_pointwise); use generic, intel or off")
         return POLICIES[name]
     return INTEL if cpu_vendor() == "GenuineIntel" else GENERIC
 
@@ -128,7 +139,9 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with the thread-split path for few rows on CPU."""
+    """F.linear, with the thread-split path (or, by policy, oneDNN's prepacked weights) for few rows on CPU."""
     if wants_split(x, weight):
+        if POLICY.prepacked_from * weight.shape[1] <= x.numel() and onednn_linear.usable(x, weight):
+            return onednn_linear.linear(x, weight, bias)
         return linear_split(x, weight, bias)
     return F.linear(x, weight, bias)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import transformers
 
 import kernels
-from kernels import matvec
+from kernels import matvec, onednn_linear
 from minagent import load_model
 from minagent.generation import SamplingParams, generate
 
@@ -87,8 +87,11 @@ def test_policy_from_the_environment(monkeypatch):
     assert matvec.default_policy() is matvec.INTEL
     monkeypatch.setenv("MINAGENT_MATVEC", "off")
     assert matvec.default_policy() is matvec.OFF
+    if onednn_linear.available():
+        monkeypatch.setenv("MINAGENT_MATVEC", "onednn")
+        assert matvec.default_policy() is matvec.ONEDNN
     monkeypatch.setenv("MINAGENT_MATVEC", "fast")
-    with pytest.raises(ValueError, match="MINAGENT_MATVEC must be one of generic, intel, off; got 'fast'"):
+    with pytest.raises(ValueError, match="MINAGENT_MATVEC must be one of generic, intel, off, onednn; got 'fast'"):
         matvec.default_policy()
     monkeypatch.delenv("MINAGENT_MATVEC")
     want = matvec.INTEL if matvec.cpu_vendor() == "GenuineIntel" else matvec.GENERIC
@@ -144,3 +147,77 @@ def test_decoding_on_the_split_path_matches_transformers(wide_checkpoint, two_th
     hf_tokens = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
     ours_tokens = generate(ours, [prompt[0].tolist()], SamplingParams(max_new_tokens=12))[0].token_ids
     assert ours_tokens == hf_tokens[0, 7:].tolist()
+
+
+needs_onednn = pytest.mark.skipif(not onednn_linear.available(), reason="this torch has no oneDNN linear ops")
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape, rows", [((1536, 576), 2), ((576, 1536), 5), ((8192, 192), 8)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_prepacked_product_equals_float64(shape, rows, bias):
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    b = torch.randn(shape[0]) if bias else None
+    x = torch.randn(rows, 1, shape[1])
+    with torch.no_grad():
+        got = onednn_linear.linear(x, w, b)
+    assert got.shape == (rows, 1, shape[0])
+    terms = x.double().abs() @ w.double().abs().T + (0 if b is None else b.double().abs())
+    bound = (shape[1] + 1) * 2.0 ** -24 * terms  # as in test_split_product_equals_float64
+    assert ((got.double() - float64_linear(x, w, b)).abs() <= bound).all()
+
+
+@needs_onednn
+def test_prepacked_copy_follows_in_place_updates():
+    """An optimizer step or a LoRA merge changes the weight in place: the next product must use the new values."""
+    w, x = torch.randn(1536, 576), torch.randn(3, 576)
+    with torch.no_grad():
+        before = onednn_linear.linear(x, w)
+        w.mul_(-2.0)
+        after = onednn_linear.linear(x, w)
+    torch.testing.assert_close(after.double(), float64_linear(x, w), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(after, -2.0 * before, rtol=1e-5, atol=1e-4)
+    assert sum(k[0] == w.data_ptr() for k in onednn_linear._PACKED) == 1  # the old copy was dropped
+    onednn_linear.clear()
+
+
+@needs_onednn
+def test_onednn_policy_routes_rows_and_keeps_gradients(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
+    calls = []
+    real = onednn_linear.linear
+    monkeypatch.setattr(onednn_linear, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    w = torch.randn(1536, 576)
+    with torch.no_grad():
+        for rows in (1, 2, 8, 9):
+            kernels.linear(torch.randn(rows, 576), w)
+    assert calls == [(2, 576), (8, 576)]  # 1 row: the split; 9: F.linear
+    wg, x = w.clone().requires_grad_(), torch.randn(4, 576)
+    kernels.linear(x, wg).sum().backward()  # a product that needs gradients never takes the packed copy
+    assert len(calls) == 2
+    torch.testing.assert_close(wg.grad, x.sum(0).expand_as(wg))
+
+
+@needs_onednn
+def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
+    path, hf = wide_checkpoint
+    monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
+    ours = load_model(path)
+    calls = []
+    real = onednn_linear.linear
+    monkeypatch.setattr(onednn_linear, "linear", lambda *a: calls.append(1) or real(*a))
+    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = hf(ids).logits
+        cache = ours.new_cache(2, 21)
+        got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
+    assert len(calls) == 12 * (2 * 4 + 1)  # every product of every batch-2 decode step
+    # oneDNN's blocked sums round a little differently from MKL's (one logit in 344k lands 1.3e-5 off at the
+    # default fp32 tolerance); each product's rounding is bounded rigorously in the float64 test above
+    torch.testing.assert_close(torch.cat(got, dim=1), want, rtol=1e-5, atol=5e-5)
+    prompt = ids[:1, :7]
+    hf_tokens = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    ours_tokens = generate(ours, [prompt[0].tolist()], SamplingParams(max_new_tokens=12))[0].token_ids
+    assert ours_tokens == hf_tokens[0, 7:].tolist()
+    onednn_linear.clear()
