@@ -10,18 +10,22 @@ one row it is no faster than the split, so one row stays there.
 Costs, and why this is opt-in: a second, blocked copy of every weight it serves (the plain weight stays: the
 module forward, training and prefill use it), so weight memory doubles; and two torch-internal ops
 (`torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise`, what torch.compile's CPU backend calls), which
-another torch release may rename: `available()` says whether this torch has them. No gradients flow through a
-prepacked weight, so only products that need none come here.
+another torch release may rename: `available()` says whether this torch has them. Nothing flows back through a
+prepacked weight, so only products run under torch.inference_mode() come here (`usable`).
 
-The packed copy is keyed by the weight's address, shape, strides and version counter: an in-place update (an
-optimizer step, a LoRA merge) bumps the version, and the next call packs again, replacing the old copy.
-`clear()` frees every packed copy.
+The packed copy is found by the weight's address, shape and strides, and used only while it belongs to the same
+storage (a weak reference: a new model loaded where a freed one lived gets its own copy) at the same version
+counter (an in-place update, an optimizer step or a LoRA merge, bumps it and the next call packs again; a write
+through `weight.data`, which has its own counter, is not seen: call `clear()` after one). A copy is dropped when
+its storage is freed; `clear()` drops them all.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
-_PACKED: dict[tuple, torch.Tensor] = {}
+_PACKED: dict[tuple, tuple] = {}  # (data_ptr, shape, strides) -> (weakref to storage, version, packed weight)
 
 
 def available() -> bool:
@@ -32,26 +36,35 @@ def available() -> bool:
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """No gradient is asked of this product (the packed copy is not part of autograd's graph)."""
-    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-
-
-def _version(weight: torch.Tensor) -> int:
-    try:
-        return weight._version
-    except RuntimeError:  # an inference tensor has no version counter: it cannot change outside inference mode
-        return -1
+    """Only under torch.inference_mode() (generation runs there), without autocast, on a weight that is not itself
+    an inference tensor: then no gradient, forward-mode tangent or functorch transform can be asked of the product
+    (the packed copy is outside autograd), autocast's dtype rules do not apply, and the weight has a version
+    counter to tell in-place changes by."""
+    return (torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")
+            and not weight.is_inference())
 
 
 def packed(weight: torch.Tensor) -> torch.Tensor:
     """The weight reordered for oneDNN, packed on first use and again after any in-place change."""
-    key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), _version(weight))
-    p = _PACKED.get(key)
-    if p is None:
-        for old in [k for k in _PACKED if k[0] == key[0]]:  # an older version of this buffer
-            del _PACKED[old]
-        p = _PACKED[key] = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
+    key = (weight.data_ptr(), tuple(weight.shape), weight.stride())
+    storage, version = weight.untyped_storage(), weight._version
+    entry = _PACKED.get(key)
+    if entry is not None and entry[0]() is storage and entry[1] == version:
+        return entry[2]
+    p = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
+    if entry is not None and entry[0]() is storage:  # a new version of the same weight: replace, same finalizer
+        _PACKED[key] = (entry[0], version, p)
+    else:  # first sight of this storage here (or a freed one's address reused)
+        _PACKED[key] = (weakref.ref(storage), version, p)
+        weakref.finalize(storage, _forget, key, _PACKED[key][0])
     return p
+
+
+def _forget(key, storage_ref) -> None:
+    """A storage was freed: drop its packed copy (unless the key now holds another storage's)."""
+    entry = _PACKED.get(key)
+    if entry is not None and entry[0] is storage_ref:
+        del _PACKED[key]
 
 
 def clear() -> None:

@@ -3,6 +3,7 @@
 Oracles: the same product in float64, and transformers for a model wide enough that decoding takes the split
 path (the parity suite's tiny models are below the size where it starts, so they never exercise it).
 """
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -178,25 +179,50 @@ def test_prepacked_copy_follows_in_place_updates():
         after = onednn_linear.linear(x, w)
     torch.testing.assert_close(after.double(), float64_linear(x, w), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(after, -2.0 * before, rtol=1e-5, atol=1e-4)
-    assert sum(k[0] == w.data_ptr() for k in onednn_linear._PACKED) == 1  # the old copy was dropped
+    assert sum(k[0] == w.data_ptr() for k in onednn_linear._PACKED) == 1  # the old copy was replaced
     onednn_linear.clear()
 
 
 @needs_onednn
-def test_onednn_policy_routes_rows_and_keeps_gradients(two_threads, monkeypatch):
+def test_a_new_weight_where_a_freed_one_lived_gets_its_own_copy():
+    """Same address, shape, strides and version counter, other values, a new storage: what a model freed and
+    another loaded in its place can produce. (numpy's buffer makes the reuse certain rather than up to malloc.)"""
+    x = torch.randn(3, 576)
+    arr = np.random.default_rng(0).standard_normal((1536, 576), dtype=np.float32)
+    w = torch.from_numpy(arr)
+    with torch.no_grad():
+        onednn_linear.linear(x, w)
+    del w  # its storage goes, and with it the packed copy
+    assert not onednn_linear._PACKED
+    arr *= -2.0
+    w = torch.from_numpy(arr)
+    assert w._version == 0
+    with torch.no_grad():
+        got = onednn_linear.linear(x, w)
+    torch.testing.assert_close(got.double(), float64_linear(x, w), rtol=1e-5, atol=1e-4)
+    onednn_linear.clear()
+
+
+@needs_onednn
+def test_onednn_policy_routes_rows_under_inference_mode_only(two_threads, monkeypatch):
     monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
     calls = []
     real = onednn_linear.linear
     monkeypatch.setattr(onednn_linear, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
     w = torch.randn(1536, 576)
-    with torch.no_grad():
+    with torch.inference_mode():
         for rows in (1, 2, 8, 9):
             kernels.linear(torch.randn(rows, 576), w)
     assert calls == [(2, 576), (8, 576)]  # 1 row: the split; 9: F.linear
-    wg, x = w.clone().requires_grad_(), torch.randn(4, 576)
-    kernels.linear(x, wg).sum().backward()  # a product that needs gradients never takes the packed copy
+    with torch.no_grad():  # a gradient could still be asked of what no_grad computes with a tensor that needs one
+        kernels.linear(torch.randn(4, 576), w)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear(torch.randn(4, 576), w).dtype == torch.bfloat16  # autocast's rules, as F.linear
+    b = torch.randn(1536, requires_grad=True)  # a trainable bias (BitFit) beside a frozen weight
+    x = torch.randn(4, 576)
+    kernels.linear(x, w, b).sum().backward()
     assert len(calls) == 2
-    torch.testing.assert_close(wg.grad, x.sum(0).expand_as(wg))
+    torch.testing.assert_close(b.grad, torch.full((1536,), 4.0))
 
 
 @needs_onednn
@@ -208,7 +234,7 @@ def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_t
     real = onednn_linear.linear
     monkeypatch.setattr(onednn_linear, "linear", lambda *a: calls.append(1) or real(*a))
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
+    with torch.inference_mode():
         want = hf(ids).logits
         cache = ours.new_cache(2, 21)
         got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
