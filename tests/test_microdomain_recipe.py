@@ -10,7 +10,9 @@ agent for 15 points more than the better of base closed-book and base + RAG, i.e
 epochs, 42.5% with 4.)
 """
 import json
+import shlex
 
+import infer
 from minagent.microdomain.pipeline import run_recipe
 
 SYSTEMS = ["base closed-book", "base + RAG", "agent-distilled"]
@@ -33,6 +35,16 @@ def test_ci_recipe_agent_beats_base(tmp_path):
     assert (work / "eval" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     counts = json.loads((work / "teacher" / "counts.json").read_text())
     assert counts["trajectories"] > 100
+    # the written `infer.py exam` line reruns the agent row by hand: the same replies to the same questions
+    args = shlex.split((work / "eval" / "exam_command.txt").read_text())
+    assert args[:3] == ["python", "infer.py", "exam"]
+    args[args.index("--out") + 1] = str(tmp_path / "by_hand.jsonl")
+    infer.main(args[2:])
+    by_hand = {r["id"]: r for r in map(json.loads, (tmp_path / "by_hand.jsonl").read_text().splitlines())}
+    recipe = [json.loads(x) for x in (work / "eval" / "agent-distilled" / "results.jsonl").read_text().splitlines()]
+    assert len(by_hand) >= len(recipe) == n
+    assert [(r["answer"], r["correct"]) for r in recipe] == [(by_hand[r["id"]]["answer"], by_hand[r["id"]]["correct"])
+                                                             for r in recipe]
     # a second run is all cache hits
     logs = []
     run_recipe("ci", work=work, progress=False, log=logs.append, overrides={"eval.systems": SYSTEMS})

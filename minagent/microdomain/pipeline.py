@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -288,6 +289,8 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
             d, system, models[system.model], dom, subset, search, s["eval"], progress))
         results.append((system.name, json.loads((d / "scores.json").read_text())))
     (work / "eval" / "agent_system.txt").write_text(formats.agent_system(dom.product) + "\n")
+    if "agent" in needed:
+        (work / "eval" / "exam_command.txt").write_text(exam_command_line(work, s) + "\n")
     title = (f"Held-out exam accuracy (%), tier {tier}, {dom.product}, {len(heldout)} questions "
              f"({sum(i['hops'] == 2 for i in heldout)} two-hop, {sum(bool(i.get('choices')) for i in heldout)} "
              f"multiple-choice)")
@@ -303,6 +306,17 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
         pass
     log(table)
     return {"table": table, "results": results, "work": work}
+
+
+def exam_command_line(work: Path, s: dict) -> str:
+    """The `infer.py exam` call that reruns the agent-distilled row by hand, on every held-out question: the
+    student, the system prompt it was trained with, and the tier's search k, steps and tokens (the CLI's defaults
+    differ, and a student trained on one-passage observations scores far lower when shown three)."""
+    args = ["python", "infer.py", "exam", "--model", model_of(work / "sft"), "--exam", work / "domain" / "exam.jsonl",
+            "--split", "heldout", "--index", work / "index" / "bm25", "--system-file",
+            work / "eval" / "agent_system.txt", "--k", s["search"]["k"], "--max-steps", s["eval"]["max_steps"],
+            "--max-tokens", s["eval"]["max_tokens"], "--out", work / "eval" / "by_hand.jsonl"]
+    return shlex.join(str(a) for a in args)
 
 
 def _evaluate(d: Path, system: System, model_dir: Path, dom, heldout, search, ev: dict, progress: bool):
