@@ -89,8 +89,9 @@ def main(argv=None):
     search.add_argument("--section", default=None, help="only passages whose section path contains this text")
 
     def add_draft_arg(p):
-        p.add_argument("--draft-tokens", type=int, default=4,
-                       help="prompt-lookup draft tokens checked per greedy forward (0: one token per forward)")
+        p.add_argument("--draft-tokens", type=int, default=None,
+                       help="prompt-lookup draft tokens checked per greedy forward (default: the library's, 4; "
+                            "0: one token per forward)")
 
     def add_agent_args(p):
         p.add_argument("--index", default=None, help="retrieval index for the search tool")

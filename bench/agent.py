@@ -24,6 +24,7 @@ The reuse comparison runs both sides with --drafts (the library's default, 4).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -38,6 +39,8 @@ from minagent import load_model, load_tokenizer  # noqa: E402
 from minagent.agent import Agent, AgentConfig, MinagentLLM, make_search  # noqa: E402
 from minagent.retrieval import Retriever, chunk_corpus  # noqa: E402
 
+
+DRAFTS = inspect.signature(MinagentLLM).parameters["draft_tokens"].default  # the library's default
 
 SEARCH_PREFIX = 'Thought: I will search the manuals for this.\nCode:\n```py\nprint(search("'
 
@@ -76,14 +79,14 @@ def interleaved(llms, search, questions, cfg, rounds, prefix=""):
     return totals
 
 
-def reuse_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=4):
+def reuse_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=DRAFTS):
     """No reuse vs reuse: reuse changes only the prefill."""
     llms = {"no reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=False, draft_tokens=drafts),
             "KV reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=True, draft_tokens=drafts)}
     return interleaved(llms, search, questions, cfg, rounds, prefix)
 
 
-def drafts_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=4):
+def drafts_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=DRAFTS):
     """One token per forward vs prompt-lookup drafts, both with KV reuse: drafts change only the decode."""
     llms = {"one token per forward": MinagentLLM(model, tok, max_len=8192, draft_tokens=0),
             f"drafts of {drafts}": MinagentLLM(model, tok, max_len=8192, draft_tokens=drafts)}
@@ -99,7 +102,7 @@ def main():
     ap.add_argument("--sag", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("reuse", "drafts", "sag"), help="run one part of the benchmark")
-    ap.add_argument("--drafts", type=int, default=4, help="prompt-lookup draft tokens per forward (0: off)")
+    ap.add_argument("--drafts", type=int, default=DRAFTS, help="prompt-lookup draft tokens per forward (0: off)")
     ap.add_argument("--rounds", type=int, default=1, help="repetitions of the reuse A/B comparison")
     ap.add_argument("--workload", choices=("free", "search", "manual", "both", "all"), default="both",
                     help="free: the model writes every step; search: the first step is forced to search (FTP); "

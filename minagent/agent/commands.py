@@ -16,14 +16,16 @@ from .teacher import distill, read_questions
 from .tools import make_search
 
 
-def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int = 4096, draft_tokens: int = 4):
-    """A model directory -> MinagentLLM (draft_tokens: prompt-lookup drafts per greedy forward, 0 = off);
-    an http(s):// URL (…/v1) -> HTTPChatLLM."""
+def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int = 4096,
+             draft_tokens: int | None = None):
+    """A model directory -> MinagentLLM (draft_tokens: prompt-lookup drafts per greedy forward, 0 = off, None =
+    MinagentLLM's default); an http(s):// URL (…/v1) -> HTTPChatLLM."""
     if model.startswith(("http://", "https://")):
         return HTTPChatLLM(model, log=print)
     from .. import load_model, load_tokenizer
+    drafts = {} if draft_tokens is None else {"draft_tokens": draft_tokens}
     return MinagentLLM(load_model(model, dtype=dtype, device=device), load_tokenizer(model), max_len=max_len,
-                       draft_tokens=draft_tokens)
+                       **drafts)
 
 
 def load_tools(index_dir: str | None, mode: str = "bm25") -> dict:
@@ -45,7 +47,7 @@ def print_event(kind: str, text: str):
 
 
 def ask(model: str, index_dir: str | None, question: str, config: AgentConfig | None = None,
-        extractor: bool = False, choices: dict | None = None, draft_tokens: int = 4):
+        extractor: bool = False, choices: dict | None = None, draft_tokens: int | None = None):
     """One question; prints each step, observation and the final answer as they come. Returns the RunResult."""
     agent = build_agent(load_llm(model, draft_tokens=draft_tokens), index_dir, config, extractor,
                         on_event=print_event)
@@ -78,13 +80,13 @@ def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = N
 
 
 def exam(model: str, index_dir, exam_path, out_path, config=None, extractor=False, log=print,
-         draft_tokens: int = 4) -> dict:
+         draft_tokens: int | None = None) -> dict:
     return run_exam(load_llm(model, draft_tokens=draft_tokens), index_dir, exam_path, out_path, config, extractor,
                     log)
 
 
 def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bool = True,
-                      config: AgentConfig | None = None, log=print, draft_tokens: int = 4) -> dict:
+                      config: AgentConfig | None = None, log=print, draft_tokens: int | None = None) -> dict:
     """teacher: a model directory or an OpenAI-compatible base URL (http://host:port/v1)."""
     llm = load_llm(teacher, draft_tokens=draft_tokens)
     agent = build_agent(llm, index_dir, config)
@@ -92,7 +94,7 @@ def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bo
 
 
 def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: str | None = None,
-          draft_tokens: int = 4):
+          draft_tokens: int | None = None):
     """Serve a model directory, or with oracle=QUESTIONS.jsonl the oracle teacher for those questions (a
     perfect teacher with known answers: how the CLI's distill/serve round trip is tested without a big model)."""
     from .server import make_server

@@ -120,7 +120,7 @@ def write_csv(results: list[tuple[str, dict]], path) -> Path:
 
 def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
                  system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
-                 split: str | None = None, log=print, draft_tokens: int = 4) -> dict:
+                 split: str | None = None, log=print, draft_tokens: int | None = None) -> dict:
     """`infer.py exam --mode ...`: one model, one way of asking, every question of an exam JSONL (optionally
     only one split); prints and returns the scores. system_file: the agent's system prompt (the multiple-choice
     line is appended for multiple-choice questions), e.g. the one the recipe trained with."""
