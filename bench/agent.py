@@ -1,22 +1,25 @@
 """Agent benchmark: steps/s with and without KV-cache reuse across steps, with and without prompt-lookup
 drafts, and the cost of SAG per step.
 
-    python bench/agent.py [--model models/SmolLM2-135M-Instruct] [--questions 3] [--max-tokens 64] [--sag 4]
-                          [--only reuse|drafts|sag] [--workload free|search|manual|both|all] [--drafts 4]
+    python bench/agent.py [--model models/SmolLM2-135M-Instruct] [--questions 3] [--max-steps 5] [--max-tokens 64]
+                          [--sag 4] [--only reuse|drafts|sag] [--workload free|search|manual|every|both|all]
+                          [--drafts 4]
 
-The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 index of tests/data/manuals with a
-real model, greedy. Two workloads: "free" lets the model write every step itself (the base SmolLM2 seldom gets
-a search through, so its observations are short error messages); "search" forces the first step to open with a
-search call through a first-thought prefix (FTP, as `infer.py distill` uses it: the model writes the query and
-the rest), so the conversation carries retrieved passages from step 2 on, as a working RAG agent's does.
-"manual" is "search" over a real manual with the library's defaults: Debian's git-doc (/usr/share/doc/git-doc,
-`apt-get install git-doc`) chunked at 1200 characters and `search` returning 3 passages of up to 1200 characters,
-so each search adds ~900 tokens, as the agent's default tool does. With and without reuse the runs produce the
-same tokens (tests/test_agent_llm.py checks
-that), so the difference is pure prefill work: without reuse every step re-prefills the whole conversation
-(system prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N
-candidates per step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves
-repeated searches once.
+The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 index of tests/data/manuals with a real
+model, greedy, up to 5 steps (the library's and the seeds' setting) and a forced answer. Workloads: "free" lets the
+model write every step itself (the base SmolLM2 seldom gets a search through, so its observations are short error
+messages); "search" forces the first step to open with a search call through a first-thought prefix (FTP, as
+`infer.py distill` uses it: the model writes the query and the rest), so the conversation carries retrieved passages
+from step 2 on, as a working RAG agent's does. "manual" is "search" over a real manual with the library's defaults:
+Debian's git-doc (/usr/share/doc/git-doc, `apt-get install git-doc`) chunked at 1200 characters and `search`
+returning 3 passages of up to 1200 characters, so each search adds ~900 tokens, as the agent's default tool does.
+"every" is "manual" with every step (not just the first) forced to open with a search call, the way the seeds'
+retrieval agents call the retriever at each step: the conversation grows by ~900 tokens a step, which is where
+re-prefilling it costs most. With and without reuse the runs produce the same tokens (tests/test_agent_llm.py checks
+that), so the difference is pure prefill work: without reuse every step re-prefills the whole conversation (system
+prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N candidates per
+step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves repeated searches
+once.
 "drafts" compares greedy decoding one token per forward with prompt-lookup drafts (minagent/prompt_lookup.py),
 both with KV reuse: the answers should be the same, the decode time shrinks by the tokens accepted per forward.
 The reuse comparison runs both sides with --drafts (the library's default, 4).
@@ -43,6 +46,23 @@ from minagent.retrieval import Retriever, chunk_corpus  # noqa: E402
 DRAFTS = inspect.signature(MinagentLLM).parameters["draft_tokens"].default  # the library's default
 
 SEARCH_PREFIX = 'Thought: I will search the manuals for this.\nCode:\n```py\nprint(search("'
+
+
+class SearchEveryStep:
+    """An LLM wrapper that forces SEARCH_PREFIX on every step after an observation, not just the first (the
+    agent's prefix= is a first-thought prefix only); the forced final answer is left alone. The text returned
+    includes the prefix, so the agent parses and stores the whole step."""
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def __getattr__(self, name):  # sessions and the work counters are the wrapped model's
+        return getattr(self.llm, name)
+
+    def complete(self, messages, prefix="", **kw):
+        if prefix or messages[-1]["role"] != "tool":
+            return self.llm.complete(messages, prefix=prefix, **kw)
+        return [SEARCH_PREFIX + t for t in self.llm.complete(messages, prefix=SEARCH_PREFIX, **kw)]
 
 
 def run(llm, search, questions, cfg, prefix=""):
@@ -79,35 +99,36 @@ def interleaved(llms, search, questions, cfg, rounds, prefix=""):
     return totals
 
 
-def reuse_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=DRAFTS):
+def reuse_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=DRAFTS, wrap=lambda llm: llm):
     """No reuse vs reuse: reuse changes only the prefill."""
     llms = {"no reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=False, draft_tokens=drafts),
             "KV reuse": MinagentLLM(model, tok, max_len=8192, reuse_cache=True, draft_tokens=drafts)}
-    return interleaved(llms, search, questions, cfg, rounds, prefix)
+    return interleaved({k: wrap(v) for k, v in llms.items()}, search, questions, cfg, rounds, prefix)
 
 
-def drafts_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=DRAFTS):
+def drafts_ab(model, tok, search, questions, cfg, rounds, prefix="", drafts=DRAFTS, wrap=lambda llm: llm):
     """One token per forward vs prompt-lookup drafts, both with KV reuse: drafts change only the decode."""
     llms = {"one token per forward": MinagentLLM(model, tok, max_len=8192, draft_tokens=0),
             f"drafts of {drafts}": MinagentLLM(model, tok, max_len=8192, draft_tokens=drafts)}
-    return interleaved(llms, search, questions, cfg, rounds, prefix)
+    return interleaved({k: wrap(v) for k, v in llms.items()}, search, questions, cfg, rounds, prefix)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "models/SmolLM2-135M-Instruct"))
     ap.add_argument("--questions", type=int, default=3)
-    ap.add_argument("--max-steps", type=int, default=4)
+    ap.add_argument("--max-steps", type=int, default=AgentConfig().max_steps,
+                    help="steps before the forced answer (default: the library's, which is the seeds' 5)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--sag", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("reuse", "drafts", "sag"), help="run one part of the benchmark")
     ap.add_argument("--drafts", type=int, default=DRAFTS, help="prompt-lookup draft tokens per forward (0: off)")
     ap.add_argument("--rounds", type=int, default=1, help="repetitions of the reuse A/B comparison")
-    ap.add_argument("--workload", choices=("free", "search", "manual", "both", "all"), default="both",
+    ap.add_argument("--workload", choices=("free", "search", "manual", "every", "both", "all"), default="both",
                     help="free: the model writes every step; search: the first step is forced to search (FTP); "
-                         "manual: search over git-doc with the default passage sizes; both: free and search; "
-                         "all: the three")
+                         "manual: search over git-doc with the default passage sizes; every: manual with every "
+                         "step forced to search; both: free and search; all: the four")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, dtype="float32"), load_tokenizer(args.model)
@@ -120,20 +141,21 @@ def main():
           f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages")
     results = {}
     if args.only != "sag":
-        workloads = {"both": ("free", "search"), "all": ("free", "search", "manual")}.get(args.workload,
-                                                                                           (args.workload,))
+        workloads = {"both": ("free", "search"), "all": ("free", "search", "manual", "every")}.get(
+            args.workload, (args.workload,))
         for workload in workloads:
             print(f"\n### workload: {workload}")
-            tool = manual_search() if workload == "manual" else search
+            tool = manual_search() if workload in ("manual", "every") else search
             if tool is None:
                 print(f"skipped: {GIT_DOC} is missing (apt-get install git-doc)")
                 continue
             prefix = "" if workload == "free" else SEARCH_PREFIX
+            wrap = SearchEveryStep if workload == "every" else (lambda llm: llm)
             if args.only in (None, "reuse"):
-                results = reuse_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts)
+                results = reuse_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts, wrap)
                 report(results, "KV-cache reuse")
             if args.only in (None, "drafts") and args.drafts > 0:
-                report(drafts_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts),
+                report(drafts_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts, wrap),
                        "prompt-lookup drafts")
     else:
         results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts), search,

@@ -21,7 +21,11 @@ weights read at 11-16 GB/s instead of 7-8).
 Which products split depends on the CPU, because MKL does (`POLICY`, chosen at import from /proc/cpuinfo):
 
     generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product):
-        split 1-8 rows into one block per thread (2 blocks on 2 threads; 4 blocks measured slower at 8 rows).
+        split 1 row into one block per thread (2 blocks on 2 threads; with more rows, 4 blocks measured slower
+        than 2 at 8 rows); 2-8 rows go to oneDNN's linear on the plain weight (kernels/onednn_linear.py), which
+        threads itself and streams the weights faster than MKL's small-M sgemm, split or not (a 30-layer
+        SmolLM2-shaped pass at 2-8 rows: 16-18 ms against 21-25 ms split; no extra memory), under
+        torch.inference_mode() (where generation runs; the op has no derivative), else they split too.
     intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
         22-28 GB/s, the machine's ~24 GB/s plus some L3 hits): splitting 1-2 rows made a SmolLM2 decode step
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
@@ -51,15 +55,17 @@ HEAD_ASPECT = 16  # N >= HEAD_ASPECT * K: a vocabulary head, use the W-side orie
 
 class SplitPolicy(NamedTuple):
     """When a few-row product splits: from `min_rows` rows (up to MAX_ROWS), into `blocks_per_thread` blocks
-    per thread; from `prepacked_from` rows on, oneDNN's prepacked weights take it instead (see the module
-    docstring for the measurements behind each)."""
+    per thread; from `plain_from` rows on, oneDNN's linear on the plain weight takes it instead, and from
+    `prepacked_from` rows on, oneDNN's prepacked copy (see the module docstring for the measurements)."""
     name: str
     min_rows: int
     blocks_per_thread: int
     prepacked_from: int = MAX_ROWS + 1
+    plain_from: int = MAX_ROWS + 1
 
 
-GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
+_PLAIN_FROM = 2 if onednn_linear.available() else MAX_ROWS + 1  # a torch without the op keeps the split
+GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1, plain_from=_PLAIN_FROM)
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
 ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2)
@@ -108,8 +114,8 @@ def split_count(n_out: int, policy: SplitPolicy | None = None) -> int:
 
 
 def wants_split(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when `linear_split` should beat F.linear (see the module docstring for the measurements). Asked for
-    every linear layer of every step, so the cheap size tests come first."""
+    """True when a few-row path (the split, or oneDNN by policy) should beat F.linear (see the module docstring for
+    the measurements). Asked for every linear layer of every step, so the cheap size tests come first."""
     policy = POLICY
     return (weight.numel() >= MIN_WEIGHT_NUMEL
             and policy.min_rows * weight.shape[1] <= x.numel() <= MAX_ROWS * weight.shape[1]
@@ -139,9 +145,13 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with the thread-split path (or, by policy, oneDNN's prepacked weights) for few rows on CPU."""
+    """F.linear, with a faster path for few rows on CPU: the thread split, or by policy oneDNN's linear on the plain
+    weight (2-8 rows by default off Intel) or on its prepacked copy (opt-in)."""
     if wants_split(x, weight):
-        if POLICY.prepacked_from * weight.shape[1] <= x.numel() and onednn_linear.usable(x, weight):
+        policy, K = POLICY, weight.shape[1]
+        if policy.prepacked_from * K <= x.numel() and onednn_linear.usable(x, weight, bias):
             return onednn_linear.linear(x, weight, bias)
+        if policy.plain_from * K <= x.numel() and onednn_linear.usable_plain(x, weight, bias):
+            return onednn_linear.linear_plain(x, weight, bias)
         return linear_split(x, weight, bias)
     return F.linear(x, weight, bias)

@@ -156,13 +156,15 @@ needs_onednn = pytest.mark.skipif(not onednn_linear.available(), reason="this to
 @needs_onednn
 @pytest.mark.parametrize("shape, rows", [((1536, 576), 2), ((576, 1536), 5), ((8192, 192), 8)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_prepacked_product_equals_float64(shape, rows, bias):
+@pytest.mark.parametrize("path", ["prepacked", "plain"])
+def test_onednn_products_equal_float64(shape, rows, bias, path):
     torch.manual_seed(0)
     w = torch.randn(shape)
     b = torch.randn(shape[0]) if bias else None
     x = torch.randn(rows, 1, shape[1])
+    product = onednn_linear.linear if path == "prepacked" else onednn_linear.linear_plain
     with torch.no_grad():
-        got = onednn_linear.linear(x, w, b)
+        got = product(x, w, b)
     assert got.shape == (rows, 1, shape[0])
     terms = x.double().abs() @ w.double().abs().T + (0 if b is None else b.double().abs())
     bound = (shape[1] + 1) * 2.0 ** -24 * terms  # as in test_split_product_equals_float64
@@ -247,3 +249,77 @@ def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_t
     ours_tokens = generate(ours, [prompt[0].tolist()], SamplingParams(max_new_tokens=12))[0].token_ids
     assert ours_tokens == hf_tokens[0, 7:].tolist()
     onednn_linear.clear()
+
+
+@needs_onednn
+def test_generic_policy_sends_two_to_eight_rows_to_plain_onednn_under_inference_mode(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
+    calls = []
+    real = onednn_linear.linear_plain
+    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(a[0].shape) or real(*a))
+    w = torch.randn(1536, 576)
+    with torch.inference_mode():
+        for rows in (1, 2, 5, 8, 9):
+            kernels.linear(torch.randn(rows, 1, 576), w)
+        kernels.linear(torch.randn(4, 576), torch.randn(576, 1536).t())  # strided weight: oneDNN would copy it
+    assert calls == [(2, 1, 576), (5, 1, 576), (8, 1, 576)]  # 1 row: the split; 9: F.linear
+    with torch.no_grad():  # a gradient could still be asked of what no_grad computes: the split keeps it
+        kernels.linear(torch.randn(4, 576), w)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear(torch.randn(4, 576), w).dtype == torch.bfloat16  # autocast's rules, as F.linear
+    x = torch.randn(4, 576, requires_grad=True)
+    kernels.linear(x, w).sum().backward()
+    torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(4, -1), rtol=1e-5, atol=1e-4)
+    assert len(calls) == 3
+
+
+@needs_onednn
+def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
+    """Batch-2 decoding under inference mode, as generation runs it: every product on oneDNN's plain path."""
+    path, hf = wide_checkpoint
+    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
+    ours = load_model(path)
+    calls = []
+    real = onednn_linear.linear_plain
+    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
+    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        want = hf(ids).logits
+        cache = ours.new_cache(2, 21)
+        got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
+    assert len(calls) == 12 * (2 * 4 + 1)
+    # as on the prepacked path: oneDNN's blocked sums round a little differently from MKL's
+    torch.testing.assert_close(torch.cat(got, dim=1), want, rtol=1e-5, atol=5e-5)
+    prompts = [ids[0, :7].tolist(), ids[1, :5].tolist()]
+    ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=12))]
+    for prompt, tokens in zip(prompts, ours_tokens):
+        hf_tokens = hf.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                pad_token_id=0)
+        assert tokens == hf_tokens[0, len(prompt):].tolist()
+
+
+@needs_onednn
+@pytest.mark.parametrize("policy", ["GENERIC", "ONEDNN"])
+def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypatch, policy):
+    """oneDNN reads a bias as N contiguous fp32 values; F.linear broadcasts a strided or 0-dim one."""
+    monkeypatch.setattr(matvec, "POLICY", getattr(matvec, policy))
+    torch.manual_seed(0)
+    w, x = torch.randn(1536, 576), torch.randn(4, 576)
+    for b in (torch.randn(3072)[::2], torch.tensor(1.0), torch.randn(1), torch.randn(1, 1536)):
+        with torch.inference_mode():
+            got = kernels.linear(x, w, b)
+        torch.testing.assert_close(got.double(), float64_linear(x, w, b), rtol=1e-5, atol=1e-4)
+    onednn_linear.clear()
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch.backends.mkldnn.flags() warns about Intel GPUs
+def test_onednn_switched_off_is_respected(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
+    calls = []
+    real = onednn_linear.linear_plain
+    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
+    w, x = torch.randn(1536, 576), torch.randn(4, 576)
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        kernels.linear(x, w)
+    assert not calls
