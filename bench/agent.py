@@ -3,7 +3,7 @@ drafts, and the cost of SAG per step.
 
     python bench/agent.py [--model models/SmolLM2-135M-Instruct] [--questions 3] [--max-steps 5] [--max-tokens 64]
                           [--sag 4] [--only reuse|drafts|sag] [--workload free|search|manual|every|both|all]
-                          [--drafts 4]
+                          [--drafts 4] [--keep-sessions]
 
 The agent answers git questions (tests/data/git_questions.jsonl) over a BM25 index of tests/data/manuals with a real
 model, greedy, up to 5 steps (the library's and the seeds' setting) and a forced answer. Workloads: "free" lets the
@@ -17,7 +17,9 @@ returning 3 passages of up to 1200 characters, so each search adds ~900 tokens, 
 retrieval agents call the retriever at each step: the conversation grows by ~900 tokens a step, which is where
 re-prefilling it costs most. With and without reuse the runs produce the same tokens (tests/test_agent_llm.py checks
 that), so the difference is pure prefill work: without reuse every step re-prefills the whole conversation (system
-prompt, question, earlier steps, passages); with it a step prefills only what is new. SAG samples N candidates per
+prompt, question, earlier steps, passages); with it a step prefills only what is new. Each question starts with an
+empty cache unless --keep-sessions, which keeps it as `infer.py exam` does (one model, one cache, for the whole
+exam), so a question's system prompt is already cached from the question before. SAG samples N candidates per
 step (temperature 0.4, top_p 0.8) and runs each in its own sandbox fork; the tool cache serves repeated searches
 once.
 "drafts" compares greedy decoding one token per forward with prompt-lookup drafts (minagent/prompt_lookup.py),
@@ -65,11 +67,15 @@ class SearchEveryStep:
         return [SEARCH_PREFIX + t for t in self.llm.complete(messages, prefix=SEARCH_PREFIX, **kw)]
 
 
+KEEP_SESSIONS = False  # --keep-sessions: the cache outlives a question, as in `infer.py exam`
+
+
 def run(llm, search, questions, cfg, prefix=""):
     steps, t0, tool_calls, tool_runs = 0, time.perf_counter(), 0, 0
     answers = []
     for q in questions:
-        llm.sessions.clear()  # each question starts cold: reuse only helps within a conversation
+        if not KEEP_SESSIONS:
+            llm.sessions.clear()  # each question starts cold: reuse only helps within a conversation
         r = Agent(llm, {"search": search}, cfg).run(q, prefix=prefix)
         steps += r.steps + (1 if r.forced_answer else 0)
         tool_calls, tool_runs = tool_calls + r.tool_calls, tool_runs + r.tool_calls_run
@@ -129,7 +135,12 @@ def main():
                     help="free: the model writes every step; search: the first step is forced to search (FTP); "
                          "manual: search over git-doc with the default passage sizes; every: manual with every "
                          "step forced to search; both: free and search; all: the four")
+    ap.add_argument("--keep-sessions", action="store_true",
+                    help="keep the KV cache from one question to the next, as `infer.py exam` does (the next "
+                         "question's system prompt is then already cached); default: every question starts cold")
     args = ap.parse_args()
+    global KEEP_SESSIONS
+    KEEP_SESSIONS = args.keep_sessions
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, dtype="float32"), load_tokenizer(args.model)
     passages, _ = chunk_corpus(ROOT / "tests/data/manuals", progress=False)
@@ -138,7 +149,8 @@ def main():
                  if x.strip()][:args.questions]
     base = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, timeout=10)
     print(f"model {args.model}, {len(questions)} questions, max_steps {args.max_steps}, "
-          f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages")
+          f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages, "
+          f"{'sessions kept across questions' if KEEP_SESSIONS else 'each question starts cold'}")
     results = {}
     if args.only != "sag":
         workloads = {"both": ("free", "search"), "all": ("free", "search", "manual", "every")}.get(

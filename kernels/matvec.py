@@ -1,4 +1,5 @@
-"""Few-row matrix products on CPU: y = x @ W.T when x holds a handful of rows (decoding, one token per row).
+"""CPU fp32 products y = x @ W.T (kernels.linear): which code runs them. First written for few rows (decoding, one
+token per row), where the thread split below was the win; on non-Intel CPUs oneDNN now takes most products.
 
 Why this exists. Decoding multiplies each weight matrix by 1-8 vectors, so a step's cost is reading the weights
 once. On a 2-core AMD EPYC VM with torch 2.13 (MKL 2024.2), `F.linear` with 1-8 rows runs on one core: it
@@ -18,25 +19,31 @@ Two orientations, because MKL picks different code for each: `x @ Wblock.T` is t
 matrices, `Wblock @ x.T` for a vocabulary head (N >> K: 1.5x the other orientation at 4-8 rows, 113 MB of
 weights read at 11-16 GB/s instead of 7-8).
 
-Which products split depends on the CPU, because MKL does (`POLICY`, chosen at import from /proc/cpuinfo):
+Which path a product takes depends on the CPU, because MKL's speed does (`POLICY`, chosen at import from
+/proc/cpuinfo):
 
     generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product):
-        split 1 row into one block per thread (2 blocks on 2 threads; with more rows, 4 blocks measured slower
-        than 2 at 8 rows); 2-8 rows go to oneDNN's linear on the plain weight (kernels/onednn_linear.py), which
-        threads itself and streams the weights faster than MKL's small-M sgemm, split or not (a 30-layer
-        SmolLM2-shaped pass at 2-8 rows: 16-18 ms against 21-25 ms split; no extra memory), under
-        torch.inference_mode() (where generation runs; the op has no derivative), else they split too.
+        1 row splits into one block per thread (2 blocks on 2 threads; with more rows, 4 blocks measured
+        slower than 2 at 8 rows). Every other product of at least PLAIN_MIN_MACS multiply-adds goes to
+        oneDNN's linear on the plain weight (kernels/onednn_linear.py; no extra memory), under
+        torch.inference_mode() (generation and the agent run there; training and no_grad code keep MKL).
+        MKL's sgemm on AMD does not use AVX-512, oneDNN does: on a 2-core AMD EPYC with AVX-512 (2026-11-23),
+        prefill-sized products ([512, 576] x SmolLM2's matrices) ran at 430-460 GFLOP/s against 190-210 with
+        F.linear (2.1-2.2x; 1.9-2.5x at 16 rows), and a 30-layer SmolLM2-shaped pass at 2-8 rows took 16-18 ms
+        against 21-25 ms split (the weights streamed faster than MKL's small-M sgemm reads them, split or
+        not). Below ~2M multiply-adds oneDNN's ~10 us a call loses (2 rows x 576 x 576: 0.5-0.9x).
     intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
         22-28 GB/s, the machine's ~24 GB/s plus some L3 hits): splitting 1-2 rows made a SmolLM2 decode step
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
-    onednn (opt-in, MINAGENT_MATVEC=onednn): as generic at 1 row; 2-8 rows run on oneDNN's prepacked copy
+    onednn (opt-in, MINAGENT_MATVEC=onednn): as generic, except that 2-8 rows run on oneDNN's prepacked copy
         of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
 
-Left to F.linear: small weights (< 2^18 elements: the per-call overhead dominates and splitting loses), more
-than MAX_ROWS rows (the BLAS is already threaded there: prefill, training), one thread, non-CPU devices and
-dtypes other than fp32 (bf16/fp16 go through oneDNN, which threads on its own).
+Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
+elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), the Intel policy's prefill and 1-3
+rows, one thread for few rows, non-CPU devices and dtypes other than fp32 (bf16/fp16 go through oneDNN
+already, which threads on its own).
 """
 from __future__ import annotations
 
@@ -50,25 +57,28 @@ from . import onednn_linear
 
 MAX_ROWS = 8
 MIN_WEIGHT_NUMEL = 1 << 18
+PLAIN_MIN_MACS = 1 << 21  # below ~2M multiply-adds oneDNN's ~10 us a call loses to MKL (see the docstring)
 HEAD_ASPECT = 16  # N >= HEAD_ASPECT * K: a vocabulary head, use the W-side orientation
 
 
 class SplitPolicy(NamedTuple):
-    """When a few-row product splits: from `min_rows` rows (up to MAX_ROWS), into `blocks_per_thread` blocks
-    per thread; from `plain_from` rows on, oneDNN's linear on the plain weight takes it instead, and from
-    `prepacked_from` rows on, oneDNN's prepacked copy (see the module docstring for the measurements)."""
+    """Which path a CPU fp32 product takes. Few rows (up to MAX_ROWS) split from `min_rows` rows on, into
+    `blocks_per_thread` blocks per thread; from `prepacked_from` rows on, oneDNN's prepacked copy of the weight
+    takes them instead. From `plain_from` rows on (None: never), oneDNN's linear on the plain weight takes any
+    product not sent elsewhere, of any number of rows, when it is big enough to pay for the call (PLAIN_MIN_MACS).
+    The module docstring has the measurements behind each."""
     name: str
     min_rows: int
     blocks_per_thread: int
     prepacked_from: int = MAX_ROWS + 1
-    plain_from: int = MAX_ROWS + 1
+    plain_from: int | None = None
 
 
-_PLAIN_FROM = 2 if onednn_linear.available() else MAX_ROWS + 1  # a torch without the op keeps the split
+_PLAIN_FROM = 2 if onednn_linear.available() else None  # a torch without the op keeps MKL and the split
 GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1, plain_from=_PLAIN_FROM)
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
-ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2)
+ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1)
 POLICIES = {p.name: p for p in (GENERIC, INTEL, OFF, ONEDNN)}
 
 
@@ -144,14 +154,27 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return y.reshape(*lead, N)
 
 
+def wants_plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when the policy sends this product, not a few-row one, to oneDNN's linear on the plain weight."""
+    rows_from = POLICY.plain_from
+    return (rows_from is not None and rows_from * weight.shape[1] <= x.numel()
+            and x.numel() * weight.shape[0] >= PLAIN_MIN_MACS
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.device.type == "cpu" and weight.device.type == "cpu")
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with a faster path for few rows on CPU: the thread split, or by policy oneDNN's linear on the plain
-    weight (2-8 rows by default off Intel) or on its prepacked copy (opt-in)."""
+    """F.linear, with faster CPU fp32 paths by policy: for few rows the thread split, oneDNN's linear on the
+    plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
+    weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain)."""
     if wants_split(x, weight):
         policy, K = POLICY, weight.shape[1]
         if policy.prepacked_from * K <= x.numel() and onednn_linear.usable(x, weight, bias):
             return onednn_linear.linear(x, weight, bias)
-        if policy.plain_from * K <= x.numel() and onednn_linear.usable_plain(x, weight, bias):
+        if (policy.plain_from is not None and policy.plain_from * K <= x.numel()
+                and onednn_linear.usable_plain(x, weight, bias)):
             return onednn_linear.linear_plain(x, weight, bias)
         return linear_split(x, weight, bias)
+    if wants_plain(x, weight) and onednn_linear.usable_plain(x, weight, bias):
+        return onednn_linear.linear_plain(x, weight, bias)
     return F.linear(x, weight, bias)

@@ -1,16 +1,17 @@
-"""Few-row fp32 products on oneDNN: on the plain weight (the default for 2-8 rows on non-Intel CPUs), and on
-oneDNN's prepacked copy of it (the opt-in `MINAGENT_MATVEC=onednn` policy).
+"""fp32 products on oneDNN: on the plain weight (off Intel, the default for products of 2 or more rows under
+inference mode: kernels/matvec.py), and on oneDNN's prepacked copy of it (the opt-in `MINAGENT_MATVEC=onednn`).
 
-The plain path (`linear_plain`) calls oneDNN's linear on the weight as it is: no copy, no cache. On a 2-core AMD
-EPYC with AVX-512 (2026-11-23), SmolLM2-shaped weights streamed from memory (30 layers, 478 MB) took 15.9-18.0 ms
-per pass at 2-8 rows against 20.6-24.8 ms on the thread split and 34-46 ms with F.linear (MKL); at one row the
+The plain path (`linear_plain`) calls oneDNN's linear on the weight as it is: no copy, no cache. oneDNN uses AVX-512
+on AMD, where MKL does not: prefill-sized products run 2.1-2.2x faster than F.linear on a 2-core AMD EPYC with
+AVX-512 (2026-11-23). For few rows, SmolLM2-shaped weights streamed from memory (30 layers, 478 MB) took 15.9-18.0
+ms per pass at 2-8 rows against 20.6-24.8 ms on the thread split and 34-46 ms with F.linear (MKL); at one row the
 two are equal (14.8 vs 15.4 ms), so one row stays on the split.
 
-The prepacked path: a forward over 2-8 rows (a greedy step checking prompt-lookup drafts, batch-8 decoding, SAG's candidates)
-streams every weight once, like one row does, but MKL's small-M sgemm reads the weights at about half the rate
-of its one-row product, even split over the threads (kernels/matvec.py). oneDNN's linear on a weight reordered
-once into its blocked layout reads them at 1.5-2.4x the split's rate at 5 rows (SmolLM2's matrices, 2-core AMD
-EPYC): a SmolLM2 forward of 5 rows after 800 cached tokens 53-56 -> 39-41 ms, a batch-8 step 54-59 -> 42 ms. At
+The prepacked path: a forward over 2-8 rows (a greedy step checking prompt-lookup drafts, batch-8 decoding, SAG's
+candidates) streams every weight once, like one row does, but MKL's small-M sgemm reads the weights at about half
+the rate of its one-row product, even split over the threads (kernels/matvec.py). oneDNN's linear on a weight
+reordered once into its blocked layout reads them at 1.5-2.4x the split's rate at 5 rows (SmolLM2's matrices, 2-core
+AMD EPYC): a SmolLM2 forward of 5 rows after 800 cached tokens 53-56 -> 39-41 ms, a batch-8 step 54-59 -> 42 ms. At
 one row it is no faster than the split, so one row stays there.
 
 Its costs, and why it is opt-in: a second, blocked copy of every weight it serves (the plain weight stays: the

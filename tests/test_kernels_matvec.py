@@ -259,10 +259,13 @@ def test_generic_policy_sends_two_to_eight_rows_to_plain_onednn_under_inference_
     monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(a[0].shape) or real(*a))
     w = torch.randn(1536, 576)
     with torch.inference_mode():
-        for rows in (1, 2, 5, 8, 9):
+        for rows in (1, 2, 5, 8, 9, 512):
             kernels.linear(torch.randn(rows, 1, 576), w)
         kernels.linear(torch.randn(4, 576), torch.randn(576, 1536).t())  # strided weight: oneDNN would copy it
-    assert calls == [(2, 1, 576), (5, 1, 576), (8, 1, 576)]  # 1 row: the split; 9: F.linear
+        kernels.linear(torch.randn(16, 576), torch.randn(192, 576))  # 1.8M multiply-adds: MKL's call is cheaper
+        kernels.linear(torch.randn(32, 576), torch.randn(192, 576))  # 3.5M: oneDNN
+    # 1 row: the split; 2-8 rows, and prefill-sized products
+    assert calls == [(2, 1, 576), (5, 1, 576), (8, 1, 576), (9, 1, 576), (512, 1, 576), (32, 576)]
     with torch.no_grad():  # a gradient could still be asked of what no_grad computes: the split keeps it
         kernels.linear(torch.randn(4, 576), w)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -270,12 +273,18 @@ def test_generic_policy_sends_two_to_eight_rows_to_plain_onednn_under_inference_
     x = torch.randn(4, 576, requires_grad=True)
     kernels.linear(x, w).sum().backward()
     torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(4, -1), rtol=1e-5, atol=1e-4)
-    assert len(calls) == 3
+    assert len(calls) == 6
+    monkeypatch.setattr(matvec, "POLICY", matvec.INTEL)  # MKL runs at full speed there: nothing goes to oneDNN
+    with torch.inference_mode():
+        for rows in (2, 8, 512):
+            kernels.linear(torch.randn(rows, 576), w)
+    assert len(calls) == 6
 
 
 @needs_onednn
 def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
-    """Batch-2 decoding under inference mode, as generation runs it: every product on oneDNN's plain path."""
+    """A prefill and batch-2 decoding under inference mode, as generation runs them: every product on oneDNN's
+    plain path."""
     path, hf = wide_checkpoint
     monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
     ours = load_model(path)
@@ -285,10 +294,13 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         want = hf(ids).logits
+        full = ours(ids)  # prefill: 42 rows, every product on oneDNN
+        assert len(calls) == 2 * 4 + 1
         cache = ours.new_cache(2, 21)
         got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
-    assert len(calls) == 12 * (2 * 4 + 1)
+    assert len(calls) == 14 * (2 * 4 + 1)  # the full pass, the cached prefill, 12 decode steps
     # as on the prepacked path: oneDNN's blocked sums round a little differently from MKL's
+    torch.testing.assert_close(full, want, rtol=1e-5, atol=5e-5)
     torch.testing.assert_close(torch.cat(got, dim=1), want, rtol=1e-5, atol=5e-5)
     prompts = [ids[0, :7].tolist(), ids[1, :5].tolist()]
     ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=12))]
