@@ -22,26 +22,30 @@ weights read at 11-16 GB/s instead of 7-8).
 Which path a product takes depends on the CPU, because MKL's speed does (`POLICY`, chosen at import from
 /proc/cpuinfo):
 
-    generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product):
-        1 row splits into one block per thread (2 blocks on 2 threads; with more rows, 4 blocks measured
-        slower than 2 at 8 rows). Every other product of at least PLAIN_MIN_MACS multiply-adds goes to
-        oneDNN's linear on the plain weight (kernels/onednn_linear.py; no extra memory), under
-        torch.inference_mode() (generation and the agent run there; training and no_grad code keep MKL).
-        MKL's sgemm on AMD does not use AVX-512, oneDNN does: on a 2-core AMD EPYC with AVX-512 (2026-11-23),
+    generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product; also
+        any CPU not named below): 1-8 rows split into one block per thread (2 blocks on 2 threads; 4 blocks
+        measured slower at 8 rows).
+    amd-avx512 (an AMD CPU with AVX-512, where this torch has oneDNN's linear): 1 row splits as above. Every
+        other product of at least PLAIN_MIN_MACS multiply-adds goes to oneDNN's linear on the plain weight
+        (kernels/onednn_linear.py; no extra memory), under torch.inference_mode() (generation and the agent
+        run there; training and no_grad code keep MKL), and so do 2-8-row products of any size (a decode step
+        streams its weights from memory, where oneDNN reads even the small ones faster). MKL's sgemm on AMD
+        does not use AVX-512, oneDNN does: on a 2-core AMD EPYC with AVX-512 (2026-11-23),
         prefill-sized products ([512, 576] x SmolLM2's matrices) ran at 430-460 GFLOP/s against 190-210 with
         F.linear (2.1-2.2x; 1.9-2.5x at 16 rows), and a 30-layer SmolLM2-shaped pass at 2-8 rows took 16-18 ms
         against 21-25 ms split (the weights streamed faster than MKL's small-M sgemm reads them, split or
-        not). Below ~2M multiply-adds oneDNN's ~10 us a call loses (2 rows x 576 x 576: 0.5-0.9x).
+        not). Below ~2M multiply-adds oneDNN's ~10 us a call loses to MKL on data in cache (16 rows x 192 x
+        576: 1.0x; 2 rows x 576 x 576: 0.5-0.9x).
     intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
         22-28 GB/s, the machine's ~24 GB/s plus some L3 hits): splitting 1-2 rows made a SmolLM2 decode step
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
-    onednn (opt-in, MINAGENT_MATVEC=onednn): as generic, except that 2-8 rows run on oneDNN's prepacked copy
+    onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512, except that 2-8 rows run on oneDNN's prepacked copy
         of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
 
 Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
-elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), the Intel policy's prefill and 1-3
+elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel policy's 1-3
 rows, one thread for few rows, non-CPU devices and dtypes other than fp32 (bf16/fp16 go through oneDNN
 already, which threads on its own).
 """
@@ -74,38 +78,56 @@ class SplitPolicy(NamedTuple):
     plain_from: int | None = None
 
 
-_PLAIN_FROM = 2 if onednn_linear.available() else None  # a torch without the op keeps MKL and the split
-GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1, plain_from=_PLAIN_FROM)
+GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
+AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_from=2)
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
 ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1)
-POLICIES = {p.name: p for p in (GENERIC, INTEL, OFF, ONEDNN)}
+POLICIES = {p.name: p for p in (GENERIC, AMD_AVX512, INTEL, OFF, ONEDNN)}
 
 
-def cpu_vendor() -> str:
-    """The vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...), or "" where there is none."""
+def _cpuinfo_field(name: str) -> str:
+    """The first `name : value` of /proc/cpuinfo, or "" where there is none (not Linux, not x86)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
 
 
+def cpu_vendor() -> str:
+    """The vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...), or "" where there is none."""
+    return _cpuinfo_field("vendor_id")
+
+
+def measured_policy() -> SplitPolicy:
+    """The policy for this CPU from what was measured: Intel; AMD with AVX-512 (MKL does not use it there,
+    oneDNN does) when this torch has oneDNN's linear; anything else (AMD without AVX-512, ARM, no
+    /proc/cpuinfo) keeps the generic split, the one measured to beat MKL there without new risk."""
+    vendor = cpu_vendor()
+    if vendor == "GenuineIntel":
+        return INTEL
+    if vendor == "AuthenticAMD" and "avx512f" in _cpuinfo_field("flags").split() and onednn_linear.available():
+        return AMD_AVX512
+    return GENERIC
+
+
 def default_policy() -> SplitPolicy:
-    """MINAGENT_MATVEC=generic|intel|off when set (to compare on a new machine), else by the CPU's vendor."""
+    """MINAGENT_MATVEC=generic|amd-avx512|intel|off|onednn when set (to compare on a new machine), else
+    measured_policy()."""
     name = os.environ.get("MINAGENT_MATVEC", "").strip().lower()
     if name:
         if name not in POLICIES:
             raise ValueError(f"environment variable MINAGENT_MATVEC must be one of {', '.join(POLICIES)}; "
                              f"got {name!r}")
-        if name == "onednn" and not onednn_linear.available():
-            raise ValueError("environment variable MINAGENT_MATVEC=onednn: this torch has no oneDNN linear ops "
+        if name in ("onednn", "amd-avx512") and not onednn_linear.available():
+            raise ValueError(f"environment variable MINAGENT_MATVEC={name}: this torch has no oneDNN linear ops "
                              "(torch.ops.mkldnn._linear_pointwise); use generic, intel or off")
         return POLICIES[name]
-    return INTEL if cpu_vendor() == "GenuineIntel" else GENERIC
+    return measured_policy()
 
 
 POLICY = default_policy()  # tests and benchmarks may assign another
@@ -127,7 +149,7 @@ def wants_split(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when a few-row path (the split, or oneDNN by policy) should beat F.linear (see the module docstring for
     the measurements). Asked for every linear layer of every step, so the cheap size tests come first."""
     policy = POLICY
-    return (weight.numel() >= MIN_WEIGHT_NUMEL
+    return (weight.dim() == 2 and weight.numel() >= MIN_WEIGHT_NUMEL
             and policy.min_rows * weight.shape[1] <= x.numel() <= MAX_ROWS * weight.shape[1]
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu"
@@ -155,9 +177,10 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def wants_plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when the policy sends this product, not a few-row one, to oneDNN's linear on the plain weight."""
+    """True when the policy sends this product, not a few-row one, to oneDNN's linear on the plain weight: enough
+    rows, enough multiply-adds to pay for oneDNN's call, fp32 on CPU."""
     rows_from = POLICY.plain_from
-    return (rows_from is not None and rows_from * weight.shape[1] <= x.numel()
+    return (rows_from is not None and weight.dim() == 2 and rows_from * weight.shape[1] <= x.numel()
             and x.numel() * weight.shape[0] >= PLAIN_MIN_MACS
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu")
@@ -168,10 +191,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
     weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain)."""
     if wants_split(x, weight):
-        policy, K = POLICY, weight.shape[1]
-        if policy.prepacked_from * K <= x.numel() and onednn_linear.usable(x, weight, bias):
+        if POLICY.prepacked_from * weight.shape[1] <= x.numel() and onednn_linear.usable(x, weight, bias):
             return onednn_linear.linear(x, weight, bias)
-        if (policy.plain_from is not None and policy.plain_from * K <= x.numel()
+        # few rows stream the weights from memory: oneDNN reads even the small matrices faster then, so no
+        # PLAIN_MIN_MACS here (a SmolLM2 decode step of 2, 5 or 8 rows was equal or faster without it)
+        rows_from = POLICY.plain_from
+        if (rows_from is not None and rows_from * weight.shape[1] <= x.numel()
                 and onednn_linear.usable_plain(x, weight, bias)):
             return onednn_linear.linear_plain(x, weight, bias)
         return linear_split(x, weight, bias)

@@ -92,11 +92,18 @@ def test_policy_from_the_environment(monkeypatch):
         monkeypatch.setenv("MINAGENT_MATVEC", "onednn")
         assert matvec.default_policy() is matvec.ONEDNN
     monkeypatch.setenv("MINAGENT_MATVEC", "fast")
-    with pytest.raises(ValueError, match="MINAGENT_MATVEC must be one of generic, intel, off, onednn; got 'fast'"):
+    with pytest.raises(ValueError, match="MINAGENT_MATVEC must be one of generic, amd-avx512, intel, off, onednn; "
+                                         "got 'fast'"):
         matvec.default_policy()
     monkeypatch.delenv("MINAGENT_MATVEC")
-    want = matvec.INTEL if matvec.cpu_vendor() == "GenuineIntel" else matvec.GENERIC
-    assert matvec.default_policy() is want
+    assert matvec.default_policy() is matvec.measured_policy()
+    for vendor, flags, want in (("GenuineIntel", "fpu avx512f", matvec.INTEL),
+                                ("AuthenticAMD", "fpu avx2 avx512f avx512bw",
+                                 matvec.AMD_AVX512 if onednn_linear.available() else matvec.GENERIC),
+                                ("AuthenticAMD", "fpu avx2", matvec.GENERIC), ("", "", matvec.GENERIC)):
+        fields = {"vendor_id": vendor, "flags": flags}
+        monkeypatch.setattr(matvec, "_cpuinfo_field", fields.get)
+        assert matvec.measured_policy() is want, (vendor, flags)
 
 
 def test_split_path_carries_gradients(two_threads):
@@ -252,8 +259,8 @@ def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_t
 
 
 @needs_onednn
-def test_generic_policy_sends_two_to_eight_rows_to_plain_onednn_under_inference_mode(two_threads, monkeypatch):
-    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
+def test_amd_avx512_policy_sends_products_of_two_rows_and_more_to_plain_onednn(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     calls = []
     real = onednn_linear.linear_plain
     monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(a[0].shape) or real(*a))
@@ -286,7 +293,7 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
     """A prefill and batch-2 decoding under inference mode, as generation runs them: every product on oneDNN's
     plain path."""
     path, hf = wide_checkpoint
-    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     ours = load_model(path)
     calls = []
     real = onednn_linear.linear_plain
@@ -311,13 +318,14 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
 
 
 @needs_onednn
-@pytest.mark.parametrize("policy", ["GENERIC", "ONEDNN"])
-def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypatch, policy):
+@pytest.mark.parametrize("policy", ["AMD_AVX512", "ONEDNN"])
+@pytest.mark.parametrize("rows", [4, 32])  # the few-row branch and the prefill branch
+def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypatch, policy, rows):
     """oneDNN reads a bias as N contiguous fp32 values; F.linear broadcasts a strided or 0-dim one."""
     monkeypatch.setattr(matvec, "POLICY", getattr(matvec, policy))
     torch.manual_seed(0)
-    w, x = torch.randn(1536, 576), torch.randn(4, 576)
-    for b in (torch.randn(3072)[::2], torch.tensor(1.0), torch.randn(1), torch.randn(1, 1536)):
+    w, x = torch.randn(1536, 576), torch.randn(rows, 576)
+    for b in (torch.randn(1536), torch.randn(3072)[::2], torch.tensor(1.0), torch.randn(1), torch.randn(1, 1536)):
         with torch.inference_mode():
             got = kernels.linear(x, w, b)
         torch.testing.assert_close(got.double(), float64_linear(x, w, b), rtol=1e-5, atol=1e-4)
@@ -325,9 +333,41 @@ def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypa
 
 
 @needs_onednn
+def test_prefill_sized_products_keep_autograd_and_autocast_off_inference_mode(two_threads, monkeypatch):
+    """The oneDNN op has no autograd kernel: a product whose gradient is wanted must never reach it."""
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    calls = []
+    real = onednn_linear.linear_plain
+    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    w, b = torch.randn(1536, 576) / 24, torch.randn(1536)
+    x = torch.randn(32, 576, requires_grad=True)
+    kernels.linear(x, w, b).sum().backward()
+    torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(32, -1), rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        kernels.linear(x, w, b)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear(torch.randn(32, 576), w, b).dtype == torch.bfloat16
+    with torch.inference_mode():
+        assert kernels.linear(torch.randn(32, 576, dtype=torch.float64), w.double()).dtype == torch.float64
+        kernels.linear(torch.randn(32, 576).half(), w.half())  # fp16: not oneDNN's fp32 path
+    assert not calls
+    with torch.inference_mode():  # and the same product in inference mode does take it
+        kernels.linear(x.detach(), w, b)
+    assert calls == [1]
+
+
+def test_a_one_dimensional_weight_works_as_in_f_linear(two_threads):
+    x, w = torch.randn(4, 16), torch.randn(16)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            torch.testing.assert_close(kernels.linear(x, w), F.linear(x, w))
+
+
+@needs_onednn
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch.backends.mkldnn.flags() warns about Intel GPUs
 def test_onednn_switched_off_is_respected(two_threads, monkeypatch):
-    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     calls = []
     real = onednn_linear.linear_plain
     monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
