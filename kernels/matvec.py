@@ -1,5 +1,5 @@
 """CPU fp32 products y = x @ W.T (kernels.linear): which code runs them. First written for few rows (decoding, one
-token per row), where the thread split below was the win; on non-Intel CPUs oneDNN now takes most products.
+token per row), where the thread split below was the win; on AMD CPUs with AVX-512 oneDNN now takes most.
 
 Why this exists. Decoding multiplies each weight matrix by 1-8 vectors, so a step's cost is reading the weights
 once. On a 2-core AMD EPYC VM with torch 2.13 (MKL 2024.2), `F.linear` with 1-8 rows runs on one core: it
@@ -45,9 +45,9 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
 
 Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
-elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel policy's 1-3
-rows, one thread for few rows, non-CPU devices and dtypes other than fp32 (bf16/fp16 go through oneDNN
-already, which threads on its own).
+elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel
+policy's 1-3 rows, one thread for few rows, non-CPU devices and dtypes other than fp32 (bf16/fp16 go through
+oneDNN already, which threads on its own).
 """
 from __future__ import annotations
 
@@ -176,12 +176,12 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return y.reshape(*lead, N)
 
 
-def wants_plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when the policy sends this product, not a few-row one, to oneDNN's linear on the plain weight: enough
-    rows, enough multiply-adds to pay for oneDNN's call, fp32 on CPU."""
+def wants_plain(x: torch.Tensor, weight: torch.Tensor, min_macs: int = PLAIN_MIN_MACS) -> bool:
+    """True when the policy sends this product to oneDNN's linear on the plain weight: enough rows, enough
+    multiply-adds to pay for oneDNN's call, fp32 on CPU."""
     rows_from = POLICY.plain_from
     return (rows_from is not None and weight.dim() == 2 and rows_from * weight.shape[1] <= x.numel()
-            and x.numel() * weight.shape[0] >= PLAIN_MIN_MACS
+            and x.numel() * weight.shape[0] >= min_macs
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu")
 
@@ -195,9 +195,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             return onednn_linear.linear(x, weight, bias)
         # few rows stream the weights from memory: oneDNN reads even the small matrices faster then, so no
         # PLAIN_MIN_MACS here (a SmolLM2 decode step of 2, 5 or 8 rows was equal or faster without it)
-        rows_from = POLICY.plain_from
-        if (rows_from is not None and rows_from * weight.shape[1] <= x.numel()
-                and onednn_linear.usable_plain(x, weight, bias)):
+        if wants_plain(x, weight, min_macs=0) and onednn_linear.usable_plain(x, weight, bias):
             return onednn_linear.linear_plain(x, weight, bias)
         return linear_split(x, weight, bias)
     if wants_plain(x, weight) and onednn_linear.usable_plain(x, weight, bias):

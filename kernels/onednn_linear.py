@@ -47,9 +47,7 @@ def usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     an inference tensor: then no gradient, forward-mode tangent or functorch transform can be asked of the product
     (the packed copy is outside autograd), autocast's dtype rules do not apply, and the weight has a version
     counter to tell in-place changes by. The bias must be what oneDNN reads it as (see `_plain_bias`)."""
-    return (torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")
-            and torch.backends.mkldnn.is_available() and torch._C._get_mkldnn_enabled()
-            and not weight.is_inference() and _plain_bias(bias, weight.shape[0]))
+    return _inference_gate(weight, bias) and not weight.is_inference()
 
 
 def usable_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
@@ -57,8 +55,13 @@ def usable_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     support is not what the rest of the library is tested on), no autocast, oneDNN not switched off
     (`torch.backends.mkldnn.flags(enabled=False)`), a contiguous weight (oneDNN would copy a strided one on every
     call) and a bias it reads correctly."""
+    return _inference_gate(weight, bias) and weight.is_contiguous()
+
+
+def _inference_gate(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """What both paths need: inference mode, no CPU autocast, oneDNN on, a bias oneDNN reads correctly."""
     return (torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")
-            and torch._C._get_mkldnn_enabled() and weight.is_contiguous() and _plain_bias(bias, weight.shape[0]))
+            and torch._C._get_mkldnn_enabled() and _plain_bias(bias, weight.shape[0]))
 
 
 def _plain_bias(bias: torch.Tensor | None, n_out: int) -> bool:
