@@ -23,6 +23,17 @@ def two_threads():
     torch.set_num_threads(old)
 
 
+def spy(monkeypatch, module, name):
+    """Wrap module.name so each call records its first argument's shape; returns the list of shapes."""
+    calls, real = [], getattr(module, name)
+
+    def recording(*args, **kwargs):
+        calls.append(tuple(args[0].shape))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, recording)
+    return calls
+
+
 def float64_linear(x, w, b=None):
     y = x.double() @ w.double().T
     return y if b is None else y + b.double()
@@ -140,9 +151,7 @@ def test_decoding_on_the_split_path_matches_transformers(wide_checkpoint, two_th
     path, hf = wide_checkpoint
     monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)  # batch 2 splits (the Intel policy leaves it to MKL)
     ours = load_model(path)
-    calls = []
-    real = matvec.linear_split
-    monkeypatch.setattr(matvec, "linear_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = spy(monkeypatch, matvec, "linear_split")
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = hf(ids).logits
@@ -215,9 +224,7 @@ def test_a_new_weight_where_a_freed_one_lived_gets_its_own_copy():
 @needs_onednn
 def test_onednn_policy_routes_rows_under_inference_mode_only(two_threads, monkeypatch):
     monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
-    calls = []
-    real = onednn_linear.linear
-    monkeypatch.setattr(onednn_linear, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = spy(monkeypatch, onednn_linear, "linear")
     w = torch.randn(1536, 576)
     with torch.inference_mode():
         for rows in (1, 2, 8, 9):
@@ -239,9 +246,7 @@ def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_t
     path, hf = wide_checkpoint
     monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
     ours = load_model(path)
-    calls = []
-    real = onednn_linear.linear
-    monkeypatch.setattr(onednn_linear, "linear", lambda *a: calls.append(1) or real(*a))
+    calls = spy(monkeypatch, onednn_linear, "linear")
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want = hf(ids).logits
@@ -261,9 +266,7 @@ def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_t
 @needs_onednn
 def test_amd_avx512_policy_sends_products_of_two_rows_and_more_to_plain_onednn(two_threads, monkeypatch):
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
-    calls = []
-    real = onednn_linear.linear_plain
-    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = spy(monkeypatch, onednn_linear, "linear_plain")
     w = torch.randn(1536, 576)
     with torch.inference_mode():
         for rows in (1, 2, 5, 8, 9, 512):
@@ -295,9 +298,7 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
     path, hf = wide_checkpoint
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     ours = load_model(path)
-    calls = []
-    real = onednn_linear.linear_plain
-    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
+    calls = spy(monkeypatch, onednn_linear, "linear_plain")
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         want = hf(ids).logits
@@ -336,9 +337,7 @@ def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypa
 def test_prefill_sized_products_keep_autograd_and_autocast_off_inference_mode(two_threads, monkeypatch):
     """The oneDNN op has no autograd kernel: a product whose gradient is wanted must never reach it."""
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
-    calls = []
-    real = onednn_linear.linear_plain
-    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
+    calls = spy(monkeypatch, onednn_linear, "linear_plain")
     torch.manual_seed(0)
     w, b = torch.randn(1536, 576) / 24, torch.randn(1536)
     x = torch.randn(32, 576, requires_grad=True)
@@ -354,7 +353,7 @@ def test_prefill_sized_products_keep_autograd_and_autocast_off_inference_mode(tw
     assert not calls
     with torch.inference_mode():  # and the same product in inference mode does take it
         kernels.linear(x.detach(), w, b)
-    assert calls == [1]
+    assert len(calls) == 1
 
 
 def test_a_one_dimensional_weight_works_as_in_f_linear(two_threads):
@@ -368,9 +367,7 @@ def test_a_one_dimensional_weight_works_as_in_f_linear(two_threads):
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch.backends.mkldnn.flags() warns about Intel GPUs
 def test_onednn_switched_off_is_respected(two_threads, monkeypatch):
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
-    calls = []
-    real = onednn_linear.linear_plain
-    monkeypatch.setattr(onednn_linear, "linear_plain", lambda *a: calls.append(1) or real(*a))
+    calls = spy(monkeypatch, onednn_linear, "linear_plain")
     w, x = torch.randn(1536, 576), torch.randn(4, 576)
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
         kernels.linear(x, w)
