@@ -25,7 +25,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
     generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product; also
         any CPU not named below): 1-8 rows split into one block per thread (2 blocks on 2 threads; 4 blocks
         measured slower at 8 rows).
-    amd-avx512 (an AMD CPU with AVX-512, where this torch has oneDNN's linear): 1 row splits as above. Every
+    amd-avx512 (an AMD CPU with AVX-512, where this torch has oneDNN's linear): 1-4 rows of a narrow weight as W @ X.T
+        (below); other 1-row products split as above. Every
         other product of at least PLAIN_MIN_MACS multiply-adds goes to oneDNN's linear on the plain weight
         (kernels/onednn_linear.py; no extra memory), under torch.inference_mode() (generation and the agent
         run there; training and no_grad code keep MKL), and so do 2-8-row products of any size (a decode step
@@ -36,6 +37,14 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         against 21-25 ms split (the weights streamed faster than MKL's small-M sgemm reads them, split or
         not). Below ~2M multiply-adds oneDNN's ~10 us a call loses to MKL on data in cache (16 rows x 192 x
         576: 1.0x; 2 rows x 576 x 576: 0.5-0.9x).
+        Before either of those, 1-4 rows of a narrow weight go to MKL as W @ X.T (linear_columns): written that
+        way, with an even column count, MKL's sgemm streams the weight at 35-51 GB/s on 1-2 threads, where the
+        split reads 26-33 and oneDNN 20-33 at 2-4 rows (the same machine, 2026-11-23, weights streamed from
+        memory, GB/s of weight read; X.T as a contiguous [K, M] matrix, 1 column, or 5+ columns fall back to
+        9-22). It holds while K is small: up to K = 1280 for 3-4 rows, up to 1536 for 1-2; at K >= 1792 the
+        same call drops to ~16 GB/s at 3-4 rows and gains nothing at 1-2. A SmolLM2-135M forward after 1000
+        tokens: 1 row 23.3 -> 20.4 ms, 2 rows 28.8 -> 22.0, 4 rows 31.8 -> 24.4 (a 1-row vocabulary head keeps
+        the split, which reads it at ~48 GB/s against ~44).
     intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
         22-28 GB/s, the machine's ~24 GB/s plus some L3 hits): splitting 1-2 rows made a SmolLM2 decode step
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
@@ -63,6 +72,7 @@ MAX_ROWS = 8
 MIN_WEIGHT_NUMEL = 1 << 18
 PLAIN_MIN_MACS = 1 << 21  # below ~2M multiply-adds oneDNN's ~10 us a call loses to MKL (see the docstring)
 HEAD_ASPECT = 16  # N >= HEAD_ASPECT * K: a vocabulary head, use the W-side orientation
+COLUMNS_MAX_THREADS = 2  # linear_columns was measured at 1 and 2 threads only
 
 
 class SplitPolicy(NamedTuple):
@@ -70,16 +80,19 @@ class SplitPolicy(NamedTuple):
     `blocks_per_thread` blocks per thread; from `prepacked_from` rows on, oneDNN's prepacked copy of the weight
     takes them instead. From `plain_from` rows on (None: never), oneDNN's linear on the plain weight takes any
     product not sent elsewhere, of any number of rows, when it is big enough to pay for the call (PLAIN_MIN_MACS).
-    The module docstring has the measurements behind each."""
+    `columns` sends a product of up to r rows whose K is at most k, for any (r, k) listed, to MKL's
+    weight-times-columns product (linear_columns), on up to COLUMNS_MAX_THREADS threads. The module docstring has
+    the measurements behind each."""
     name: str
     min_rows: int
     blocks_per_thread: int
     prepacked_from: int = MAX_ROWS + 1
     plain_from: int | None = None
+    columns: tuple[tuple[int, int], ...] = ()  # (most rows, largest K) pairs that linear_columns takes
 
 
 GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
-AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_from=2)
+AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_from=2, columns=((2, 1536), (4, 1280)))
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
 ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1)
@@ -176,6 +189,36 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return y.reshape(*lead, N)
 
 
+def wants_columns(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when the policy sends this few-row product to linear_columns (see the module docstring)."""
+    limits = POLICY.columns
+    if not limits or weight.dim() != 2 or torch.get_num_threads() > COLUMNS_MAX_THREADS:
+        return False
+    N, K = weight.shape
+    if x.dim() == 0 or x.shape[-1] != K or weight.numel() < MIN_WEIGHT_NUMEL or x.numel() == 0:
+        return False
+    rows = x.numel() // K
+    if rows == 1 and N >= HEAD_ASPECT * K:
+        return False  # a vocabulary head: the split streams one row faster
+    return (any(rows <= r and K <= k for r, k in limits)
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.device.type == "cpu" and weight.device.type == "cpu" and weight.is_contiguous())
+
+
+def linear_columns(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ weight[N, K].T (+ bias) as W @ X.T: the rows of x become the columns of the right-hand matrix,
+    padded with a zero row to an even count (MKL's product of a weight by 2 or 4 such columns is the fast one;
+    1 or 3 are not). The [N, M] result is copied into [M, N], a few thousand floats."""
+    N, K = weight.shape
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, K).contiguous()
+    M = x2.shape[0]
+    if M % 2:
+        x2 = torch.cat([x2, x2.new_zeros(1, K)])
+    y = torch.mm(weight, x2.t())[:, :M].t().contiguous().reshape(*lead, N)
+    return y if bias is None else y + bias
+
+
 def wants_plain(x: torch.Tensor, weight: torch.Tensor, min_macs: int = PLAIN_MIN_MACS) -> bool:
     """True when the policy sends this product to oneDNN's linear on the plain weight: enough rows, enough
     multiply-adds to pay for oneDNN's call, fp32 on CPU."""
@@ -190,6 +233,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear, with faster CPU fp32 paths by policy: for few rows the thread split, oneDNN's linear on the
     plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
     weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain)."""
+    if wants_columns(x, weight):
+        return linear_columns(x, weight, bias)
     if wants_split(x, weight):
         if POLICY.prepacked_from * weight.shape[1] <= x.numel() and onednn_linear.usable(x, weight, bias):
             return onednn_linear.linear(x, weight, bias)

@@ -269,42 +269,42 @@ def test_amd_avx512_policy_sends_products_of_two_rows_and_more_to_plain_onednn(t
     calls = spy(monkeypatch, onednn_linear, "linear_plain")
     w = torch.randn(1536, 576)
     with torch.inference_mode():
-        for rows in (1, 2, 5, 8, 9, 512):
+        for rows in (1, 2, 4, 5, 8, 9, 512):
             kernels.linear(torch.randn(rows, 1, 576), w)
-        kernels.linear(torch.randn(4, 576), torch.randn(576, 1536).t())  # strided weight: oneDNN would copy it
+        kernels.linear(torch.randn(5, 576), torch.randn(576, 1536).t())  # strided weight: oneDNN would copy it
         kernels.linear(torch.randn(16, 576), torch.randn(192, 576))  # 1.8M multiply-adds: MKL's call is cheaper
         kernels.linear(torch.randn(32, 576), torch.randn(192, 576))  # 3.5M: oneDNN
-    # 1 row: the split; 2-8 rows, and prefill-sized products
-    assert calls == [(2, 1, 576), (5, 1, 576), (8, 1, 576), (9, 1, 576), (512, 1, 576), (32, 576)]
+    # 1-4 rows of this narrow weight: linear_columns; 5-8 rows, and prefill-sized products
+    assert calls == [(5, 1, 576), (8, 1, 576), (9, 1, 576), (512, 1, 576), (32, 576)]
     with torch.no_grad():  # a gradient could still be asked of what no_grad computes: the split keeps it
-        kernels.linear(torch.randn(4, 576), w)
+        kernels.linear(torch.randn(5, 576), w)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert kernels.linear(torch.randn(4, 576), w).dtype == torch.bfloat16  # autocast's rules, as F.linear
-    x = torch.randn(4, 576, requires_grad=True)
+        assert kernels.linear(torch.randn(5, 576), w).dtype == torch.bfloat16  # autocast's rules, as F.linear
+    x = torch.randn(5, 576, requires_grad=True)
     kernels.linear(x, w).sum().backward()
-    torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(4, -1), rtol=1e-5, atol=1e-4)
-    assert len(calls) == 6
+    torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(5, -1), rtol=1e-5, atol=1e-4)
+    assert len(calls) == 5
     monkeypatch.setattr(matvec, "POLICY", matvec.INTEL)  # MKL runs at full speed there: nothing goes to oneDNN
     with torch.inference_mode():
         for rows in (2, 8, 512):
             kernels.linear(torch.randn(rows, 576), w)
-    assert len(calls) == 6
+    assert len(calls) == 5
 
 
 @needs_onednn
 def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
-    """A prefill and batch-2 decoding under inference mode, as generation runs them: every product on oneDNN's
-    plain path."""
+    """A prefill and batch-5 decoding under inference mode, as generation runs them: every product on oneDNN's
+    plain path (1-4 rows of this model's narrow weights go to linear_columns: the next test)."""
     path, hf = wide_checkpoint
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     ours = load_model(path)
     calls = spy(monkeypatch, onednn_linear, "linear_plain")
-    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(3, 8192, (5, 21), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         want = hf(ids).logits
-        full = ours(ids)  # prefill: 42 rows, every product on oneDNN
+        full = ours(ids)  # prefill: 105 rows, every product on oneDNN
         assert len(calls) == 2 * 4 + 1
-        cache = ours.new_cache(2, 21)
+        cache = ours.new_cache(5, 21)
         got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
     assert len(calls) == 14 * (2 * 4 + 1)  # the full pass, the cached prefill, 12 decode steps
     # as on the prepacked path: oneDNN's blocked sums round a little differently from MKL's
@@ -320,7 +320,7 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
 
 @needs_onednn
 @pytest.mark.parametrize("policy", ["AMD_AVX512", "ONEDNN"])
-@pytest.mark.parametrize("rows", [4, 32])  # the few-row branch and the prefill branch
+@pytest.mark.parametrize("rows", [2, 5, 32])  # linear_columns (amd-avx512), the few-row branch, the prefill branch
 def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypatch, policy, rows):
     """oneDNN reads a bias as N contiguous fp32 values; F.linear broadcasts a strided or 0-dim one."""
     monkeypatch.setattr(matvec, "POLICY", getattr(matvec, policy))
@@ -368,7 +368,94 @@ def test_a_one_dimensional_weight_works_as_in_f_linear(two_threads):
 def test_onednn_switched_off_is_respected(two_threads, monkeypatch):
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     calls = spy(monkeypatch, onednn_linear, "linear_plain")
-    w, x = torch.randn(1536, 576), torch.randn(4, 576)
+    w, x = torch.randn(1536, 576), torch.randn(5, 576)
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
         kernels.linear(x, w)
     assert not calls
+
+
+# -- linear_columns: W @ X.T for 1-4 rows of a narrow weight (amd-avx512) --------------------------------------
+
+@pytest.mark.parametrize("shape, rows", [((1536, 576), 1), ((1536, 576), 2), ((1536, 576), 3), ((1536, 576), 4),
+                                         ((576, 1536), 1), ((576, 1536), 2), ((9216, 576), 2)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_column_product_equals_float64(shape, rows, bias):
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    b = torch.randn(shape[0]) if bias else None
+    x = torch.randn(rows, 1, shape[1])
+    got = matvec.linear_columns(x, w, b)
+    assert got.shape == (rows, 1, shape[0]) and got.is_contiguous()
+    terms = x.double().abs() @ w.double().abs().T + (0 if b is None else b.double().abs())
+    bound = (shape[1] + 1) * 2.0 ** -24 * terms  # as in test_split_product_equals_float64
+    assert ((got.double() - float64_linear(x, w, b)).abs() <= bound).all()
+
+
+def test_who_takes_the_column_path(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    narrow, medium, wide, head = (torch.randn(1536, 576), torch.randn(576, 1536), torch.randn(576, 2048),
+                                  torch.randn(9216, 576))
+
+    def takes(rows, w):
+        return matvec.wants_columns(torch.randn(rows, 1, w.shape[1]), w)
+    assert [takes(r, narrow) for r in (1, 2, 3, 4, 5, 8)] == [True] * 4 + [False] * 2
+    assert [takes(r, medium) for r in (1, 2, 3, 4)] == [True, True, False, False]  # K 1536: 1-2 rows only
+    assert not any(takes(r, wide) for r in (1, 2))  # K 2048: no gain measured
+    assert [takes(r, head) for r in (1, 2)] == [False, True]  # a 1-row head keeps the split
+    assert not takes(2, torch.randn(192, 576))  # small weights keep F.linear
+    assert not matvec.wants_columns(torch.randn(2, 576), torch.randn(576, 1536).t())  # strided weight
+    assert not matvec.wants_columns(torch.randn(2, 576).double(), narrow.double())
+    assert not matvec.wants_columns(torch.randn(2, 577), narrow)  # a wrong width gets F.linear's error
+    with pytest.raises(RuntimeError):
+        kernels.linear(torch.randn(2, 577), narrow)
+    torch.set_num_threads(1)
+    assert takes(2, narrow)  # measured at 1 thread too
+    torch.set_num_threads(3)
+    assert not takes(2, narrow)  # not measured beyond 2
+    torch.set_num_threads(2)
+    for policy in (matvec.GENERIC, matvec.INTEL, matvec.OFF, matvec.ONEDNN):
+        monkeypatch.setattr(matvec, "POLICY", policy)
+        assert not takes(2, narrow), policy.name
+
+
+def test_column_path_carries_gradients(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    calls = spy(monkeypatch, matvec, "linear_columns")
+    torch.manual_seed(0)
+    w0, b0, x0 = torch.randn(1536, 576) / 24, torch.randn(1536), torch.randn(3, 576)
+    grads = {}
+    for name, fn, dtype in (("columns", kernels.linear, torch.float32), ("plain", F.linear, torch.float32),
+                            ("float64", F.linear, torch.float64)):
+        w, b, x = (t.to(dtype, copy=True).requires_grad_() for t in (w0, b0, x0))
+        fn(x, w, b).square().sum().backward()
+        grads[name] = (x.grad.double(), w.grad.double(), b.grad.double())
+    assert calls == [(3, 576)]
+    for got, plain, want in zip(grads["columns"], grads["plain"], grads["float64"]):
+        slack = (plain - want).abs().max().item()
+        assert (got - want).abs().max().item() <= 4 * slack + 1e-6
+
+
+def test_decoding_on_the_column_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
+    """Batch-1 and batch-2 decoding under inference mode, as generation runs it: the layers' products on
+    linear_columns, the untied head on the split at batch 1 and on linear_columns at batch 2."""
+    path, hf = wide_checkpoint
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    ours = load_model(path)
+    calls = spy(monkeypatch, matvec, "linear_columns")
+    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        want = hf(ids).logits
+        for batch in (1, 2):
+            cache = ours.new_cache(batch, 21)
+            before = len(calls)
+            got = [ours(ids[:batch, :9], cache=cache)] + [ours(ids[:batch, t:t + 1], cache=cache)
+                                                          for t in range(9, 21)]
+            # every decode step: q/k/v, o, gate/up and down in each of 2 layers, and the head from batch 2 on
+            assert len(calls) - before == 12 * (2 * 4 + (batch == 2))
+            torch.testing.assert_close(torch.cat(got, dim=1), want[:batch], rtol=1e-5, atol=5e-5)
+    prompts = [ids[0, :7].tolist(), ids[1, :5].tolist()]
+    ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=12))]
+    for prompt, tokens in zip(prompts, ours_tokens):
+        hf_tokens = hf.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                pad_token_id=0)
+        assert tokens == hf_tokens[0, len(prompt):].tolist()
