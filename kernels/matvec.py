@@ -55,8 +55,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
 
 Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
 elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel
-policy's 1-3 rows, one thread for few rows, non-CPU devices and dtypes other than fp32 (bf16/fp16 go through
-oneDNN already, which threads on its own).
+policy's 1-3 rows, one thread for few rows (but amd-avx512's W @ X.T), non-CPU devices and dtypes other than
+fp32 (bf16/fp16 go through oneDNN already, which threads on its own).
 """
 from __future__ import annotations
 

@@ -92,6 +92,45 @@ def test_sdpa_path_matches_plain_softmax_for_decode_and_masks():
     torch.testing.assert_close(kernels.attention(q, k, v, attn_mask=mask), attention_reference(q, k, v, attn_mask=mask))
 
 
+@pytest.mark.parametrize("heads, kv_heads, tq, tk", [(9, 3, 5, 37), (4, 4, 2, 3), (6, 2, 31, 200), (8, 1, 64, 65)])
+@pytest.mark.parametrize("scale", [None, 0.3])
+def test_queries_after_a_cached_prefix_are_bottom_right_causal(monkeypatch, heads, kv_heads, tq, tk, scale):
+    """fp32 queries after a cached prefix take the split into prefix and new keys merged by log-sum-exp
+    (flash_attention._after_cached_prefix); against the float64 softmax, with GQA and an odd scale."""
+    from kernels import flash_attention
+    calls = []
+    real = flash_attention._after_cached_prefix
+    monkeypatch.setattr(flash_attention, "_after_cached_prefix", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(tq)
+    q = torch.randn(2, tk, heads, 16, generator=g).transpose(1, 2)[:, :, -tq:]  # strided, as the model's q
+    k, v = (torch.randn(2, kv_heads, tk, 16, generator=g) for _ in range(2))
+    with torch.inference_mode():
+        got = kernels.attention(q, k, v, causal=True, scale=scale)
+    assert calls == [1]
+    want = attention_reference(q.double(), k.double(), v.double(), scale=scale)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+
+
+def test_queries_after_a_cached_prefix_keep_autograd_and_the_masked_path():
+    """Gradients (the split's merge reads a log-sum-exp autograd does not differentiate), float64 and masks
+    take the masked path: same values, and gradients equal the float64 reference's."""
+    from kernels import flash_attention
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 6, 7, 8, generator=g, requires_grad=True)
+    k, v = (torch.randn(1, 2, 20, 8, generator=g, requires_grad=True) for _ in range(2))
+    assert not flash_attention._prefix_split_applies(q, k, v)
+    with torch.no_grad():
+        assert flash_attention._prefix_split_applies(q, k, v)
+        assert not flash_attention._prefix_split_applies(q.double(), k.double(), v.double())
+        assert not flash_attention._prefix_split_applies(q[:, :, :1], k, v)  # one query: SDPA sees every key
+        assert not flash_attention._prefix_split_applies(q, k[:, :, :7], v[:, :, :7])  # square: is_causal
+    kernels.attention(q, k, v).square().sum().backward()
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    attention_reference(q64, k64, v64).square().sum().backward()
+    for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_fused_linear_cross_entropy_torch_path(reduction):
     g = torch.Generator().manual_seed(2)
