@@ -42,7 +42,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         split reads 26-33 and oneDNN 20-33 at 2-4 rows (the same machine, 2026-11-23, weights streamed from
         memory, GB/s of weight read; X.T as a contiguous [K, M] matrix, 1 column, or 5+ columns fall back to
         9-22). It holds while K is small: up to K = 1280 for 3-4 rows, up to 1536 for 1-2; at K >= 1792 the
-        same call drops to ~16 GB/s at 3-4 rows and gains nothing at 1-2. A SmolLM2-135M forward after 1000
+        same call drops to ~16 GB/s at 3-4 rows and gains nothing at 1-2. Measured on 1 and 2 threads only
+        (COLUMNS_MAX_THREADS): more threads keep the paths above. A SmolLM2-135M forward after 1000
         tokens: 1 row 23.3 -> 20.4 ms, 2 rows 28.8 -> 22.0, 4 rows 31.8 -> 24.4 (a 1-row vocabulary head keeps
         the split, which reads it at ~48 GB/s against ~44).
     intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
@@ -50,8 +51,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
-    onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512, except that 2-8 rows run on oneDNN's prepacked copy
-        of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
+    onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512 without W @ X.T, and 2-8 rows run on oneDNN's
+        prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
 
 Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
 elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel
@@ -162,7 +163,7 @@ def wants_split(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when a few-row path (the split, or oneDNN by policy) should beat F.linear (see the module docstring for
     the measurements). Asked for every linear layer of every step, so the cheap size tests come first."""
     policy = POLICY
-    return (weight.dim() == 2 and weight.numel() >= MIN_WEIGHT_NUMEL
+    return (weight.dim() == 2 and weight.numel() >= MIN_WEIGHT_NUMEL and not torch.is_autocast_enabled("cpu")
             and policy.min_rows * weight.shape[1] <= x.numel() <= MAX_ROWS * weight.shape[1]
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu"
@@ -194,6 +195,8 @@ def wants_columns(x: torch.Tensor, weight: torch.Tensor) -> bool:
     limits = POLICY.columns
     if not limits or weight.dim() != 2 or torch.get_num_threads() > COLUMNS_MAX_THREADS:
         return False
+    if torch.is_autocast_enabled("cpu"):
+        return False  # F.linear applies autocast's dtype to the bias too
     N, K = weight.shape
     if x.dim() == 0 or x.shape[-1] != K or weight.numel() < MIN_WEIGHT_NUMEL or x.numel() == 0:
         return False
@@ -208,15 +211,17 @@ def wants_columns(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def linear_columns(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ weight[N, K].T (+ bias) as W @ X.T: the rows of x become the columns of the right-hand matrix,
     padded with a zero row to an even count (MKL's product of a weight by 2 or 4 such columns is the fast one;
-    1 or 3 are not). The [N, M] result is copied into [M, N], a few thousand floats."""
+    1 or 3 are not). The [N, M] result is copied into [M, N] (at most 4 x N floats)."""
     N, K = weight.shape
     lead = x.shape[:-1]
     x2 = x.reshape(-1, K).contiguous()
     M = x2.shape[0]
     if M % 2:
         x2 = torch.cat([x2, x2.new_zeros(1, K)])
-    y = torch.mm(weight, x2.t())[:, :M].t().contiguous().reshape(*lead, N)
-    return y if bias is None else y + bias
+    y = torch.mm(weight, x2.t())[:, :M].t().contiguous()
+    if bias is not None:  # before the reshape, as linear_split and F.linear broadcast it
+        y = y + bias
+    return y.reshape(*lead, N)
 
 
 def wants_plain(x: torch.Tensor, weight: torch.Tensor, min_macs: int = PLAIN_MIN_MACS) -> bool:
@@ -230,7 +235,7 @@ def wants_plain(x: torch.Tensor, weight: torch.Tensor, min_macs: int = PLAIN_MIN
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with faster CPU fp32 paths by policy: for few rows the thread split, oneDNN's linear on the
+    """F.linear, with faster CPU fp32 paths by policy: for few rows W @ X.T, the thread split, oneDNN's linear on the
     plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
     weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain)."""
     if wants_columns(x, weight):

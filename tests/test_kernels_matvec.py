@@ -117,7 +117,9 @@ def test_policy_from_the_environment(monkeypatch):
         assert matvec.measured_policy() is want, (vendor, flags)
 
 
-def test_split_path_carries_gradients(two_threads):
+def test_split_path_carries_gradients(two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)  # 2 rows go to linear_columns under amd-avx512
+    calls = spy(monkeypatch, matvec, "linear_split")
     torch.manual_seed(0)
     w0, x0 = torch.randn(1536, 576) / 24, torch.randn(2, 576)
     grads = {}
@@ -126,6 +128,7 @@ def test_split_path_carries_gradients(two_threads):
         w, x = w0.to(dtype, copy=True).requires_grad_(), x0.to(dtype, copy=True).requires_grad_()
         fn(x, w).square().sum().backward()
         grads[name] = (x.grad.double(), w.grad.double())
+    assert calls == [(2, 576)]
     for got, plain, want in zip(grads["split"], grads["plain"], grads["float64"]):
         slack = (plain - want).abs().max().item()  # how far fp32 autograd through F.linear lands
         assert (got - want).abs().max().item() <= 4 * slack + 1e-6
@@ -406,6 +409,18 @@ def test_who_takes_the_column_path(two_threads, monkeypatch):
     assert not matvec.wants_columns(torch.randn(2, 576), torch.randn(576, 1536).t())  # strided weight
     assert not matvec.wants_columns(torch.randn(2, 576).double(), narrow.double())
     assert not matvec.wants_columns(torch.randn(2, 577), narrow)  # a wrong width gets F.linear's error
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # F.linear casts the bias too: leave it the product
+        assert not matvec.wants_columns(torch.randn(2, 576), narrow)
+        assert not matvec.wants_split(torch.randn(2, 576), narrow)
+        assert kernels.linear(torch.randn(2, 576), narrow, torch.randn(1536)).dtype == torch.bfloat16
+    for x, b in ((torch.randn(576), torch.randn(1, 1536)), (torch.randn(3, 1, 576), torch.randn(1536, 1))):
+        try:  # bias broadcasting as F.linear's: same shape, or the same refusal
+            want = F.linear(x, narrow, b)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                kernels.linear(x, narrow, b)
+        else:
+            assert kernels.linear(x, narrow, b).shape == want.shape
     with pytest.raises(RuntimeError):
         kernels.linear(torch.randn(2, 577), narrow)
     torch.set_num_threads(1)
@@ -435,6 +450,7 @@ def test_column_path_carries_gradients(two_threads, monkeypatch):
         assert (got - want).abs().max().item() <= 4 * slack + 1e-6
 
 
+@needs_onednn  # the prefills go to oneDNN under this policy
 def test_decoding_on_the_column_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
     """Batch-1 and batch-2 decoding under inference mode, as generation runs it: the layers' products on
     linear_columns, the untied head on the split at batch 1 and on linear_columns at batch 2."""
