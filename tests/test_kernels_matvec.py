@@ -150,6 +150,15 @@ def wide_checkpoint(tmp_path_factory):
     return path, hf
 
 
+def assert_batched_greedy_matches(ours, hf, prompts, n=12):
+    """Our padded batch's greedy tokens equal transformers' for each prompt run alone."""
+    ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=n))]
+    for prompt, tokens in zip(prompts, ours_tokens):
+        hf_tokens = hf.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                pad_token_id=0)
+        assert tokens == hf_tokens[0, len(prompt):].tolist()
+
+
 def test_decoding_on_the_split_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
     path, hf = wide_checkpoint
     monkeypatch.setattr(matvec, "POLICY", matvec.GENERIC)  # batch 2 splits (the Intel policy leaves it to MKL)
@@ -313,12 +322,7 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
     # as on the prepacked path: oneDNN's blocked sums round a little differently from MKL's
     torch.testing.assert_close(full, want, rtol=1e-5, atol=5e-5)
     torch.testing.assert_close(torch.cat(got, dim=1), want, rtol=1e-5, atol=5e-5)
-    prompts = [ids[0, :7].tolist(), ids[1, :5].tolist()]
-    ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=12))]
-    for prompt, tokens in zip(prompts, ours_tokens):
-        hf_tokens = hf.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                                pad_token_id=0)
-        assert tokens == hf_tokens[0, len(prompt):].tolist()
+    assert_batched_greedy_matches(ours, hf, [ids[0, :7].tolist(), ids[1, :5].tolist()])
 
 
 @needs_onednn
@@ -469,9 +473,4 @@ def test_decoding_on_the_column_path_matches_transformers(wide_checkpoint, two_t
             # every decode step: q/k/v, o, gate/up and down in each of 2 layers, and the head from batch 2 on
             assert len(calls) - before == 12 * (2 * 4 + (batch == 2))
             torch.testing.assert_close(torch.cat(got, dim=1), want[:batch], rtol=1e-5, atol=5e-5)
-    prompts = [ids[0, :7].tolist(), ids[1, :5].tolist()]
-    ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=12))]
-    for prompt, tokens in zip(prompts, ours_tokens):
-        hf_tokens = hf.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                                pad_token_id=0)
-        assert tokens == hf_tokens[0, len(prompt):].tolist()
+    assert_batched_greedy_matches(ours, hf, [ids[0, :7].tolist(), ids[1, :5].tolist()])
