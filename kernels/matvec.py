@@ -25,10 +25,10 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
     generic (AMD EPYC, measured above: MKL takes its generic code path, one core per few-row product; also
         any CPU not named below): 1-8 rows split into one block per thread (2 blocks on 2 threads; 4 blocks
         measured slower at 8 rows).
-    amd-avx512 (an AMD CPU with AVX-512, where this torch has oneDNN's linear): 1-4 rows of a narrow weight as W @ X.T
-        (below); other 1-row products split as above. Every
-        other product of at least PLAIN_MIN_MACS multiply-adds goes to oneDNN's linear on the plain weight
-        (kernels/onednn_linear.py; no extra memory), under torch.inference_mode() (generation and the agent
+    amd-avx512 (an AMD CPU with AVX-512, where this torch has oneDNN's linear): 1-4 rows of a narrow weight go
+        to W @ X.T (below); other 1-row products split as above. Every other product of at least
+        PLAIN_MIN_MACS multiply-adds goes to oneDNN's linear on the plain weight (kernels/onednn_linear.py; no
+        extra memory), under torch.inference_mode() (generation and the agent
         run there; training and no_grad code keep MKL), and so do 2-8-row products of any size (a decode step
         streams its weights from memory, where oneDNN reads even the small ones faster). MKL's sgemm on AMD
         does not use AVX-512, oneDNN does: on a 2-core AMD EPYC with AVX-512 (2026-11-23),
@@ -44,15 +44,16 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         9-22). It holds while K is small: up to K = 1280 for 3-4 rows, up to 1536 for 1-2; at K >= 1792 the
         same call drops to ~16 GB/s at 3-4 rows and gains nothing at 1-2. Measured on 1 and 2 threads only
         (COLUMNS_MAX_THREADS): more threads keep the paths above. A SmolLM2-135M forward after 1000
-        tokens: 1 row 23.3 -> 20.4 ms, 2 rows 28.8 -> 22.0, 4 rows 31.8 -> 24.4 (a 1-row vocabulary head keeps
-        the split, which reads it at ~48 GB/s against ~44).
+        tokens: 1 row 23.3 -> 20.4-21.2 ms, 2 rows 28.8 -> 21.3-22.0, 3 rows 32.0 -> 24.1-24.7 (a 1-row
+        vocabulary head keeps the split, which reads it at ~48 GB/s against ~44).
     intel (a 2-core Xeon with AVX-512: MKL's own kernels thread a 1-row product and read the weights at
         22-28 GB/s, the machine's ~24 GB/s plus some L3 hits): splitting 1-2 rows made a SmolLM2 decode step
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
     onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512 without W @ X.T, and 2-8 rows run on oneDNN's
-        prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the weight memory).
+        prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the
+        weight memory).
 
 Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
 elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel
@@ -93,7 +94,8 @@ class SplitPolicy(NamedTuple):
 
 
 GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
-AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_from=2, columns=((2, 1536), (4, 1280)))
+AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_from=2,
+                         columns=((2, 1536), (4, 1280)))
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
 ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1)

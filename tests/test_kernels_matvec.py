@@ -150,6 +150,15 @@ def wide_checkpoint(tmp_path_factory):
     return path, hf
 
 
+def prefill_then_decode(ours, ids, prefill=9):
+    """Logits for every position of ids [B, T]: the first `prefill` tokens in one cached forward, then one token
+    per row per step, as generation runs them."""
+    cache = ours.new_cache(ids.shape[0], ids.shape[1])
+    got = [ours(ids[:, :prefill], cache=cache)]
+    got += [ours(ids[:, t:t + 1], cache=cache) for t in range(prefill, ids.shape[1])]
+    return torch.cat(got, dim=1)
+
+
 def assert_batched_greedy_matches(ours, hf, prompts, n=12):
     """Our padded batch's greedy tokens equal transformers' for each prompt run alone."""
     ours_tokens = [r.token_ids for r in generate(ours, prompts, SamplingParams(max_new_tokens=n))]
@@ -167,11 +176,10 @@ def test_decoding_on_the_split_path_matches_transformers(wide_checkpoint, two_th
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = hf(ids).logits
-        cache = ours.new_cache(2, 21)
-        got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
+        got = prefill_then_decode(ours, ids)
     # every decode step: the packed q/k/v, o, the packed gate/up and down in each layer, and the head
     assert len(calls) == 12 * (2 * 4 + 1)
-    torch.testing.assert_close(torch.cat(got, dim=1), want)
+    torch.testing.assert_close(got, want)
     prompt = ids[:1, :7]
     hf_tokens = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
     ours_tokens = generate(ours, [prompt[0].tolist()], SamplingParams(max_new_tokens=12))[0].token_ids
@@ -262,12 +270,11 @@ def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_t
     ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want = hf(ids).logits
-        cache = ours.new_cache(2, 21)
-        got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
+        got = prefill_then_decode(ours, ids)
     assert len(calls) == 12 * (2 * 4 + 1)  # every product of every batch-2 decode step
     # oneDNN's blocked sums round a little differently from MKL's (one logit in 344k lands 1.3e-5 off at the
     # default fp32 tolerance); each product's rounding is bounded rigorously in the float64 test above
-    torch.testing.assert_close(torch.cat(got, dim=1), want, rtol=1e-5, atol=5e-5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-5)
     prompt = ids[:1, :7]
     hf_tokens = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
     ours_tokens = generate(ours, [prompt[0].tolist()], SamplingParams(max_new_tokens=12))[0].token_ids
@@ -316,12 +323,11 @@ def test_decoding_on_the_plain_onednn_path_matches_transformers(wide_checkpoint,
         want = hf(ids).logits
         full = ours(ids)  # prefill: 105 rows, every product on oneDNN
         assert len(calls) == 2 * 4 + 1
-        cache = ours.new_cache(5, 21)
-        got = [ours(ids[:, :9], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(9, 21)]
+        got = prefill_then_decode(ours, ids)
     assert len(calls) == 14 * (2 * 4 + 1)  # the full pass, the cached prefill, 12 decode steps
     # as on the prepacked path: oneDNN's blocked sums round a little differently from MKL's
     torch.testing.assert_close(full, want, rtol=1e-5, atol=5e-5)
-    torch.testing.assert_close(torch.cat(got, dim=1), want, rtol=1e-5, atol=5e-5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-5)
     assert_batched_greedy_matches(ours, hf, [ids[0, :7].tolist(), ids[1, :5].tolist()])
 
 
@@ -466,11 +472,9 @@ def test_decoding_on_the_column_path_matches_transformers(wide_checkpoint, two_t
     with torch.inference_mode():
         want = hf(ids).logits
         for batch in (1, 2):
-            cache = ours.new_cache(batch, 21)
             before = len(calls)
-            got = [ours(ids[:batch, :9], cache=cache)] + [ours(ids[:batch, t:t + 1], cache=cache)
-                                                          for t in range(9, 21)]
+            got = prefill_then_decode(ours, ids[:batch])
             # every decode step: q/k/v, o, gate/up and down in each of 2 layers, and the head from batch 2 on
             assert len(calls) - before == 12 * (2 * 4 + (batch == 2))
-            torch.testing.assert_close(torch.cat(got, dim=1), want[:batch], rtol=1e-5, atol=5e-5)
+            torch.testing.assert_close(got, want[:batch], rtol=1e-5, atol=5e-5)
     assert_batched_greedy_matches(ours, hf, [ids[0, :7].tolist(), ids[1, :5].tolist()])
