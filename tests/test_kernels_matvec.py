@@ -404,6 +404,26 @@ def test_column_product_equals_float64(shape, rows, bias):
     assert ((got.double() - float64_linear(x, w, b)).abs() <= bound).all()
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+def test_column_product_hands_mkl_the_fast_orientation(rows, monkeypatch):
+    """The speed of linear_columns is all in the shape of its one product: W [N, K] on the left as stored, times
+    2 or 4 columns, is what MKL streams fast (numbers in kernels/matvec.py's docstring). Values cannot tell a
+    rewrite that loses it, so check the call itself: the weight uncopied on the left, the rows of x as an even
+    number of columns on the right."""
+    seen, real_mm = [], torch.mm
+
+    def recording_mm(a, b, *args, **kwargs):
+        seen.append((a, b))
+        return real_mm(a, b, *args, **kwargs)
+    monkeypatch.setattr(torch, "mm", recording_mm)
+    w = torch.randn(1536, 576)
+    matvec.linear_columns(torch.randn(rows, 1, 576), w)
+    assert len(seen) == 1
+    left, right = seen[0]
+    assert left.data_ptr() == w.data_ptr() and left.shape == w.shape and left.stride() == w.stride()
+    assert right.shape == (576, rows + rows % 2)
+
+
 def test_who_takes_the_column_path(two_threads, monkeypatch):
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     narrow, medium, wide, head = (torch.randn(1536, 576), torch.randn(576, 1536), torch.randn(576, 2048),
