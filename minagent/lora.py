@@ -302,9 +302,13 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
         raise ValueError("the model has no LoRA layers to save")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # peft records the leaf names it wrapped; we record the same so the adapter re-targets identically.
-    targets = config.target_modules if isinstance(config.target_modules, str) and config.target_modules != \
-        "all-linear" else sorted({n.rsplit(".", 1)[-1] for n in modules})
+    # As peft records them: "all-linear" as the leaf names it wrapped, a regex or a list as given (a list entry
+    # may be a dotted path like "layers.0.self_attn.q_proj": its leaf name alone would re-target every layer).
+    targets = config.target_modules
+    if targets == "all-linear":
+        targets = sorted({n.rsplit(".", 1)[-1] for n in modules})
+    elif not isinstance(targets, str):
+        targets = sorted(set(targets))
     cfg = {**config.extra, "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r,
            "lora_alpha": config.alpha, "lora_dropout": config.dropout, "target_modules": targets,
            "use_rslora": config.use_rslora, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,

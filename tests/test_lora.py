@@ -71,6 +71,27 @@ def test_peft_saved_adapter_loads_in_ours(hf_checkpoint, tmp_path, rslora):
         torch.testing.assert_close(ours(ids), pm(ids).logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("targets", [["model.layers.0.self_attn.q_proj"], ["layers.1.mlp.down_proj", "k_proj"]])
+def test_layer_specific_targets_round_trip(hf_checkpoint, tmp_path, targets):
+    """A target list naming one layer's module: saved, it must re-target that module only, in ours and in peft."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    ours = _ours(ckpt)
+    wrapped = inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=targets))
+    _randomize_lora(ours, 4)
+    save_adapter(ours, tmp_path / "adapter")
+    again = _ours(ckpt)
+    load_adapter(again, tmp_path / "adapter")
+    pm = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32),
+                                        tmp_path / "adapter").eval()
+    in_peft = [n.removeprefix("base_model.model.") for n, m in pm.named_modules()
+               if isinstance(m, peft.tuners.lora.Linear)]
+    assert sorted(lora_modules(again)) == sorted(in_peft) == sorted(wrapped)
+    ids = _ids(5)
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), ours(ids), rtol=0, atol=0)
+        torch.testing.assert_close(again(ids), pm(ids).logits, rtol=1e-5, atol=1e-5)
+
+
 def test_merge_unmerge_and_merged_export_loads_in_transformers(hf_checkpoint, tmp_path):
     ckpt, _ = hf_checkpoint("mistral")
     ours = _ours(ckpt)

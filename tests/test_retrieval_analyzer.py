@@ -28,6 +28,18 @@ def test_cjk_bigrams_and_fullwidth_folding():
     assert "設" not in toks                      # runs longer than one character give bigrams only
 
 
+def test_combining_marks_stay_inside_words():
+    """Marks (Unicode M*) are not \\w, but they are part of words: vowel signs and viramas in Devanagari, harakat
+    in Arabic, a combining accent. Hand-checked tokens."""
+    a = Analyzer()
+    assert a.tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert a.tokenize("مُحَمَّد") == ["مُحَمَّد"]
+    assert a.tokenize("re\u0301sume\u0301 cafe") == ["résumé", "cafe"]  # NFKC composes e + U+0301 to é
+    assert a.tokenize("x\u20dd-y\u0306z") == ["x\u20dd-y\u0306z", "x\u20dd", "y\u0306z"]  # marks NFKC keeps
+    # the words' letters alone no longer match: "नदी" (river) shares न and द with "हिन्दी" but no term
+    assert not set(a.tokenize("हिन्दी")) & set(a.tokenize("नदी किनारे"))
+
+
 def test_stopwords_optional():
     assert Analyzer().tokenize("the branch is not here") == ["the", "branch", "is", "not", "here"]
     assert Analyzer(stopwords=True).tokenize("the branch is not here") == ["branch", "here"]
@@ -134,3 +146,6 @@ def test_config_roundtrip_and_unknown_field():
     assert Analyzer.from_config(an.config()).config() == an.config()
     with pytest.raises(ValueError, match="unknown fields"):
         Analyzer.from_config({"stem": True, "porter": True})
+    # an index saved before the combining_marks field keeps analysing queries the way it was built
+    old = Analyzer.from_config({"stopwords": False, "stem": True, "split_identifiers": True, "cjk_bigrams": True})
+    assert old.tokenize("हिन्दी") == ["ह", "न", "द"] and Analyzer().tokenize("हिन्दी") == ["हिन्दी"]

@@ -60,6 +60,16 @@ def test_html_text_headings_tables_pre_and_entities():
     assert "var x" not in text and "hidden" not in text and "color" not in text
 
 
+
+@pytest.mark.parametrize("head_end", ["</head><body>", "<body>", ""])  # HTML5 lets both tags be left out
+def test_html_head_ends_where_the_body_starts(head_end):
+    html = ("<html><head><title>Manual</title><meta charset=utf-8><link rel=stylesheet href=a.css>"
+            f"{head_end}<h1>Install <svg><title>link-icon</title></svg></h1><p>Run make install.</p></html>")
+    title, text, heads = html_to_text(html)
+    assert title == "Manual"  # an <svg>'s <title> is not the page's
+    assert text == "Install\n\nRun make install.\n\n"
+    assert [(lvl, t) for lvl, t, _ in heads] == [(1, "Install")]
+
 def test_long_sections_split_with_overlap_at_boundaries():
     sentences = [f"Sentence number {i} explains option --opt{i} in detail." for i in range(60)]
     text = "Options\n\n" + " ".join(sentences)

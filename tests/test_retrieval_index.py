@@ -2,6 +2,7 @@
 
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -192,6 +193,24 @@ def test_corrupt_and_version_mismatched_index(corpus, tmp_path):
     (out / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(IndexVersionError, match="version 99.*rebuild"):
         Retriever.load(str(out))
+    # a manifest entry that is not an object
+    (out / "manifest.json").write_text(json.dumps({**manifest, "files": {**manifest["files"], "vocab.json": 5}}))
+    with pytest.raises(IndexFormatError, match="manifest.json: entry for vocab.json is 5, expected an object"):
+        Retriever.load(str(out))
+    # arrays with valid checksums that do not fit together (written by hand: a negative passage id, posting
+    # ranges that go backwards)
+    for name, edit in (("bm25_doc_ids", lambda a: a.__setitem__(0, -1)),
+                       ("bm25_indptr", lambda a: a.__setitem__(1, a[2] + 1))):
+        build_index(corpus, str(out), progress=False)
+        manifest = json.loads((out / "manifest.json").read_text())
+        arr = np.load(out / f"{name}.npy")
+        edit(arr)
+        np.save(out / f"{name}.npy", arr)
+        data = (out / f"{name}.npy").read_bytes()
+        manifest["files"][f"{name}.npy"] = {"bytes": len(data), "crc32": zlib.crc32(data)}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(IndexFormatError, match="do not fit together"):
+            Retriever.load(str(out))
     # unreadable manifest, missing manifest, missing directory
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(IndexFormatError, match="corrupt manifest"):
@@ -264,3 +283,34 @@ def test_fusion_functions_by_hand():
         reciprocal_rank_fusion([[1]], k=0)
     assert len(reciprocal_rank_fusion([])[0]) == 0
     assert np.isfinite(weighted_fusion([([1], [3.0])], [1.0])[1]).all()
+
+
+class _HashEncoder:
+    """A stand-in encoder (the unit under test is the index's bookkeeping, not the embeddings): a passage's vector
+    is a fixed function of its text; `poison` makes the next encode return a NaN row, as a broken model would."""
+    dim = 8
+    poison = False
+
+    def spec(self):
+        return {"kind": "test-hash"}
+
+    def encode(self, texts, progress=False):
+        out = np.stack([np.random.default_rng(len(t)).standard_normal(self.dim) for t in texts]).astype(np.float32)
+        if self.poison:
+            out[-1, 0] = np.nan
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_refused_vectors_leave_the_index_as_it_was(corpus):
+    passages, _ = chunk_corpus(corpus, progress=False)
+    encoder = _HashEncoder()
+    r = Retriever.from_passages(passages[:-1], dense=True, encoder=encoder, progress=False)
+    before = [(h.id, h.score) for h in r.search("server daemon", k=10, mode="hybrid")]
+    encoder.poison = True
+    with pytest.raises(ValueError, match="NaN or inf"):
+        r.add_passages(passages[-1:], progress=False)
+    encoder.poison = False
+    assert r.bm25.n_docs == len(r.dense) == len(r.passages) == len(passages) - 1
+    assert [(h.id, h.score) for h in r.search("server daemon", k=10, mode="hybrid")] == before
+    r.add_passages(passages[-1:], progress=False)  # and a good batch still goes in
+    assert r.bm25.n_docs == len(r.dense) == len(r.passages) == len(passages)

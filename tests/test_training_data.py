@@ -224,6 +224,6 @@ def test_cpt_bad_inputs(tmp_path):
         read_cpt_documents(path)
     logged = []
     assert [d.text for d in read_cpt_documents(path, "skip", logged.append)] == ["ok"]
-    assert any(r"c.jsonl:3: bad line: expected an object with a string field" in m for m in logged)
+    assert any(r"c.jsonl:3: expected an object with a string field" in m for m in logged)
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
         read_cpt_documents(tmp_path / "nothing")

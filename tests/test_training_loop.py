@@ -77,6 +77,45 @@ def test_killed_and_resumed_run_is_bitwise_identical(tiny_dir, tmp_path, stage):
         run(_cfg(tiny_dir, tmp_path / "killed", resume=True, **{**kw, "lr": 0.02}))
 
 
+def test_damaged_checkpoint_falls_back_to_the_one_before(tiny_dir, tmp_path, capsys):
+    """Checkpoints are written atomically, so a damaged one is damage on disk: the resume names the file, takes
+    the older kept checkpoint and still ends bitwise where the uninterrupted run does (the oracle)."""
+    kw = dict(max_steps=6, save_every=2, batch_size=1, export=False, warmup_steps=2, lora_dropout=0.2)
+    run(_cfg(tiny_dir, tmp_path / "whole", **kw))
+    run(_cfg(tiny_dir, tmp_path / "killed", **kw), stop_after_step=5)  # keeps step_2 and step_4
+    newest = "checkpoints/step_00000004"
+    damages = {
+        "trainable.safetensors": lambda f: f.write_bytes(f.read_bytes()[:100]),
+        "optimizer.pt": lambda f: f.write_bytes(f.read_bytes()[:50]),
+        "rng.pt": lambda f: f.unlink(),
+        "state.json": lambda f: f.write_text(""),
+    }
+    for name, damage in damages.items():
+        out = tmp_path / f"damaged-{name}"
+        shutil.copytree(tmp_path / "killed", out)
+        damage(out / newest / name)
+        capsys.readouterr()
+        run(_cfg(tiny_dir, out, resume=True, **kw))
+        logged = capsys.readouterr().out
+        assert f"skipping checkpoint step_00000004: {out / newest / name}" in logged, (name, logged)
+        assert f"resumed from {out / 'checkpoints/step_00000002'}" in logged
+        a, b = _final_weights(tmp_path / "whole"), _final_weights(out)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert [r["loss"] for r in _losses(tmp_path / "whole")] == [r["loss"] for r in _losses(out)]
+    # a line torn by the kill at the end of metrics.jsonl is dropped, not a reason to refuse the resume
+    with open(tmp_path / "killed" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')
+    run(_cfg(tiny_dir, tmp_path / "killed", resume=True, **kw))
+    assert [r["loss"] for r in _losses(tmp_path / "whole")] == [r["loss"] for r in _losses(tmp_path / "killed")]
+    # nothing readable left: an error naming the directory, never a silent start from step 0
+    out = tmp_path / "damaged-all"
+    shutil.copytree(tmp_path / "damaged-state.json", out)
+    for step in out.glob("checkpoints/step_*"):
+        (step / "state.json").write_text("{}")
+    with pytest.raises(CheckpointStateError, match=r"checkpoints: no readable checkpoint \(2 tried"):
+        run(_cfg(tiny_dir, out, resume=True, **kw))
+
+
 def test_sigkilled_process_resumes_to_the_same_weights(tiny_dir, tmp_path):
     """A real kill (SIGKILL, at whatever point the process is in, checkpoint writing included)."""
     import signal

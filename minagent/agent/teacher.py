@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from ..jsonl import read_jsonl
 from . import prompts
 from .llm import ScriptedLLM
 from .multiple_choice import is_correct
@@ -86,22 +87,16 @@ def _append(path: Path, obj: dict):
 
 def read_questions(path) -> list[dict]:
     """Exam/question JSONL: {"id", "question", "answer"?, "aliases"?, "choices"?, "correct"?} per line."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-                raise ValueError(f'{path}:{n}: expected an object with a "question" string')
-            if "choices" in item and not isinstance(item["choices"], dict):
-                raise ValueError(f'{path}:{n}: "choices" must be an object like {{"A": "...", "B": "..."}}')
-            item.setdefault("id", str(n))
-            out.append(item)
-    return out
+    def question(item):
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+            raise ValueError('expected an object with a "question" string')
+        if "choices" in item and not isinstance(item["choices"], dict):
+            raise ValueError('"choices" must be an object like {"A": "...", "B": "..."}')
+        return item
+    rows, _ = read_jsonl(path, question)
+    for where, item in rows:
+        item.setdefault("id", where.rsplit(":", 1)[1])
+    return [item for _, item in rows]
 
 
 def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,

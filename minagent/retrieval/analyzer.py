@@ -20,14 +20,39 @@ import numpy as np
 
 from .ascii_terms import PackedSurfaceIds
 
+def _ranges(codes):
+    """Consecutive runs of increasing ints as (first, last) pairs."""
+    out = []
+    for c in codes:
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return out
+
+
 _BATCH_BYTES = 512 << 10      # ASCII text tokenized per numpy pass in TermIds.add_texts (bounds its temporaries)
 
 # A word is a run of letters/digits; an identifier is words joined by - _ . : / (no spaces). One linear regex
 # pass finds both ("compounds"); the ASCII version is ~2x faster and most manual text is ASCII.
-_WORD = re.compile(r"[^\W_]+")
-_COMPOUND = re.compile(r"[^\W_]+(?:[-_.:/][^\W_]+)*")
+# Combining marks (Unicode M*: Devanagari vowel signs and viramas, Arabic harakat, the dot of a lowercased "İ")
+# are inside words too, though `\w` leaves them out: without them "हिन्दी" would fall apart into its consonants.
+# Texts holding a mark take the (slower) patterns that allow them.
+# (planes 0-1 hold every mark but the variation selectors of plane 14, U+E0100-E01EF: ~7 ms at import, not 90)
+_MARKS = "".join(f"{chr(a)}-{chr(b)}" for a, b in _ranges(
+    c for c in range(0x300, 0x20000) if unicodedata.category(chr(c))[0] == "M")) + "\U000e0100-\U000e01ef"
+_HAS_MARK = re.compile(f"[{_MARKS}]")
+
+
+def _word_patterns(letter):
+    """(word, compound, joined) regexes for a letter-or-digit pattern."""
+    return (re.compile(f"(?:{letter})+"), re.compile(f"(?:{letter})+(?:[-_.:/](?:{letter})+)*"),
+            re.compile(f"(?:{letter})[-_.:/](?:{letter})"))   # joined: does the text hold any identifier at all?
+
+
+_WORD, _COMPOUND, _JOINED = _word_patterns(r"[^\W_]")
+_MARKED_WORD, _MARKED_COMPOUND, _MARKED_JOINED = _word_patterns(f"[^\\W_]|[{_MARKS}]")
 _COMPOUND_ASCII = re.compile(r"[a-z0-9]+(?:[-_.:/][a-z0-9]+)*")
-_JOINED = re.compile(r"[^\W_][-_.:/][^\W_]")          # does the text hold any identifier at all?
 _CONNECTORS = "-_.:/"
 _CJK_CHARS = (
     "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
@@ -70,23 +95,25 @@ def light_stem(word):
 class Analyzer:
     """Configurable analysis chain; its `config()` is saved with an index so queries are analysed the same way."""
 
-    def __init__(self, stopwords=False, stem=True, split_identifiers=True, cjk_bigrams=True):
+    def __init__(self, stopwords=False, stem=True, split_identifiers=True, cjk_bigrams=True, combining_marks=True):
         self.stopwords = bool(stopwords)
         self.stem = bool(stem)
         self.split_identifiers = bool(split_identifiers)
         self.cjk_bigrams = bool(cjk_bigrams)
+        self.combining_marks = bool(combining_marks)   # marks inside words (False: split at them, as before 11/2026)
         self._stop = ENGLISH_STOPWORDS if self.stopwords else frozenset()
 
     def config(self):
         return {"stopwords": self.stopwords, "stem": self.stem, "split_identifiers": self.split_identifiers,
-                "cjk_bigrams": self.cjk_bigrams}
+                "cjk_bigrams": self.cjk_bigrams, "combining_marks": self.combining_marks}
 
     @classmethod
     def from_config(cls, cfg):
-        unknown = set(cfg) - {"stopwords", "stem", "split_identifiers", "cjk_bigrams"}
+        unknown = set(cfg) - {"stopwords", "stem", "split_identifiers", "cjk_bigrams", "combining_marks"}
         if unknown:
             raise ValueError(f"analyzer config: unknown fields {sorted(unknown)}")
-        return cls(**cfg)
+        # an index saved before combining_marks existed was built splitting words at marks: query it the same way
+        return cls(**{"combining_marks": False, **cfg})
 
     def normalize(self, text):
         """NFKC (full-width letters and digits become ASCII) then lowercase."""
@@ -104,12 +131,15 @@ class Analyzer:
             for run in _CJK_RUN.findall(text):
                 cjk.extend([run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)])
             text = _CJK_RUN.sub(" ", text)
-        tokens = (_COMPOUND_ASCII if ascii else _COMPOUND).findall(text)
+        word, compound, joined = ((_MARKED_WORD, _MARKED_COMPOUND, _MARKED_JOINED)
+                                  if not ascii and self.combining_marks and _HAS_MARK.search(text)
+                                  else (_WORD, _COMPOUND, _JOINED))
+        tokens = (_COMPOUND_ASCII if ascii else compound).findall(text)
         # identifiers need a connector: a C-speed substring test skips the regex for most plain prose
-        if self.split_identifiers and any(c in text for c in _CONNECTORS) and _JOINED.search(text):
+        if self.split_identifiers and any(c in text for c in _CONNECTORS) and joined.search(text):
             idents = [t for t in tokens if not t.isalnum()]
             if idents:
-                tokens += _WORD.findall(" ".join(idents))
+                tokens += word.findall(" ".join(idents))
         return tokens + cjk if cjk else tokens
 
     def term(self, token):

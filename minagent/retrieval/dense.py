@@ -41,12 +41,18 @@ class DenseIndex:
         """The stored vectors as an [n, dim] array (a view)."""
         return self._data.T if self.dtype == "float32" else self._data
 
-    def add(self, vectors):
+    def check(self, vectors):
+        """The vectors as an array, or ValueError if add() would refuse them (callers check before changing
+        anything else, so a refusal leaves everything as it was)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors must have shape [n, {self.dim}], got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise ValueError("vectors contain NaN or inf")
+        return vectors
+
+    def add(self, vectors):
+        vectors = self.check(vectors)
         if self.dtype == "float32":
             self._data = np.ascontiguousarray(np.concatenate([self._data, vectors.astype(np.float32).T], axis=1))
         else:

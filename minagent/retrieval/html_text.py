@@ -16,7 +16,9 @@ _BLOCK_TAGS = {
     "summary", "table", "tbody", "thead", "tfoot", "tr", "ul", "caption",
 }
 _HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_SKIP_TAGS = {"script", "style", "head", "noscript", "template", "svg"}
+_SKIP_TAGS = {"script", "style", "noscript", "template", "svg"}
+# what may stand in <head>: any other start tag (or <body>) ends it, as in HTML5, where </head> is optional
+_HEAD_TAGS = {"title", "meta", "link", "style", "script", "base", "noscript", "template"}
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 
 
@@ -32,6 +34,7 @@ class _TextExtractor:
         self.headings = []       # (level, title, offset of the heading line in the output)
         self.title = ""
         self._skip_depth = 0
+        self._in_head = False
         self._in_title = False
         self._pre_depth = 0
         self._heading = None     # (level, start offset, pieces) while inside <hN>
@@ -71,13 +74,18 @@ class _TextExtractor:
 
     # -- parser callbacks -----------------------------------------------------------------------------------
     def handle_starttag(self, tag, attrs):
+        if tag == "head":
+            self._in_head = True
+            return
+        if tag not in _HEAD_TAGS:
+            self._in_head = False
         if tag in _SKIP_TAGS:
             self._skip_depth += 1
             return
-        if tag == "title":
-            self._in_title = True
-            return
         if self._skip_depth:
+            return
+        if tag == "title":      # (not an <svg>'s <title>: skipped above)
+            self._in_title = True
             return
         if tag in _HEADING_TAGS:
             self._newline(blank=True)
@@ -102,13 +110,16 @@ class _TextExtractor:
             self._newline()
 
     def handle_endtag(self, tag):
+        if tag == "head":
+            self._in_head = False
+            return
         if tag in _SKIP_TAGS:
             self._skip_depth = max(0, self._skip_depth - 1)
             return
+        if self._skip_depth:
+            return
         if tag == "title":
             self._in_title = False
-            return
-        if self._skip_depth:
             return
         if tag in _HEADING_TAGS and self._heading is not None:
             level, start, pieces = self._heading
@@ -129,7 +140,7 @@ class _TextExtractor:
         if self._in_title:
             self.title += data
             return
-        if self._skip_depth or not data:
+        if self._skip_depth or self._in_head or not data:
             return
         if self._pre_depth:
             self._emit(data.replace("\r\n", "\n").replace("\r", "\n"))

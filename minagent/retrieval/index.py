@@ -87,8 +87,8 @@ class Retriever:
         with tqdm(total=len(texts), desc="analyzing", unit="passage", disable=not progress) as bar:
             builder.add_texts(texts, progress=bar)
         flat, lengths = builder.arrays()
-        if self.dense is not None:
-            vectors = self._embed(texts, embed_cache, progress)
+        if self.dense is not None:  # checked before the BM25 side changes: a refusal leaves the index as it was
+            vectors = self.dense.check(self._embed(texts, embed_cache, progress))
         self.bm25.add(flat, lengths, len(builder.vocab))
         del flat, lengths                   # views of the builder's buffers, which for_queries drops
         self.terms = builder.for_queries()
@@ -239,7 +239,8 @@ class Retriever:
         v = len(vocab_list)
         ok = (len(passages) == n and arr["bm25_doc_len"].shape == (n,) and arr["bm25_indptr"].shape == (v + 1,)
               and arr["bm25_indptr"][-1] == len(arr["bm25_doc_ids"]) == len(arr["bm25_tf"])
-              and (len(arr["bm25_doc_ids"]) == 0 or int(arr["bm25_doc_ids"].max()) < n))
+              and arr["bm25_indptr"][0] == 0 and bool((np.diff(arr["bm25_indptr"]) >= 0).all())
+              and (len(arr["bm25_doc_ids"]) == 0 or 0 <= int(arr["bm25_doc_ids"].min()) <= int(arr["bm25_doc_ids"].max()) < n))
         if not ok:
             raise IndexFormatError(f"{index_dir}: BM25 arrays, passages and vocabulary do not fit together "
                                    f"({len(passages)} passages, manifest says {n}); rebuild the index")

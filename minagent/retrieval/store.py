@@ -121,8 +121,10 @@ def read_manifest(index_dir):
 def _checked_path(index_dir, manifest, fname):
     info = manifest["files"].get(fname)
     path = os.path.join(index_dir, fname)
-    if info is None:
-        raise IndexFormatError(f"{os.path.join(index_dir, MANIFEST)}: no entry for {fname}")
+    if not isinstance(info, dict):
+        raise IndexFormatError(f"{os.path.join(index_dir, MANIFEST)}: "
+                               + (f"no entry for {fname}" if info is None else
+                                  f"entry for {fname} is {info!r}, expected an object with bytes and crc32"))
     if not os.path.isfile(path):
         raise IndexFormatError(f"{path}: file missing from the index")
     size = os.path.getsize(path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointStateError
+from .errors import CheckpointStateError, CorruptCheckpointError
 
 # Settings a resumed run must share with the run that wrote the checkpoint (anything else may change).
 RESUME_KEYS = ("stage", "model", "data", "eval_data", "eval_fraction", "method", "lora_r", "lora_alpha",
@@ -75,33 +75,68 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model, optimizer, settings
 
 
 def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
+    """The checkpoint `latest` points to (None when there is no pointer)."""
     pointer = Path(ckpt_root) / "latest"
     if not pointer.is_file():
         return None
-    path = Path(ckpt_root) / pointer.read_text(encoding="utf-8").strip()
-    if not (path / "state.json").is_file():
-        raise CheckpointStateError(f"{pointer}: points to {path.name}, which is not a complete checkpoint")
-    return path
+    return Path(ckpt_root) / pointer.read_text(encoding="utf-8").strip()
+
+
+def resume_checkpoint(ckpt_root: str | Path, model, optimizer, settings: dict, log=print) -> tuple[Path, dict] | None:
+    """Restore the newest readable checkpoint under ckpt_root: (its path, its state.json), or None when there is
+    none. Checkpoints are written atomically, so an unreadable one means damage on disk (or by hand): it is
+    reported, naming the file, and the next older one is tried; the run never starts over silently while a
+    checkpoint is there (settings that differ are an error, not a reason to fall back)."""
+    root = Path(ckpt_root)
+    pointed = latest_checkpoint(root)
+    older = sorted((p for p in root.glob("step_*") if p.is_dir() and p != pointed), reverse=True)
+    candidates = ([pointed] if pointed is not None else []) + older
+    failures = []
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path, model, optimizer, settings)
+        except CorruptCheckpointError as e:
+            log(f"skipping checkpoint {path.name}: {e}")
+            failures.append(str(e))
+    if failures:
+        raise CorruptCheckpointError(f"{root}: no readable checkpoint ({len(failures)} tried; newest: {failures[0]})")
+    return None
+
+
+def _read(path: Path, reader):
+    if not path.is_file():
+        raise CorruptCheckpointError(f"{path}: missing")
+    try:
+        return reader(path)
+    except Exception as e:  # whatever the format's reader raises on a damaged file
+        raise CorruptCheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
 def load_checkpoint(path: str | Path, model, optimizer, settings: dict) -> dict:
-    """Restore model weights, optimizer and RNG; return state.json. Refuses a checkpoint of other settings."""
+    """Restore model weights, optimizer and RNG; return state.json. Refuses a checkpoint of other settings.
+    Every file is read and checked before anything is restored: a damaged file leaves the model untouched."""
     path = Path(path)
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state = _read(path / "state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int)
+            and isinstance(state.get("settings"), dict)):
+        raise CorruptCheckpointError(f"{path / 'state.json'}: expected an object with an integer \"step\" and "
+                                     f"a \"settings\" object")
     for k in RESUME_KEYS:
         was, now = state["settings"].get(k), settings.get(k)
         if was != now:
             raise CheckpointStateError(f"{path / 'state.json'}: the checkpoint was written with {k}={was!r} but "
                                        f"this run has {k}={now!r}; resume with the same setting or use a new --out")
     params = trainable_parameters(model)
-    saved = load_file(str(path / "trainable.safetensors"))
+    saved = _read(path / "trainable.safetensors", lambda f: load_file(str(f)))
     if set(saved) != set(params):
         diff = sorted(set(saved) ^ set(params))[:4]
         raise CheckpointStateError(f"{path / 'trainable.safetensors'}: trainable parameters differ from the "
                                    f"model's (e.g. {diff})")
+    optimizer_state = _read(path / "optimizer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=False))
+    rng = _read(path / "rng.pt", lambda f: torch.load(f, weights_only=False))
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(saved[n])
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    optimizer.load_state_dict(optimizer_state)
+    set_rng_state(rng)
     return state

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..jsonl import read_jsonl
 from .errors import TrainingDataError
 
 CACHE_VERSION = 1
@@ -53,24 +54,13 @@ def read_cpt_documents(data: str | Path, on_bad_line: str = "fail", log=print) -
     if not data.is_file():
         raise FileNotFoundError(f"{data}: no such file or directory (expected a directory of manuals or a "
                                 f"JSONL file of {{\"text\": ...}} lines)")
-    docs = []
-    with open(data, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{data}:{n}"
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                    raise ValueError('expected an object with a string field "text"')
-            except ValueError as e:
-                msg = f"{where}: {'not valid JSON' if isinstance(e, json.JSONDecodeError) else 'bad line'}: {e}"
-                if on_bad_line == "fail":
-                    raise TrainingDataError(msg + " (use --on-bad-line skip to skip such lines)") from None
-                log(f"skipped {msg}")
-                continue
-            if obj["text"].strip():
-                docs.append(TextDocument(where, obj["text"]))
+    def text_of(obj):
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError('expected an object with a string field "text"')
+        return obj["text"] if obj["text"].strip() else None
+    rows, _ = read_jsonl(data, text_of, on_bad_line=on_bad_line, log=log, error=TrainingDataError,
+                         hint=" (use --on-bad-line skip to skip such lines)")
+    docs = [TextDocument(where, text) for where, text in rows]
     if not docs:
         raise TrainingDataError(f"{data}: no non-empty {{\"text\": ...}} lines; nothing to train on")
     return docs

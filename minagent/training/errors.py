@@ -8,3 +8,7 @@ class TrainingDataError(ValueError):
 
 class CheckpointStateError(ValueError):
     """A training checkpoint that cannot be resumed (missing files, a different configuration)."""
+
+
+class CorruptCheckpointError(CheckpointStateError):
+    """A checkpoint file that is missing or cannot be read (damage on disk: checkpoints are written atomically)."""

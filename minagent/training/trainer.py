@@ -29,7 +29,7 @@ from minagent.config import ModelConfig
 from minagent.lora import LoraConfig, base_state_dict, inject_lora, load_adapter, merge_lora, save_adapter
 from minagent.tokenizer import load_tokenizer
 from minagent.weights import DTYPES, load_model, save_hf_checkpoint
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, resume_checkpoint, save_checkpoint
 from .data import build_rows
 from .distributed import all_reduce_sum, init_distributed, micro_batches, shutdown, step_rows
 from .objective import PackedLMLoss
@@ -105,9 +105,18 @@ def evaluate(loss_module, rows: PackedRows, cfg: TrainConfig, env, device) -> fl
     return float(total[0] / total[1]) if total[1] > 0 else None
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; inf (dropped on resume) for a blank or torn one (a kill mid-append)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return float("inf")
+    return record.get("step", 0) if isinstance(record, dict) else float("inf")
+
+
 class MetricsLog:
-    """metrics.jsonl: one JSON object per line. On resume, lines past the resumed step are dropped so the file
-    reads as one uninterrupted run."""
+    """metrics.jsonl: one JSON object per line. On resume, lines past the resumed step (and a line torn by the
+    kill) are dropped so the file reads as one uninterrupted run."""
 
     def __init__(self, path: Path, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
@@ -116,8 +125,8 @@ class MetricsLog:
         if resume_step is None:
             lines = []
         elif path.exists():
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines()
-                     if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                     if _step_of(ln) <= resume_step]
         else:
             lines = []
         tmp = path.with_name(path.name + ".tmp")
@@ -195,13 +204,13 @@ def run(cfg: TrainConfig, stop_after_step: int | None = None) -> dict:
         start_step = 0
         ckpt_root = out / "checkpoints"
         if cfg.resume:
-            latest = latest_checkpoint(ckpt_root)
-            if latest is None:
+            resumed = resume_checkpoint(ckpt_root, model, optimizer, settings, log)
+            if resumed is None:
                 log(f"--resume: no checkpoint in {ckpt_root}; starting from step 0")
             else:
-                start_step = load_checkpoint(latest, model, optimizer, settings)["step"]
-                log(f"resumed from {latest} (step {start_step} of {total_steps})")
-        elif latest_checkpoint(ckpt_root) is not None:
+                start_step = resumed[1]["step"]
+                log(f"resumed from {resumed[0]} (step {start_step} of {total_steps})")
+        elif latest_checkpoint(ckpt_root) is not None or any(ckpt_root.glob("step_*")):
             raise ValueError(f"{ckpt_root} already holds checkpoints; pass --resume to continue that run or "
                              "choose a new --out")
         if env.is_main:

@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..jsonl import read_jsonl
 from .errors import TrainingDataError
 
 ROLES = {"system", "user", "assistant", "tool", "observation"}
@@ -58,7 +59,7 @@ def _validate(obj, observation_role: str) -> list[dict]:
         if not isinstance(m, dict):
             raise ValueError(f"messages[{i}] is {type(m).__name__}, expected an object with role and content")
         role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ValueError(f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}")
         if not isinstance(content, str):
             raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
@@ -77,28 +78,11 @@ def read_trajectories(path: str | Path, on_bad_line: str = "fail", observation_r
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such trajectory file (expected JSONL, one trajectory per line)")
-    out, bad = [], 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
-                messages = _validate(obj, observation_role)
-            except ValueError as e:
-                if on_bad_line == "fail":
-                    raise TrainingDataError(f"{where}: {e} (use --on-bad-line skip to skip such lines)") from None
-                log(f"skipped {where}: {e}")
-                bad += 1
-                continue
-            out.append(Trajectory(where, messages))
-    if not out:
+    rows, bad = read_jsonl(path, lambda obj: _validate(obj, observation_role), on_bad_line=on_bad_line, log=log,
+                           error=TrainingDataError, hint=" (use --on-bad-line skip to skip such lines)")
+    if not rows:
         raise TrainingDataError(f"{path}: no usable trajectory" + (f" ({bad} malformed lines skipped)" if bad else ""))
-    return out
+    return [Trajectory(where, messages) for where, messages in rows]
 
 
 def encode_trajectory(tokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
