@@ -31,6 +31,19 @@ def test_canonical_step():
     ("Thought: t\n```py\na = 1\n```\nand\n```py\nprint(a)\n```<end_code>", "a = 1\n\nprint(a)"),
     # Calling tools: (the JSON tool-call habit) ends the step
     ("Thought: t\nCode:\n```py\nprint(5)\n```Calling tools:\n[{'name': 'x'}]", "print(5)"),
+    # a shell command or JSON shown in its own block before the code: not code to run, and its closing fence
+    # must not open a block of the prose that follows
+    ("Thought: in a shell: \n```bash\ngit log\n```\nLet me check.\nCode:\n```py\nprint(6)\n```", "print(6)"),
+    ("Thought: plan\n```json\n{\"q\": 1}\n```\nCode:\n```python\nprint(7)\n```<end_code>", "print(7)"),
+    # Windows line ends, an indented block (inside a list item)
+    ("Thought: t\r\nCode:\r\n```python\r\nprint(8)\r\n```\r\n", "print(8)"),
+    ("Thought: t\n  ```py\n  for i in range(2):\n      print(i)\n  ```", "for i in range(2):\n    print(i)"),
+    # a closed block, then a second one left open
+    ("Thought: t\n```py\na = 1\n```\nNow:\n```py\nfinal_answer(a)\n", "a = 1\n\nfinal_answer(a)"),
+    # Code: then the code with only a closing fence
+    ("Thought: t\nCode:\nprint(9)\n```<end_code>", "print(9)"),
+    # markdown emphasis around "Final Answer:"
+    ("Thought: done.\n**Final Answer:** B", "final_answer('B')"),
 ])
 def test_tolerated_variants(raw, code):
     s = parse_step(raw)
@@ -50,6 +63,7 @@ def test_unclosed_fence_is_closed_in_the_kept_step():
 @pytest.mark.parametrize("answer,letter", [
     ("B", "B"), ("(b)", "B"), ("C.", "C"), ("B) git log", "B"), ("The answer is D.", "D"),
     ("Answer: a", "A"), ("git stash", "C"), ("I would use git stash here", "C"), ("E", None), ("", None),
+    ("**B**", "B"), ("** B", "B"),
 ])
 def test_multiple_choice_letters(answer, letter):
     choices = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}
@@ -67,6 +81,10 @@ def test_free_text_scoring_uses_normalised_match_and_aliases():
 
 @pytest.mark.parametrize("text,answer", [
     ("Final answer: git log", "git log"), ("final_answer('git add')", "git add"), ("git bisect\nmore", "git bisect"),
+    # prose after the call, with parentheses of its own, is not part of the answer
+    ("final_answer('git stash')\n\nIt saves your work (see the manual).", "git stash"),
+    ('final_answer("B") (stash saves work)', "B"), ("final_answer('f(x)')", "f(x)"),
+    ("final_answer(answer)", "answer"), ("**Final Answer:** git log", "git log"),
 ])
 def test_forced_answer_parsing(text, answer):
     assert parse_forced_answer(text) == answer

@@ -93,9 +93,12 @@ def test_network_namespace_stops_even_code_that_bypasses_the_python_guard(box, l
     if box.network != "namespace":
         pytest.skip("unprivileged user namespaces are not available here: only the Python-level guard applies")
     port, accepted = local_server
-    # socket.SocketType is the raw _socket.socket class: the Python-level guard does not cover it (it is not a
-    # boundary); the namespace has no route to the host's loopback, so the connection must still fail.
-    r = box.run(f"import socket\ns = socket.SocketType()\ns.settimeout(1)\ns.connect(('127.0.0.1', {port}))\nprint('connected')")
+    # the guarded socket class's base is the real one: the Python-level guard is not a boundary, code can reach
+    # around it; the namespace has no route to the host's loopback, so the connection must still fail
+    unguarded = box.run("import socket\ns = socket.socket.__mro__[-2]()\nprint('made')")
+    assert unguarded.output == "made\n"
+    r = box.run(f"import socket\ns = socket.socket.__mro__[-2]()\ns.settimeout(1)\n"
+                f"s.connect(('127.0.0.1', {port}))\nprint('connected')")
     assert r.error is not None and "connected" not in r.output
     time.sleep(0.2)
     assert accepted == []
@@ -136,3 +139,72 @@ def test_a_start_that_stalls_is_retried_once_then_reported(monkeypatch):
     monkeypatch.setattr(Sandbox, "_spawn", lambda self: real_spawn(self) and None)
     with pytest.raises(SandboxError, match="did not start .2 tries"):
         Sandbox({}, timeout=2)
+
+
+def test_honest_mistakes_outside_the_working_directory_change_nothing(box, tmp_path):
+    """Writes through the other doors ordinary code uses: the *at() calls (dir_fd) shutil.rmtree deletes with,
+    io.FileIO, sqlite3, os.mkfifo. The oracle is the directory on disk afterwards."""
+    victim = tmp_path / "data"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "important.txt").write_text("keep")
+    (victim / "sub" / "f.txt").write_text("keep")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for code in (f"import shutil\nshutil.rmtree({str(victim)!r})",
+                 f"import os\nfd = os.open({str(victim)!r}, os.O_RDONLY)\nos.open('x.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd)",
+                 f"import os\nfd = os.open({str(victim)!r}, os.O_RDONLY)\nos.unlink('important.txt', dir_fd=fd)",
+                 f"import io\nio.FileIO({str(victim / 'y.txt')!r}, 'w')",
+                 f"import sqlite3\nsqlite3.connect({str(victim / 'db.sqlite')!r}).execute('create table t(x)')",
+                 f"import os\nos.mkfifo({str(victim / 'fifo')!r})"):
+        r = box.run(code)
+        assert r.error and "PermissionError" in r.error, code
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (victim / "important.txt").read_text() == "keep"
+    r = box.run("import os, shutil, sqlite3\nos.makedirs('d/e')\nopen('d/e/f', 'w').write('x')\nshutil.rmtree('d')\n"
+                "sqlite3.connect('db.sqlite').execute('create table t(x)')\nprint(sorted(os.listdir('.')))")
+    assert r.error is None and "'d'" not in r.output and "db.sqlite" in r.output  # inside, all of it works
+
+
+def test_offline_networking_code_still_runs(box):
+    """The guard refuses new sockets, not the socket classes: asyncio (whose loop needs a socketpair) and ssl
+    import and run offline."""
+    r = box.run("import asyncio, ssl\nasync def f():\n    await asyncio.sleep(0)\n    return 7\nprint(asyncio.run(f()))")
+    assert (r.output, r.error) == ("7\n", None)
+    assert "PermissionError" in box.run("import socket\nsocket.socket()").error
+
+
+def test_what_a_cell_leaves_behind_cannot_take_the_run_down():
+    """A "timeout helper" alarm armed in a committed cell is cancelled when the cell ends; a thread that kills the
+    process later costs the variables (the model is told), never the caller."""
+    with Sandbox(timeout=3) as b:
+        r = b.run("import signal\ndef on_alarm(*a):\n    raise TimeoutError('too slow')\n"
+                  "signal.signal(signal.SIGALRM, on_alarm)\nsignal.alarm(1)\nv = 1")
+        assert r.error is None
+        time.sleep(1.5)
+        assert b.run("v").value == "1"
+        b.run("import threading, os\nthreading.Timer(0.3, os._exit, (1,)).start()")
+        time.sleep(0.8)
+        r = b.run("print(v)")
+        assert r.breach == "crash" and "variables from earlier steps are lost" in r.error
+        assert b.run("print(6 * 7)").output == "42\n"
+
+
+def test_exits_huge_answers_and_rebound_tools_are_explained(box):
+    for code in ("import sys\nsys.exit(0)", "exit()", "raise KeyboardInterrupt"):
+        r = box.run(code)
+        assert r.breach is None and "tried to exit" in r.error, code
+    r = box.run("final_answer('x' * 100_000)")
+    assert r.called_final and len(r.final) < 300 and r.final.endswith("[... 99800 more characters]")
+    r = box.run("final_answer(10 ** 5000)")
+    assert not r.called_final and "cannot be shown" in r.error
+    box.run("final_answer = search('q')")
+    assert box.run("final_answer('ok')").final == "ok"  # the tool is back in the next cell
+    r = box.run("print(b'caf\\xe9'.decode('utf-8', 'surrogateescape'), '\\ud83d\\ude00')")
+    assert r.output == "caf\ufffd \U0001F600\n"  # lone surrogates replaced, a pair joined: text a tokenizer takes
+
+
+def test_a_loop_of_tool_calls_is_stopped():
+    with Sandbox({"search": lambda q, k=3: time.sleep(0.02) or "p"}, timeout=1, tool_timeout=0.5) as b:
+        t = time.monotonic()
+        r = b.run("k = 0\nwhile True:\n    k += 1\n    search('q', k)")
+        assert r.breach == "timeout" and "in tool calls" in r.error
+        assert time.monotonic() - t < 10

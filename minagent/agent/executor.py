@@ -64,22 +64,38 @@ class RunResult:
                                                  "seconds", "error")}
 
 
-_FINAL_LINE = re.compile(r"final answer\s*[:：]\s*(.+)", re.I)
-_FINAL_CALL = re.compile(r"final_answer\((.*)\)", re.S)
+_FINAL_LINE = re.compile(r"final answer[*_]*[ \t]*[:：][*_ \t]*(\S.*)", re.I)
+_FINAL_CALL = re.compile(r"final_answer\(")
 
 
 def parse_forced_answer(text: str) -> str:
     """The answer in a reply to the forced-answer prompt: `Final answer: X`, a final_answer(X) call, or the text."""
-    m = _FINAL_CALL.search(text)
-    if m:
-        try:
-            return str(ast.literal_eval(m.group(1).strip()))
-        except (ValueError, SyntaxError):
-            return m.group(1).strip().strip("'\"")
+    arg = _final_call_argument(text)
+    if arg is not None:
+        return arg
     m = _FINAL_LINE.search(text)
     if m:
-        return m.group(1).strip().splitlines()[0].strip()
+        return m.group(1).strip().splitlines()[0].strip().strip("*_").strip()
     return text.strip().splitlines()[0].strip() if text.strip() else ""
+
+
+def _final_call_argument(text: str) -> str | None:
+    """The argument of the first final_answer(...) in text: the shortest literal that parses (so prose after the
+    call, even with parentheses, stays out), else everything up to the parenthesis that closes the call."""
+    for m in _FINAL_CALL.finditer(text):
+        start = m.end()
+        for close in (i for i in range(start, len(text)) if text[i] == ")"):
+            arg = text[start:close].strip()
+            try:
+                return str(ast.literal_eval(arg)) if arg else ""
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+        depth = 1
+        for i in range(start, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                return text[start:i].strip().strip("'\"")
+    return None
 
 
 class Agent:

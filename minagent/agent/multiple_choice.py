@@ -23,7 +23,7 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     """The option letter an answer means, or None. choices maps letters to option texts (optional)."""
     if answer is None:
         return None
-    text = str(answer).strip()
+    text = str(answer).strip().strip("*_").strip()  # markdown emphasis: "**B**"
     letters = sorted(choices) if choices else list(LETTERS)
     m = re.fullmatch(r"[\(\[]?\s*([A-Za-z])\s*[\)\]\.:]?", text)
     if m and m.group(1).upper() in letters:

@@ -11,15 +11,17 @@ The reference step format (CodeAct, agent-distillation / smolagents) is
 Small models bend it, and a strict regex turns every bend into a "code block not found" failure. Tolerated here:
   - text after the action: a self-written `Observation:` (with made-up results), `Calling tools:`, more prose
     after the closing fence, `<end_code>` missing or present
-  - ```python / ``` / ```py fences; several blocks (joined in order, as smolagents does)
-  - an unclosed fence (the stop string cut the closing ``` off, or the model forgot it)
+  - ```python / ``` / ```py fences, indented or with CRLF line ends; several blocks (joined in order, as
+    smolagents does); blocks in other languages (```bash, ```json: a command shown, not code to run) skipped
+  - an unclosed fence (the stop string cut the closing ``` off, or the model forgot it), also after closed ones
   - no fence at all after `Code:` (the rest is taken as code)
-  - a bare `final_answer(...)` line or `Final answer: X` with no code block
+  - a bare `final_answer(...)` line or `Final answer: X` (`**Final Answer:** X`) with no code block
 A step with none of these is a parse failure; its message tells the model the expected format.
 """
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 
 STOP_STRINGS = ("<end_code>", "Observation:", "Calling tools:")
@@ -27,10 +29,26 @@ STOP_STRINGS = ("<end_code>", "Observation:", "Calling tools:")
 FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# python code; print() what you "
                "need to see, call final_answer(answer) when done\n```<end_code>")
 
-_FENCE = re.compile(r"```[ \t]*(?:py|python|python3)?[ \t]*\n(.*?)```", re.S | re.I)
+# A fenced block of any language (its info string in group 1): blocks in other languages (```bash, ```json, a
+# shell command shown before the code) are consumed whole, so their closing fence never opens a Python block.
+_ANY_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)```", re.S)
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I)
+_PYTHON = {"", "py", "python", "python3"}
 _FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
-_FINAL_TEXT = re.compile(r"(?:^|\n)\s*\**final answer\**\s*[:：]\s*(.+)", re.I | re.S)
+# "Final answer: X", "**Final Answer:** X", "Final answer： X" (line-anchored: no quadratic rescans of blank runs)
+_FINAL_TEXT = re.compile(r"^[ \t]*[*_]*final answer[*_]*[ \t]*[:：][*_ \t]*(\S.*)", re.I | re.M)
+_CODE_LABEL = re.compile(r"^[ \t]*Code[ \t]*:[ \t]*\n", re.M)
+_THOUGHT_END = re.compile(r"^[ \t]*Code[ \t]*:|```", re.M)
+
+
+def python_blocks(text: str) -> tuple[list[str], int]:
+    """(the Python fenced blocks of text, dedented, in order; where the last closed one ends, 0 if none)."""
+    blocks, end = [], 0
+    for m in _ANY_FENCE.finditer(text):
+        if m.group(1).lower() in _PYTHON:
+            blocks.append(textwrap.dedent(m.group(2)).strip("\n"))
+            end = m.end()
+    return blocks, end
 
 
 @dataclass
@@ -55,26 +73,32 @@ def cut_trailing(text: str) -> str:
 
 
 def parse_step(raw: str) -> Step:
-    text = cut_trailing(raw)
-    blocks = [b.strip("\n") for b in _FENCE.findall(text)]
+    text = cut_trailing(raw.replace("\r\n", "\n"))
+    blocks, end = python_blocks(text)
     if blocks:
-        last = list(_FENCE.finditer(text))[-1]
-        text = text[:last.end()]  # prose after the last closed block is dropped
+        rest = text[end:]
+        m = _OPEN_FENCE.search(rest)
+        if m and m.group(1).strip():  # a second block left open after the closed ones
+            blocks.append(textwrap.dedent(m.group(1)).strip("\n"))
+            text = text.rstrip() + "\n```"
+        else:
+            text = text[:end]  # prose after the last closed block is dropped
     else:
         m = _OPEN_FENCE.search(text)
         if m:
-            blocks = [m.group(1).strip("\n")]
+            blocks = [textwrap.dedent(m.group(1)).strip("\n")]
             text = text.rstrip() + "\n```"  # close it, so the kept step shows the format the model should use
         else:
-            code_at = re.search(r"(?:^|\n)\s*Code\s*:\s*\n", text)
+            code_at = _CODE_LABEL.search(text)
             if code_at and text[code_at.end():].strip():
-                blocks = [text[code_at.end():].strip("\n")]
+                code = text[code_at.end():].strip("\n")
+                blocks = [code[:-3].rstrip() if code.rstrip().endswith("```") else code]  # a lone closing fence
             elif _FINAL_CALL.search(text):
                 blocks = [_FINAL_CALL.search(text).group(0).strip()]
             elif _FINAL_TEXT.search(text):
-                answer = _FINAL_TEXT.search(text).group(1).strip().splitlines()[0].strip()
+                answer = _FINAL_TEXT.search(text).group(1).strip().strip("*_").strip()
                 blocks = [f"final_answer({answer!r})"]
-    thought = re.split(r"(?:^|\n)\s*Code\s*:|```", text, maxsplit=1)[0]
+    thought = _THOUGHT_END.split(text, maxsplit=1)[0]
     thought = re.sub(r"^\s*Thought\s*:\s*", "", thought).strip()
     code = "\n\n".join(b for b in blocks if b.strip())
     if not code.strip():

@@ -4,7 +4,8 @@ Candidates that fail to parse or whose code raises are dropped; the rest are gro
 produced (printed output, trailing value, final answer) and one step of the largest group wins (ties: the
 group whose first member was sampled first). Unlike the reference, which runs every candidate on the shared
 live state and then re-executes the winner:
-  - each candidate runs in its own fork of the sandbox state, so candidates cannot see each other's effects;
+  - each candidate runs in its own fork of the sandbox state, so candidates cannot see each other's variables
+    (files in the working directory are shared: see sandbox.py);
   - identical tool calls (the same search from several candidates) are served once, from the ToolBox cache;
   - the winner's process becomes the state holder: it is never executed twice;
   - with a minagent model the N candidates are decoded together, as one batch over the cached conversation
@@ -55,12 +56,12 @@ def choose_step(llm, messages, box: Sandbox, n: int = 8, temperature: float = 0.
         stats.group_sizes = sorted((len(g) for g in groups.values()), reverse=True)
         best = max(groups.values(), key=len)  # max() keeps the first of equal sizes: dicts keep insertion order
         step, result = best[0]
-        box.commit(result.cid)
+        box.commit(result.cid, result)
         return step, result, stats
     if runs:  # every candidate failed: show the model the first failure, with its partial effects, to recover
         step, result = runs[0]
         if result.cid is not None:
-            box.commit(result.cid)
+            box.commit(result.cid, result)
         else:
             box.discard()
         return step, result, stats

@@ -19,10 +19,14 @@ Security model — what the sandbox does, and what it does not:
   - Network: where unprivileged user namespaces are available (most Linux systems) the process moves into a
     fresh network namespace with no usable interface: no connection can leave, whatever the code does
     (`network == "namespace"`). Elsewhere only the Python-level guard applies (`network == "python"`).
-  - Python-level guards (socket functions, os.system / subprocess / fork / exec, ctypes import, open() and
-    os.* writes outside the working directory) stop ordinary code and honest mistakes. They are NOT a security
-    boundary: Python code can reach the unguarded functions (e.g. through the `posix` module, gc or object
-    introspection). Without a namespace a determined program can reach the network, and even with one it can
+  - Python-level guards (new sockets, os.system / subprocess / fork / exec, ctypes import, writes outside the
+    working directory through open(), io.FileIO, os.open and the os path functions, dir_fd included, and
+    sqlite3.connect) stop ordinary code and honest mistakes. They are NOT a security boundary: Python code can
+    reach the unguarded functions (e.g. through the `posix` module, gc or object introspection).
+  - What a cell leaves behind: alarms and signal handlers are reset when it ends; a thread keeps running, and
+    if it kills the process the next call restarts the sandbox (variables lost, the model told). Tool calls
+    have their own cap (`tool_timeout` seconds per cell). SAG candidates fork the variables, not the files of
+    the working directory, which they share. Without a namespace a determined program can reach the network, and even with one it can
     write anywhere the user running the agent may write. For untrusted models run the agent itself inside a
     container or VM; this sandbox limits accidents and resource exhaustion, not attackers.
 """
@@ -73,6 +77,15 @@ class ExecResult:
         return f"Observation:\nExecution logs:\n{logs}Last output from code snippet:\n{self.value}"
 
 
+def _text(value):
+    """Strings from the cell as valid Unicode: printed bytes decoded with surrogateescape, or escapes like
+    "\\ud83d\\ude00" in the model's code, leave lone surrogates that no tokenizer can encode. A surrogate pair
+    becomes its character, a lone one U+FFFD."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class ToolBox:
     """The parent-side tools, with a cache of identical calls (SAG's candidates and repeated searches)."""
 
@@ -95,9 +108,11 @@ class ToolBox:
 
 class Sandbox:
     def __init__(self, tools: dict[str, Callable] | ToolBox | None = None, timeout: float = 10.0,
-                 memory_mb: int = 512, max_output: int = 4000, max_file_mb: int = 16, network_namespace=True):
+                 memory_mb: int = 512, max_output: int = 4000, max_file_mb: int = 16, network_namespace=True,
+                 tool_timeout: float = 60.0):
         self.toolbox = tools if isinstance(tools, ToolBox) else ToolBox(tools or {})
         self.timeout, self.memory_mb, self.max_output = timeout, memory_mb, max_output
+        self.tool_timeout = tool_timeout  # seconds of tool calls one cell may spend (not counted in timeout)
         self.max_file_mb, self.network_namespace = max_file_mb, network_namespace
         self.proc = None
         self.tmpdir = None
@@ -149,7 +164,10 @@ class Sandbox:
                 pass
             self.proc.wait()
             for f in (self.proc.stdin, self.proc.stdout):
-                f.close()
+                try:
+                    f.close()
+                except OSError:  # unflushed bytes for a process that is gone
+                    pass
             self.proc = None
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
@@ -169,8 +187,11 @@ class Sandbox:
 
     # ---- the wire ----------------------------------------------------------------------------------------
     def _send(self, msg: dict):
-        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError as e:  # the process died (a timer the code armed, a thread calling os._exit, ...)
+            raise SandboxError(f"the sandbox process is gone ({type(e).__name__})") from None
 
     def _read(self, deadline: float) -> dict | None:
         """Next message, None at the deadline; raises SandboxError if the process is gone."""
@@ -191,7 +212,7 @@ class Sandbox:
         """Run a cell and keep its effects (unless it breached a limit or crashed)."""
         r = self.run_candidate(code)
         if r.cid is not None:
-            self.commit(r.cid)
+            self.commit(r.cid, r)
         return r
 
     def run_candidate(self, code: str) -> ExecResult:
@@ -211,7 +232,8 @@ class Sandbox:
 
     def _exchange(self, cid: int, code: str) -> ExecResult:
         self._send({"op": "run", "id": cid, "code": code, "timeout": self.timeout})
-        deadline, pid = time.monotonic() + self.timeout, None
+        deadline, pid, tool_seconds = time.monotonic() + self.timeout, None, 0.0
+        why = f"the code ran longer than {self.timeout:g} s and was killed (an infinite loop?)"
         while True:
             msg = self._read(deadline)
             if msg is None:
@@ -223,8 +245,7 @@ class Sandbox:
                 died = self._read(time.monotonic() + 10)  # the holder reports the death, then we are in sync
                 if not died or died.get("op") != "died":
                     raise SandboxError("no answer after killing a cell that ran past its time limit")
-                return ExecResult(error=f"the code ran longer than {self.timeout:g} s and was killed "
-                                        "(an infinite loop?)", breach="timeout")
+                return ExecResult(error=why, breach="timeout")
             op = msg["op"]
             if op == "started":
                 pid = msg["pid"]
@@ -234,8 +255,15 @@ class Sandbox:
                     reply = {"ok": self.toolbox.call(msg["tool"], msg["args"], msg["kwargs"])}
                 except Exception as e:  # the tool's error goes to the code, which may handle it
                     reply = {"error": f"{type(e).__name__}: {e}"}
+                spent = time.monotonic() - t0
+                tool_seconds += spent
+                if tool_seconds > self.tool_timeout:  # tool time is not wall time, but it is not free either
+                    deadline = time.monotonic()
+                    why = (f"the code spent more than {self.tool_timeout:g} s in tool calls "
+                           f"({self.toolbox.calls} calls so far) and was killed (a loop of searches?)")
+                    continue
                 self._send(reply)
-                deadline += time.monotonic() - t0
+                deadline += spent
             elif op == "died":
                 status = msg["status"]
                 sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -243,9 +271,9 @@ class Sandbox:
                        signal.SIGSEGV: "a segmentation fault"}.get(sig, f"status {status}")
                 return ExecResult(error=f"the code's process died ({why})", breach="crash")
             elif op == "result":
-                r = ExecResult(output=msg["output"], value=msg["value"], final=msg["final"],
+                r = ExecResult(output=_text(msg["output"]), value=_text(msg["value"]), final=_text(msg["final"]),
                                called_final=bool(msg.get("called_final")),
-                               error=msg["error"], breach=msg["breach"], dropped=msg.get("dropped", 0))
+                               error=_text(msg["error"]), breach=msg["breach"], dropped=msg.get("dropped", 0))
                 if r.breach:
                     self._send({"op": "drop", "id": cid})
                     self._expect_ack()
@@ -253,13 +281,25 @@ class Sandbox:
                     r.cid = cid
                 return r
 
-    def commit(self, cid: int):
-        self._send({"op": "commit", "id": cid})
-        self._expect_ack()
+    def commit(self, cid: int, result: ExecResult | None = None):
+        """Keep candidate cid's effects. If the sandbox died since the cell ran (a timer or thread the code left
+        behind), it is restarted and `result`, when given, is marked so the model learns its variables are gone."""
+        try:
+            self._send({"op": "commit", "id": cid})
+            self._expect_ack()
+        except SandboxError as e:
+            self.start()
+            if result is not None:
+                result.cid, result.breach = None, "crash"
+                result.error = (f"the sandbox process died after the code ran ({e}; something the code left "
+                                "running?) and was restarted: variables from earlier steps are lost")
 
     def discard(self):
-        self._send({"op": "discard"})
-        self._expect_ack()
+        try:
+            self._send({"op": "discard"})
+            self._expect_ack()
+        except SandboxError:
+            self.start()
 
     def _expect_ack(self):
         msg = self._read(time.monotonic() + 10)

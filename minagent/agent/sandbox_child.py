@@ -20,6 +20,7 @@ import io
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 
@@ -92,10 +93,23 @@ def _refuse(what):
 
 
 def guard_network():
+    """New sockets and name lookups refuse. The socket classes are replaced by subclasses whose constructor
+    refuses (not by functions), so modules that subclass socket.socket (ssl, asyncio) still import, and wrapping
+    an fd that already is a socket is allowed: socketpair() (a connected pair inside this process, which
+    asyncio's event loop needs) keeps working offline."""
     import socket
     import _socket
+
+    def refusing(cls):
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            if fileno is None:
+                raise PermissionError("network access is not allowed in the sandbox")
+            cls.__init__(self, family, type, proto, fileno)
+        return builtins.type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__})
+    socket.socket = socket.SocketType = refusing(socket.socket)
+    _socket.socket = _socket.SocketType = refusing(_socket.socket)
     for mod in (socket, _socket):
-        for name in ("socket", "create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo",
+        for name in ("create_connection", "create_server", "fromfd", "getaddrinfo",
                      "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
             if hasattr(mod, name):
                 setattr(mod, name, _refuse("network access"))
@@ -116,15 +130,28 @@ def guard_processes():
 TMP = os.path.realpath(CONFIG["tmpdir"])
 
 
-def _inside_tmp(path):
+def _inside_tmp(path, dir_fd=None):
+    """Does `path` (relative to dir_fd when given, as the *at() calls shutil.rmtree makes) name a place inside
+    the working directory?"""
     if isinstance(path, int):
         return True  # an already-open fd
-    p = os.path.realpath(os.fsdecode(path))
+    path = os.fsdecode(path)
+    if dir_fd is not None and not os.path.isabs(path):
+        try:
+            path = os.path.join(os.readlink(f"/proc/self/fd/{int(dir_fd)}"), path)
+        except (OSError, ValueError, TypeError):
+            return False  # cannot tell where that fd points: refuse
+    p = os.path.realpath(path)
     return p == TMP or p.startswith(TMP + os.sep)
 
 
+def _outside(what, path):
+    return PermissionError(f"{what}({path!r}) is not allowed outside the working directory {TMP}: "
+                           "nothing was changed there")
+
+
 def guard_writes():
-    real_open, real_os_open = builtins.open, os.open
+    real_open, real_os_open, real_file_io = builtins.open, os.open, io.FileIO
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
     def open_(file, mode="r", *args, **kwargs):
@@ -132,28 +159,48 @@ def guard_writes():
             raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {TMP}")
         return real_open(file, mode, *args, **kwargs)
 
-    def os_open(path, flags, *args, **kwargs):
-        if flags & write_flags and not _inside_tmp(path):
+    def os_open(path, flags, *args, dir_fd=None, **kwargs):
+        if flags & write_flags and not _inside_tmp(path, dir_fd):
             raise PermissionError(f"writing {path!r} is not allowed: write inside the working directory {TMP}")
-        return real_os_open(path, flags, *args, **kwargs)
+        return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
-    builtins.open = io.open = open_
+    class FileIO(real_file_io):
+        def __init__(self, file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wax+") and not _inside_tmp(file):
+                raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {TMP}")
+            super().__init__(file, mode, *args, **kwargs)
+
+    import _io
+    builtins.open = io.open = _io.open = open_
+    io.FileIO = _io.FileIO = FileIO
     os.open = os_open
 
     def checked(name, n_paths):
         real = getattr(os, name)
 
         def f(*args, **kwargs):
-            for p in args[:n_paths]:
-                if not _inside_tmp(p):
-                    raise PermissionError(f"os.{name}({p!r}) is not allowed outside the working directory {TMP}")
+            fds = (kwargs.get("src_dir_fd", kwargs.get("dir_fd")), kwargs.get("dst_dir_fd", kwargs.get("dir_fd")))
+            for p, fd in zip(args[:n_paths], fds):
+                if not _inside_tmp(p, fd):
+                    raise _outside(f"os.{name}", p)
             return real(*args, **kwargs)
         setattr(os, name, f)
 
     for name, n in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("makedirs", 1), ("chmod", 1),
-                    ("truncate", 1), ("utime", 1), ("rename", 2), ("replace", 2), ("link", 2), ("symlink", 2)):
+                    ("lchmod", 1), ("chown", 1), ("lchown", 1), ("truncate", 1), ("utime", 1), ("mkfifo", 1),
+                    ("mknod", 1), ("setxattr", 1), ("removexattr", 1), ("rename", 2), ("replace", 2),
+                    ("link", 2), ("symlink", 2)):
         if hasattr(os, name):
             checked(name, n)
+    import sqlite3
+    real_connect = sqlite3.connect
+
+    def connect(database, *args, **kwargs):
+        name = os.fsdecode(database) if not isinstance(database, int) else database
+        if kwargs.get("uri") or (name not in (":memory:", "") and not _inside_tmp(name)):
+            raise _outside("sqlite3.connect", database)
+        return real_connect(database, *args, **kwargs)
+    sqlite3.connect = connect
 
 
 # ---- running a cell ------------------------------------------------------------------------------------------
@@ -179,6 +226,10 @@ class BoundedWriter(io.TextIOBase):
         return "".join(self.parts)
 
 
+TOOLS = {}            # name -> the function the code calls (the agent's tools and final_answer)
+SIGNAL_HANDLERS = {}  # signal -> its handler before any cell ran
+
+
 def make_tool(name):
     def tool(*args, **kwargs):
         send({"op": "call", "tool": name, "args": list(args), "kwargs": kwargs})
@@ -194,11 +245,21 @@ def final_answer(answer):
     raise FinalAnswer(answer)
 
 
+def _short_str(value, limit):
+    """str(value) cut to `limit` characters, or None with the error if str() itself fails."""
+    try:
+        text = str(value)
+    except BaseException as e:  # a __str__ that raises, an int too long to print
+        return None, f"{type(e).__name__}: {e}"
+    return (text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters]"), None
+
+
 def run_cell(code, state):
     """Execute `code` in `state`; the value of a trailing expression is the cell's output value."""
     out = BoundedWriter(CONFIG["max_output"])
     result = {"op": "result", "output": "", "value": None, "final": None, "error": None, "breach": None,
               "called_final": False}
+    state.update(TOOLS)  # a tool name the code rebound in an earlier cell (final_answer = ...) works again
     sys.stdout = sys.stderr = out
     try:
         tree = ast.parse(code)
@@ -206,11 +267,17 @@ def run_cell(code, state):
         exec(compile(tree, "<code>", "exec"), state)
         if last is not None:
             value = eval(compile(ast.Expression(last.value), "<code>", "eval"), state)
-            result["value"] = None if value is None else str(value)[:CONFIG["max_output"]]
+            if value is not None:
+                result["value"], result["error"] = _short_str(value, CONFIG["max_output"])
     except FinalAnswer as fa:
         value = fa.args[0] if fa.args else None
         result["called_final"] = True
-        result["final"] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        if isinstance(value, (bool, float)) or value is None or (isinstance(value, int) and abs(value) < 1 << 63):
+            result["final"] = value
+        else:
+            result["final"], error = _short_str(value, CONFIG["max_output"])
+            if error:
+                result["called_final"], result["error"] = False, f"final_answer(): the answer cannot be shown ({error})"
     except MemoryError:
         result["error"] = f"MemoryError: the code exceeded the memory limit of {CONFIG['memory_bytes'] >> 20} MB"
         result["breach"] = "memory"
@@ -220,10 +287,25 @@ def run_cell(code, state):
         frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<code>"]
         where = f" (line {frames[-1].lineno})" if frames else ""
         result["error"] = f"{type(e).__name__}: {e}{where}"
+    except BaseException as e:  # exit(), sys.exit(), raise KeyboardInterrupt: the cell ends, the sandbox lives
+        result["error"] = (f"{type(e).__name__}{f': {e}' if str(e) else ''}: the code tried to exit; the cell "
+                           "was stopped there (call final_answer(x) to finish)")
     finally:
         sys.stdout = sys.stderr = sys.__stdout__
+        _reset_signals()
     result["output"], result["dropped"] = out.text(), out.dropped
     return result
+
+
+def _reset_signals():
+    """Cancel timers and restore the signal handlers a cell set (signal.alarm as a "timeout helper"): firing
+    later, they would strike this process while it holds the state, between cells."""
+    signal.alarm(0)
+    for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+        signal.setitimer(timer, 0)
+    for sig, handler in SIGNAL_HANDLERS.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
 
 
 def candidate(msg, state, ctrl_r, done_w):
@@ -300,9 +382,10 @@ def main():
     guard_processes()
     guard_writes()
     os.environ.update(HOME=TMP, TMPDIR=TMP)
-    state = {"__name__": "__main__", "__builtins__": builtins, "final_answer": final_answer}
-    for name in CONFIG["tools"]:
-        state[name] = make_tool(name)
+    TOOLS.update({name: make_tool(name) for name in CONFIG["tools"]}, final_answer=final_answer)
+    state = {"__name__": "__main__", "__builtins__": builtins, **TOOLS}
+    SIGNAL_HANDLERS.update({sig: signal.getsignal(sig) for sig in signal.valid_signals()
+                            if signal.getsignal(sig) is not None and sig not in (signal.SIGKILL, signal.SIGSTOP)})
     send({"op": "ready", "network": network, "pid": os.getpid()})
     serve(state)
 
