@@ -208,3 +208,10 @@ def test_a_loop_of_tool_calls_is_stopped():
         r = b.run("k = 0\nwhile True:\n    k += 1\n    search('q', k)")
         assert r.breach == "timeout" and "in tool calls" in r.error
         assert time.monotonic() - t < 10
+
+
+def test_the_tool_cache_knows_one_call_however_it_is_spelled(box):
+    before = box.toolbox.real_calls
+    r = box.run("a = search('zz')\nb = search('zz', 3)\nc = search(q='zz', k=3)\nd = search('zz', k=4)\nprint(a == b == c, d)")
+    assert r.output == "True 4 passages about zz\n"
+    assert box.toolbox.real_calls - before == 2  # k=3 (three spellings) and k=4

@@ -32,6 +32,7 @@ Security model — what the sandbox does, and what it does not:
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import select
@@ -96,7 +97,7 @@ class ToolBox:
 
     def call(self, name: str, args: list, kwargs: dict):
         self.calls += 1
-        key = json.dumps([name, args, kwargs], sort_keys=True, default=str)
+        key = json.dumps([name, *self._canonical(name, args, kwargs)], sort_keys=True, default=str)
         if self.use_cache and key in self.cache:
             return self.cache[key]
         self.real_calls += 1
@@ -104,6 +105,17 @@ class ToolBox:
         if self.use_cache:
             self.cache[key] = result
         return result
+
+    def _canonical(self, name: str, args: list, kwargs: dict) -> tuple[list, dict]:
+        """The call's arguments as the tool's parameters see them, so search('q', 5), search('q', k=5) and
+        search(query='q') with k defaulting to 5 are one cache entry; as given when they do not bind (the call
+        itself will then raise the tool's own error)."""
+        try:
+            bound = inspect.signature(self.tools[name]).bind(*args, **kwargs)
+        except (TypeError, ValueError, KeyError):
+            return args, kwargs
+        bound.apply_defaults()
+        return [], dict(bound.arguments)
 
 
 class Sandbox:
