@@ -28,6 +28,9 @@ def read_jsonl(path: str | Path, check: Callable, *, on_bad_line: str = "fail", 
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: " + ("a directory, not" if path.is_dir() else "no such file; expected")
+                                + " a JSONL file (one JSON object per line)")
     out, bad = [], 0
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):

@@ -66,11 +66,28 @@ def test_bad_cpt_line_is_named_and_skippable(tmp_path):
 
 
 def test_bad_question_line_is_named(tmp_path):
-    path = write_lines(tmp_path / "exam.jsonl", ['{"question": "a?"}', b'{"question": "\xe9?"}'])
+    path = write_lines(tmp_path / "exam.jsonl", ['{"question": "a?", "answer": "x"}', b'{"question": "\xe9?"}'])
     with pytest.raises(ValueError, match=r"exam\.jsonl:2: not UTF-8"):
         read_questions(path)
-    path = write_lines(tmp_path / "exam.jsonl", [b'\xef\xbb\xbf{"question": "a?"}', "", '{"question": "b?"}'])
+    path = write_lines(tmp_path / "exam.jsonl", [b'\xef\xbb\xbf{"question": "a?", "answer": 1}', "",
+                                                 '{"question": "b?", "choices": {"A": "x", "B": "y"}, "correct": "b"}'])
     assert [(q["id"], q["question"]) for q in read_questions(path)] == [("1", "a?"), ("3", "b?")]
-    write_lines(path, ['{"question": "a?", "choices": ["x", "y"]}'])
-    with pytest.raises(ValueError, match=r'exam\.jsonl:1: "choices" must be an object'):
+    with pytest.raises(FileNotFoundError, match="a directory, not a JSONL file"):
+        read_questions(tmp_path)
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"question": "a?", "choices": ["x", "y"], "correct": "A"}', r'"choices" must be an object'),
+    # one string of aliases would be read as its characters: "0" would then match "40 MB/s"
+    ('{"question": "a?", "answer": "40", "aliases": "40 MB/s"}', r'"aliases" must be a list of strings, like \["40 MB/s"\]'),
+    ('{"question": "a?", "choices": {"A": "x", "B": "y"}, "correct": "E"}', r'"correct" is \'E\', which is not one of'),
+    ('{"question": "a?", "correct": "A"}', r'"correct" is \'A\', which is not one of the choices \(none given\)'),
+    ('{"question": "a?"}', r'no gold answer'),
+    ('{"question": "  ", "answer": "x"}', r'expected an object with a non-empty "question"'),
+])
+def test_question_fields_that_would_score_silently_wrong_are_refused(tmp_path, line, message):
+    path = write_lines(tmp_path / "exam.jsonl", ['{"question": "ok?", "answer": "x"}', line])
+    with pytest.raises(ValueError, match=rf"exam\.jsonl:2: {message}"):
         read_questions(path)
+    if "gold" in message:
+        assert [q["question"] for q in read_questions(path, gold=False)] == ["ok?", "a?"]

@@ -199,3 +199,14 @@ def test_parse_reply_finds_the_answer_in_chatty_replies():
     assert formats.parse_reply("The default of x is 2048.\n\nThe answer is: 2048.") == "2048."
     assert formats.parse_reply("Thought: x is 5.\nAnswer: 5", cot=True) == "5"
     assert formats.parse_reply("Thought: no idea", cot=True) == ""
+
+
+def test_tier_overrides_of_the_wrong_kind_are_refused_before_anything_runs():
+    from minagent.microdomain.tiers import tier_settings
+    assert tier_settings("tiny", {"sft.lr": 3, "sft.epochs": 2})["sft"]["lr"] == 3  # an int is a number
+    with pytest.raises(ValueError, match=r"--set sft\.lr='abc': expected a number \(the default is "):
+        tier_settings("tiny", {"sft.lr": "abc"})
+    with pytest.raises(ValueError, match=r"--set cpt\.grad_checkpointing=1: expected true or false"):
+        tier_settings("tiny", {"cpt.grad_checkpointing": 1})
+    with pytest.raises(ValueError, match=r"unknown setting 'lr_rate'"):
+        tier_settings("tiny", {"sft.lr_rate": 1e-3})

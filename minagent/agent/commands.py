@@ -99,7 +99,7 @@ def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: 
     perfect teacher with known answers: how the CLI's distill/serve round trip is tested without a big model)."""
     from .server import make_server
     from .teacher import oracle_teacher
-    if oracle:
+    if oracle:  # (read_questions refuses a line without a gold answer, naming it)
         llm = oracle_teacher({q["question"]: {"answer": q.get("correct") or q["answer"]}
                               for q in read_questions(oracle)})
     elif model:

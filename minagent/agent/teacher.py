@@ -85,13 +85,31 @@ def _append(path: Path, obj: dict):
         os.close(fd)
 
 
-def read_questions(path) -> list[dict]:
-    """Exam/question JSONL: {"id", "question", "answer"?, "aliases"?, "choices"?, "correct"?} per line."""
+def read_questions(path, gold: bool = True) -> list[dict]:
+    """Exam/question JSONL: {"id", "question", "answer"?, "aliases"?, "choices"?, "correct"?} per line.
+
+    Every field is checked here, line by line, because a wrong shape scores silently wrong later: aliases given
+    as one string would be read as its characters (so "0" would match "40 MB/s"), a `correct` letter that is not
+    an option can never be matched. gold: each line must say its answer ("answer", or "correct" with choices):
+    exams and distillation score against it.
+    """
     def question(item):
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-            raise ValueError('expected an object with a "question" string')
-        if "choices" in item and not isinstance(item["choices"], dict):
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
+            raise ValueError('expected an object with a non-empty "question" string')
+        choices = item.get("choices")
+        if choices is not None and not (isinstance(choices, dict) and choices
+                                        and all(isinstance(v, str) for v in choices.values())):
             raise ValueError('"choices" must be an object like {"A": "...", "B": "..."}')
+        aliases = item.get("aliases")
+        if aliases is not None and not (isinstance(aliases, list) and all(isinstance(a, str) for a in aliases)):
+            raise ValueError(f'"aliases" must be a list of strings, like ["{aliases}"], got {aliases!r}'
+                             if isinstance(aliases, str) else f'"aliases" must be a list of strings, got {aliases!r}')
+        correct = item.get("correct")
+        if correct is not None and (not choices or str(correct).upper() not in {str(k).upper() for k in choices}):
+            raise ValueError(f'"correct" is {correct!r}, which is not one of the choices '
+                             f'{sorted(choices) if choices else "(none given)"}')
+        if gold and item.get("answer") is None and correct is None:
+            raise ValueError('no gold answer: give "answer" (free text), or "choices" and "correct" (a letter)')
         return item
     rows, _ = read_jsonl(path, question)
     for where, item in rows:

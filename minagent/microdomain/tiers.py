@@ -79,6 +79,7 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
     """The settings of a tier with `overrides` {"stage.key": value} applied (unknown keys are an error)."""
     if name not in TIERS:
         raise ValueError(f"unknown tier {name!r}; expected one of {', '.join(TIERS)}")
+    from ..training.recipe import TrainConfig  # (not at the top: training imports this package's neighbours)
     s = TIERS[name]()
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
@@ -86,10 +87,32 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
             raise ValueError(f"--set {dotted}: expected SECTION.KEY with SECTION one of {', '.join(s)}")
         allowed = set(s[section])
         if section in TRAINING_SECTIONS:
-            from ..training.recipe import TrainConfig
             allowed |= set(TrainConfig.__dataclass_fields__)
         if key not in allowed and section not in ("eval", "teacher"):
             raise ValueError(f"--set {dotted}: unknown setting {key!r} for {section}; known: "
                              f"{', '.join(sorted(allowed))}")
+        if key in s[section]:
+            default = s[section][key]
+        elif section in TRAINING_SECTIONS and key in TrainConfig.__dataclass_fields__:
+            default = TrainConfig.__dataclass_fields__[key].default
+        else:
+            default = None
+        _check_type(dotted, default, value)
         s[section][key] = value
     return s
+
+
+def _check_type(dotted: str, default, value):
+    """Refuse a value of another kind than the setting's default (at once, not after an hour of earlier
+    stages): a number for a number, true/false for a flag, text for text; settings without a default take any."""
+    def kind(v):
+        if isinstance(v, bool):
+            return "true or false"
+        if isinstance(v, (int, float)):
+            return "a number"
+        if isinstance(v, str):
+            return "text"
+        return None
+    want = kind(default)
+    if want is not None and kind(value) != want:
+        raise ValueError(f"--set {dotted}={value!r}: expected {want} (the default is {default!r})")
