@@ -16,15 +16,36 @@ import argparse
 import sys
 
 
+def number(kind, low=None, high=None, low_open=False):
+    """An argparse type: a `kind` (int or float) in [low, high] (low excluded when low_open), else a usage error
+    that says the range; values are never clamped silently."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+            span = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            raise argparse.ArgumentTypeError(f"{text} is outside {span}")
+        return value
+    return parse
+
+
+def text(value):
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty text")
+    return value
+
+
 def add_sampling_args(p):
-    p.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--max-new-tokens", type=number(int, 1), default=256, help="most tokens to generate")
+    p.add_argument("--temperature", type=number(float, 0), default=0.0, help="0 = greedy decoding")
+    p.add_argument("--top-k", type=number(int, 0), default=0, help="sample from the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=number(float, 0, 1, low_open=True), default=1.0, help="nucleus sampling mass (1 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=number(int, 1), default=None, help="CPU threads for torch")
 
 
 def run_chat(args, prompt: str) -> str:
@@ -53,7 +74,7 @@ def main(argv=None):
 
     chat = sub.add_parser("chat", help="answer one chat prompt, streaming the reply")
     chat.add_argument("--model", required=True, help="HF-layout checkpoint directory")
-    chat.add_argument("--prompt", required=True, help="the user message")
+    chat.add_argument("--prompt", required=True, type=text, help="the user message")
     chat.add_argument("--system", default=None, help="optional system message (default: the template's)")
     add_sampling_args(chat)
 
@@ -73,38 +94,41 @@ def main(argv=None):
     index.add_argument("--encoder", default=None, help="BERT sentence-encoder directory for --dense")
     index.add_argument("--lm", default=None, help="use a causal LM checkpoint's mean-pooled hidden states instead")
     index.add_argument("--append", action="store_true", help="add new files to an existing index")
-    index.add_argument("--max-chars", type=int, default=1200, help="passage length limit in characters")
-    index.add_argument("--overlap", type=int, default=200, help="characters shared by consecutive passages")
+    index.add_argument("--max-chars", type=number(int, 1), default=1200, help="passage length limit in characters")
+    index.add_argument("--overlap", type=number(int, 0), default=200, help="characters shared by consecutive passages")
     index.add_argument("--variant", default="lucene", help="BM25 variant: lucene|robertson|bm25+|bm25l|atire")
     index.add_argument("--k1", type=float, default=0.9)
     index.add_argument("--b", type=float, default=0.4)
 
     search = sub.add_parser("search", help="search an index")
     search.add_argument("--index", required=True)
-    search.add_argument("--query", required=True)
-    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--query", required=True, type=text)
+    search.add_argument("--k", type=number(int, 1), default=5)
     search.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
     search.add_argument("--json", action="store_true", help="one JSON object per passage")
     search.add_argument("--source", default=None, help="only passages whose source file matches this glob")
     search.add_argument("--section", default=None, help="only passages whose section path contains this text")
 
     def add_draft_arg(p):
-        p.add_argument("--draft-tokens", type=int, default=None,
+        p.add_argument("--draft-tokens", type=number(int, 0), default=None,
                        help="prompt-lookup draft tokens checked per greedy forward (default: the library's, 4; "
                             "0: one token per forward)")
 
     def add_agent_args(p):
-        p.add_argument("--index", default=None, help="retrieval index for the search tool")
-        p.add_argument("--max-steps", type=int, default=5)
-        p.add_argument("--max-tokens", type=int, default=512, help="tokens per step")
-        p.add_argument("--sag", type=int, default=0, help="self-consistent action generation: N candidates")
+        p.add_argument("--index", default=None, help="retrieval index for the search tool (required unless "
+                                                     "--no-search)")
+        p.add_argument("--no-search", action="store_true", help="run the agent without a search tool (Python only)")
+        p.add_argument("--max-steps", type=number(int, 1), default=5, help="steps before the forced answer (default 5)")
+        p.add_argument("--max-tokens", type=number(int, 1), default=512, help="tokens per step (default 512)")
+        p.add_argument("--sag", type=number(int, 0), default=0, help="self-consistent action generation: N candidates")
         p.add_argument("--extractor", action="store_true", help="condense long search results first")
-        p.add_argument("--timeout", type=float, default=10.0, help="sandbox seconds per code cell")
+        p.add_argument("--timeout", type=number(float, 0, low_open=True), default=10.0,
+                       help="sandbox seconds per code cell (default 10)")
         add_draft_arg(p)
 
     ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
     ask.add_argument("--model", required=True, help="checkpoint dir or OpenAI-compatible URL (http://.../v1)")
-    ask.add_argument("--question", required=True)
+    ask.add_argument("--question", required=True, type=text)
     add_agent_args(ask)
 
     exam = sub.add_parser("exam", help="run the agent over an exam JSONL and report accuracy")
@@ -114,7 +138,7 @@ def main(argv=None):
     exam.add_argument("--mode", default="agent", choices=["agent", "closed-book", "rag", "cot"],
                       help="agent: the ReAct agent with search; closed-book: the question alone; rag: passages "
                            "retrieved with the question, then the question; cot: think, then 'Answer:'")
-    exam.add_argument("--k", type=int, default=3, help="passages per search (agent and rag modes)")
+    exam.add_argument("--k", type=number(int, 1, 10), default=3, help="passages per search (agent and rag modes; 1-10)")
     exam.add_argument("--system-file", default=None,
                       help="agent system prompt (e.g. runs/tiny/eval/agent_system.txt, what the recipe trained)")
     exam.add_argument("--split", default=None, help="only questions whose 'split' is this (e.g. heldout)")
@@ -124,7 +148,7 @@ def main(argv=None):
     serve.add_argument("--model", default=None)
     serve.add_argument("--oracle", default=None, help="serve the oracle teacher for this questions JSONL instead")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=number(int, 0, 65535), default=8000, help="0: any free port")
     add_draft_arg(serve)
 
     distill = sub.add_parser("distill", help="teacher trajectories (FTP + rejection filtering), resumable")
@@ -164,6 +188,15 @@ def main(argv=None):
             print(f"no passage matches {args.query!r}", file=sys.stderr)
         print("\n".join(json.dumps(h, ensure_ascii=False) for h in hits) if args.json else format_hits(hits))
     elif args.command in ("ask", "exam", "distill"):
+        mode = getattr(args, "mode", "agent")  # (only exam has modes)
+        if args.index is None and mode == "rag":
+            parser.error("exam --mode rag: --index INDEX is required")
+        if args.index is None and mode == "agent" and not args.no_search:
+            # an agent told it can search but given no index writes trajectories full of NameErrors
+            parser.error(f"{args.command}: --index INDEX is required (the agent's search tool); pass --no-search "
+                         "to run the agent with Python only")
+        if args.no_search:
+            args.index = None
         from minagent.agent import commands
         from minagent.agent.executor import AgentConfig
 
@@ -193,8 +226,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from minagent.agent.llm import LLMError
+
     try:
         sys.exit(main())
-    except (ValueError, FileNotFoundError) as e:  # bad input: the library's message names the file and field
+    except (ValueError, FileNotFoundError, NotADirectoryError, LLMError) as e:
+        # bad input or an unreachable model server: the library's message names the file, field or URL
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

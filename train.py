@@ -107,8 +107,8 @@ def run_recipe_command(args) -> int:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv:
-        argv = ["recipe"]
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["recipe", *argv]  # `python train.py --tier smollm2` is the recipe, as bare `python train.py` is
     if argv[0] == "recipe":
         return run_recipe_command(build_parser().parse_args(argv))
     try:

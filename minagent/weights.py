@@ -88,6 +88,23 @@ def iter_tensors(path: str | Path):
                 yield name, tensor, file
 
 
+def check_device(device) -> torch.device:
+    """A torch.device this torch can use, or ValueError saying why not (before any weight is read): torch's own
+    errors for a CUDA device on a CPU-only build are an AssertionError or an index complaint."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r}: not a torch device (expected cpu, cuda, cuda:N, mps): {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available in this torch build or machine; use cpu")
+    return dev
+
+
 def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
     """Load a HF checkpoint directory (config.json + safetensors) into a minagent `Transformer` in eval mode.
 
@@ -96,6 +113,7 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a checkpoint directory")
+    device = check_device(device)
     cfg = ModelConfig.from_hf(path)
     dtype = resolve_dtype(dtype) or DTYPES.get(cfg.torch_dtype, torch.float32)
     with torch.device("meta"), _skip_random_init():

@@ -39,3 +39,61 @@ def test_exam_scores_letters_and_texts_and_writes_every_trajectory(tmp_path):
 
 def test_a_url_selects_the_http_backend():
     assert isinstance(load_llm("http://127.0.0.1:9/v1"), HTTPChatLLM)
+
+
+def _cli_error(capsys, argv):
+    """Run infer.py's main on argv; return what it printed when it stopped with a usage error (exit code 2)."""
+    import pytest
+
+    from infer import main
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_refuses_what_would_run_wrong_or_silently_differently(capsys, tmp_path):
+    """Values are checked, never clamped, and an agent is not run with a search tool it does not have."""
+    exam = ["exam", "--model", "m", "--exam", "e.jsonl", "--out", "o.jsonl"]
+    assert "--index INDEX is required (the agent's search tool)" in _cli_error(capsys, exam)
+    assert "--index INDEX is required" in _cli_error(capsys, ["distill", "--teacher", "m", "--questions", "q",
+                                                              "--out", "o"])
+    assert "exam --mode rag: --index INDEX is required" in _cli_error(capsys, exam + ["--mode", "rag"])
+    assert "argument --k: 0 is outside [1, 10]" in _cli_error(capsys, exam + ["--index", "i", "--k", "0"])
+    assert "argument --max-steps: 0 is outside [1, inf]" in _cli_error(capsys, exam + ["--index", "i",
+                                                                                       "--max-steps", "0"])
+    assert "argument --question: empty text" in _cli_error(capsys, ["ask", "--model", "m", "--question", " "])
+    assert "argument --port: 99999 is outside [0, 65535]" in _cli_error(capsys, ["serve", "--port", "99999"])
+    assert "argument --top-p: 0 is outside (0, 1]" in _cli_error(capsys, ["chat", "--model", "m", "--prompt", "x",
+                                                                         "--top-p", "0"])
+
+
+def test_an_agent_without_search_is_not_told_it_can_search():
+    from minagent.agent import Agent
+    script = "Thought: t\nCode:\n```py\nfinal_answer(6 * 7)\n```<end_code>"
+    with_search = Agent(ScriptedLLM([script]), {"search": lambda q, k=3: q}).run("q")
+    without = Agent(ScriptedLLM([script]), {}).run("q")
+    assert "search(query" in with_search.messages[0]["content"]
+    assert "search" not in without.messages[0]["content"] and without.answer == 42
+
+
+def test_serving_on_a_taken_port_or_oracle_without_answers_says_why(tmp_path):
+    import socket
+
+    import pytest
+
+    from minagent.agent.commands import serve
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "a?", "answer": "b"}\n')
+    try:
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            serve(None, port=port, oracle=str(questions))
+    finally:
+        taken.close()
+    questions.write_text('{"question": "a?"}\n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:1: no gold answer"):
+        serve(None, port=0, oracle=str(questions))

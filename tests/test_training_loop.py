@@ -203,6 +203,20 @@ def test_cli_help_and_bad_input(tiny_dir, tmp_path, capsys):
         main(["cpt", "--model", str(tiny_dir), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="--model is required"):
         main(["sft", "--data", str(bad), "--out", str(tmp_path / "o")])
+    # refused before any work, not silently changed or reported after the data was tokenised
+    good = str(TRAJECTORIES)
+    for args, message in ((["--max-steps", "0"], r"--max-steps must be >= 1"),
+                          (["--out", __file__], r"test_training_loop\.py: a file is there"),
+                          (["--device", "tpu"], r"device 'tpu': not a torch device")):
+        run_args = {"--model": str(tiny_dir), "--data": good, "--out": str(tmp_path / "o"), "--progress": "0"}
+        run_args.update(zip(args[::2], args[1::2]))
+        with pytest.raises(SystemExit, match=message):
+            main(["sft", *[x for kv in run_args.items() for x in kv]])
+    with pytest.raises(SystemExit, match=r"--model /nonexistent: no such file or directory"):
+        main(["sft", "--model", "/nonexistent", "--data", good, "--out", str(tmp_path / "o")])
+    # flags alone mean the recipe, as no arguments do
+    with pytest.raises(SystemExit, match=r"--work .*README\.md: a file is there"):
+        main(["--tier", "ci", "--work", str(ROOT / "README.md")])
 
 
 def test_recipe_file_and_grad_checkpointing_give_the_same_run(tiny_dir, tmp_path):

@@ -106,7 +106,10 @@ def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: 
         llm = load_llm(model, draft_tokens=draft_tokens)
     else:
         raise ValueError("serve needs a model directory or an oracle questions file")
-    server = make_server(llm, host, port, model_name=Path(model).name if model else "oracle")
+    try:
+        server = make_server(llm, host, port, model_name=Path(model).name if model else "oracle")
+    except OSError as e:  # the port is taken, the address is not this machine's, ...
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     print(f"serving {model or 'oracle ' + str(oracle)} at http://{host}:{server.server_address[1]}/v1/chat/completions", flush=True)
     try:
         server.serve_forever()

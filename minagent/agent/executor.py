@@ -117,7 +117,7 @@ class Agent:
         toolbox = ToolBox(tools)
         # system: a fixed string, a function of multiple_choice (a domain's own prompt), or the default
         system = self.system(bool(choices)) if callable(self.system) else \
-            self.system or prompts.system_prompt(multiple_choice=bool(choices))
+            self.system or prompts.system_prompt(multiple_choice=bool(choices), search="search" in tools)
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": prompts.task_text(question, choices)}]
         res = RunResult(messages=messages, question=question, choices=dict(choices) if choices else None)

@@ -31,6 +31,16 @@ final_answer("git branch")
 
 Rules: always write a 'Code:' block ending with '```<end_code>'; print what you need to see; call final_answer when you know the answer; answer in as few words as possible."""
 
+# The same prompt for an agent without a search tool (`infer.py ... --no-search`): a model told it can search
+# when it cannot writes steps that only fail with NameError.
+SYSTEM_NO_SEARCH = (SYSTEM.replace("by searching its manuals and running Python code", "by running Python code")
+                    .replace("- search(query: str, k: int = 3) -> str: the k manual passages that best match the query "
+                             "(title, source and text)\n", "")
+                    .replace("I will look up how to list branches.\nCode:\n```py\nprint(search(\"list branches\"))",
+                             "I will compute the size in MiB.\nCode:\n```py\nprint(3 * 1024 / 1024)")
+                    .replace("The manual says `git branch` lists branches.", "It is 3 MiB.")
+                    .replace('final_answer("git branch")', 'final_answer("3 MiB")'))
+
 MULTIPLE_CHOICE_RULE = "\nThis is a multiple-choice question: call final_answer with the letter of the correct option only (A, B, C or D)."
 
 FORCED_ANSWER = ("You have used all your steps. Using what you found above, answer the question now. "
@@ -50,5 +60,5 @@ def task_text(question: str, choices: dict | None = None) -> str:
     return f"{question}\n\nOptions:\n{options}"
 
 
-def system_prompt(multiple_choice: bool = False) -> str:
-    return SYSTEM + (MULTIPLE_CHOICE_RULE if multiple_choice else "")
+def system_prompt(multiple_choice: bool = False, search: bool = True) -> str:
+    return (SYSTEM if search else SYSTEM_NO_SEARCH) + (MULTIPLE_CHOICE_RULE if multiple_choice else "")

@@ -226,6 +226,8 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
     """Run (or resume, or skip what is cached) the whole recipe; returns {"table", "results", "work"}."""
     s = tier_settings(tier, overrides)
     work = Path(work)
+    if work.exists() and not work.is_dir():
+        raise ValueError(f"--work {work}: a file is there; --work names the recipe's working directory")
     st = Stages(work, log, force)
     target_product = seed % len(PRODUCTS)
 

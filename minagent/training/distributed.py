@@ -38,7 +38,8 @@ def init_distributed(device_setting: str) -> tuple[DistEnv, torch.device]:
     if device_setting == "auto":
         device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(device_setting)
+        from ..weights import check_device
+        device = check_device(device_setting)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if env.enabled and not dist.is_initialized():

@@ -87,6 +87,15 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_steps is not None and int(self.max_steps) < 1:
+            raise ValueError(f"--max-steps must be >= 1 (or left out: from --epochs), got {self.max_steps!r}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr!r}")
+        for name in ("model", "data"):
+            if not Path(getattr(self, name)).exists():
+                raise FileNotFoundError(f"--{name} {getattr(self, name)}: no such file or directory")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out}: a file is there; --out names the run's directory")
         return self
 
     def to_dict(self) -> dict:
