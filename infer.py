@@ -129,6 +129,9 @@ def main(argv=None):
     ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
     ask.add_argument("--model", required=True, help="checkpoint dir or OpenAI-compatible URL (http://.../v1)")
     ask.add_argument("--question", required=True, type=text)
+    ask.add_argument("--k", type=number(int, 1, 10), default=3, help="passages per search (1-10; default 3)")
+    ask.add_argument("--system-file", default=None,
+                     help="agent system prompt (e.g. runs/tiny/eval/agent_system.txt, what the recipe trained)")
     add_agent_args(ask)
 
     exam = sub.add_parser("exam", help="run the agent over an exam JSONL and report accuracy")
@@ -185,7 +188,9 @@ def main(argv=None):
         hits = search_index(args.index, args.query, k=args.k, mode=args.mode, source=args.source,
                             section=args.section)
         if not hits:
-            print(f"no passage matches {args.query!r}", file=sys.stderr)
+            within = " and ".join(f"--{k} {v!r}" for k, v in (("source", args.source), ("section", args.section)) if v)
+            print(f"no passage matches {args.query!r}" + (f" among those passing {within}" if within else ""),
+                  file=sys.stderr)
         print("\n".join(json.dumps(h, ensure_ascii=False) for h in hits) if args.json else format_hits(hits))
     elif args.command in ("ask", "exam", "distill"):
         mode = getattr(args, "mode", "agent")  # (only exam has modes)
@@ -204,7 +209,7 @@ def main(argv=None):
                              timeout=args.timeout)
         if args.command == "ask":
             commands.ask(args.model, args.index, args.question, config, extractor=args.extractor,
-                         draft_tokens=args.draft_tokens)
+                         draft_tokens=args.draft_tokens, k=args.k, system_file=args.system_file)
         elif args.command == "exam" and args.mode == "agent" and args.system_file is None and args.k == 3 \
                 and args.split is None:
             commands.exam(args.model, args.index, args.exam, args.out, config, extractor=args.extractor,

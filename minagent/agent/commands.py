@@ -28,17 +28,18 @@ def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: i
                        **drafts)
 
 
-def load_tools(index_dir: str | None, mode: str = "bm25") -> dict:
+def load_tools(index_dir: str | None, mode: str = "bm25", k: int = 3) -> dict:
+    """{"search": ...} over the index (k: passages a search returns unless the code asks otherwise); {} without."""
     if index_dir is None:
         return {}
     from ..retrieval import load_index
-    return {"search": make_search(load_index(index_dir), mode=mode)}
+    return {"search": make_search(load_index(index_dir), mode=mode, default_k=k)}
 
 
 def build_agent(llm, index_dir=None, config: AgentConfig | None = None, extractor: bool = False, on_event=None,
-                search_mode: str = "bm25") -> Agent:
-    return Agent(llm, load_tools(index_dir, search_mode), config or AgentConfig(),
-                 extractor=ContextExtractor(llm) if extractor else None, on_event=on_event)
+                search_mode: str = "bm25", k: int = 3, system: str | None = None) -> Agent:
+    return Agent(llm, load_tools(index_dir, search_mode, k), config or AgentConfig(),
+                 extractor=ContextExtractor(llm) if extractor else None, on_event=on_event, system=system)
 
 
 def print_event(kind: str, text: str):
@@ -47,10 +48,13 @@ def print_event(kind: str, text: str):
 
 
 def ask(model: str, index_dir: str | None, question: str, config: AgentConfig | None = None,
-        extractor: bool = False, choices: dict | None = None, draft_tokens: int | None = None):
-    """One question; prints each step, observation and the final answer as they come. Returns the RunResult."""
+        extractor: bool = False, choices: dict | None = None, draft_tokens: int | None = None, k: int = 3,
+        system_file: str | None = None):
+    """One question; prints each step, observation and the final answer as they come. Returns the RunResult.
+    k and system_file: a student's search k and system prompt (what it was trained with; see `exam`)."""
+    system = Path(system_file).read_text(encoding="utf-8").strip() if system_file else None
     agent = build_agent(load_llm(model, draft_tokens=draft_tokens), index_dir, config, extractor,
-                        on_event=print_event)
+                        on_event=print_event, k=k, system=system)
     return agent.run(question, choices)
 
 

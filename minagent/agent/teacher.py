@@ -146,6 +146,9 @@ def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
             on_result(item, result, reason)
         if log:
             log(f"{qid}: {'kept' if reason is None else 'rejected: ' + reason}")
+    if log:  # (a rerun over a finished file prints only this line: every question is skipped)
+        log(f"{out}: {counts['kept']} kept, {counts['rejected']} rejected, {counts['skipped']} already done "
+            f"({len(questions)} questions)")
     return counts
 
 

@@ -307,6 +307,9 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
     except ImportError:
         pass
     log(table)
+    log(f"written: {out / 'table.md'}, {out / 'results.csv'}"
+        + (f", {out / 'results.png'}" if (out / "results.png").is_file() else "")
+        + (f"; to rerun the agent row by hand: {out / 'exam_command.txt'}" if "agent" in needed else ""))
     return {"table": table, "results": results, "work": work}
 
 
