@@ -62,12 +62,14 @@ def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = N
              log=print) -> dict:
     """Every exam question through the agent; results JSONL (one line per question, with its trajectory) is
     written to a temp name and renamed. Returns {"accuracy", "n", "correct"}."""
+    items = read_questions(exam_path)  # a bad exam file fails here, before anything is written
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as the other exam path (microdomain write_jsonl) does
     agent = build_agent(llm, index_dir, config, extractor)
     rows = []
-    out = Path(out_path)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for item in read_questions(exam_path):
+        for item in items:
             r = agent.run(item["question"], item.get("choices"))
             row = {"id": item["id"], "question": item["question"], "answer": r.answer, "letter": r.letter,
                    "gold": item.get("correct") or item.get("answer"), "correct": is_correct(r.answer, item),
