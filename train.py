@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 kw["type"] = kind
             default = f.default if f.default is not MISSING else None
-            kw["help"] += f" (default: {default})"
+            if f.name in ("model", "data", "out"):
+                kw["help"] += " (required: here or in the --recipe file)"
+            elif "(default" not in kw["help"] and default is not None:
+                kw["help"] += f" (default: {default})"
             p.add_argument(flag, **kw)
     return parser
 
