@@ -31,6 +31,16 @@ def number(kind, low=None, high=None, low_open=False):
     return parse
 
 
+class ShowDefaults(argparse.HelpFormatter):
+    """Help that states each option's default, except where there is none to state (None, off flags)."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in help and action.option_strings:
+            help += " (default: %(default)s)"
+        return help
+
+
 def text(value):
     if not value.strip():
         raise argparse.ArgumentTypeError("empty text")
@@ -71,6 +81,8 @@ def run_chat(args, prompt: str) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add_parser(*a, formatter_class=ShowDefaults, **kw)
 
     chat = sub.add_parser("chat", help="answer one chat prompt, streaming the reply")
     chat.add_argument("--model", required=True, help="HF-layout checkpoint directory")
@@ -101,10 +113,11 @@ def main(argv=None):
     index.add_argument("--b", type=float, default=0.4)
 
     search = sub.add_parser("search", help="search an index")
-    search.add_argument("--index", required=True)
-    search.add_argument("--query", required=True, type=text)
-    search.add_argument("--k", type=number(int, 1), default=5)
-    search.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
+    search.add_argument("--index", required=True, help="index directory (infer.py index --out)")
+    search.add_argument("--query", required=True, type=text, help="what to look for")
+    search.add_argument("--k", type=number(int, 1), default=5, help="passages to show")
+    search.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"],
+                        help="dense and hybrid need an index built with --dense")
     search.add_argument("--json", action="store_true", help="one JSON object per passage")
     search.add_argument("--source", default=None, help="only passages whose source file matches this glob")
     search.add_argument("--section", default=None, help="only passages whose section path contains this text")
@@ -118,18 +131,18 @@ def main(argv=None):
         p.add_argument("--index", default=None, help="retrieval index for the search tool (required unless "
                                                      "--no-search)")
         p.add_argument("--no-search", action="store_true", help="run the agent without a search tool (Python only)")
-        p.add_argument("--max-steps", type=number(int, 1), default=5, help="steps before the forced answer (default 5)")
-        p.add_argument("--max-tokens", type=number(int, 1), default=512, help="tokens per step (default 512)")
-        p.add_argument("--sag", type=number(int, 0), default=0, help="self-consistent action generation: N candidates")
+        p.add_argument("--max-steps", type=number(int, 1), default=5, help="steps before the forced answer")
+        p.add_argument("--max-tokens", type=number(int, 1), default=512, help="tokens per step")
+        p.add_argument("--sag", type=number(int, 0), default=0, help="self-consistent action generation: N candidates (0: off)")
         p.add_argument("--extractor", action="store_true", help="condense long search results first")
         p.add_argument("--timeout", type=number(float, 0, low_open=True), default=10.0,
-                       help="sandbox seconds per code cell (default 10)")
+                       help="sandbox seconds per code cell")
         add_draft_arg(p)
 
     ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
     ask.add_argument("--model", required=True, help="checkpoint dir or OpenAI-compatible URL (http://.../v1)")
     ask.add_argument("--question", required=True, type=text)
-    ask.add_argument("--k", type=number(int, 1, 10), default=3, help="passages per search (1-10; default 3)")
+    ask.add_argument("--k", type=number(int, 1, 10), default=3, help="passages per search (1-10)")
     ask.add_argument("--system-file", default=None,
                      help="agent system prompt (e.g. runs/tiny/eval/agent_system.txt, what the recipe trained)")
     add_agent_args(ask)
