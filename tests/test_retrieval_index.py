@@ -238,6 +238,12 @@ def test_append_adds_new_files_only(corpus, tmp_path):
         assert sorted(a) == sorted(b)
     with pytest.raises(IndexFormatError, match="not an existing index"):
         build_index(more, str(tmp_path / "none"), append=True, progress=False)
+    assert "stale_files" not in summary  # nothing the index held had changed
+    # an edited file keeps its old passages under --append: the summary names it
+    edited = make_corpus(tmp_path / "edited", {**DOCS, "client/faq.md": "# FAQ\n\nNew text.\n"})
+    summary = build_index(edited, out, append=True, progress=False)
+    assert summary["added"] == 0 and summary["stale_files"] == ["client/faq.md", "extra/tuning.md"]  # + removed
+    assert "rebuild without --append" in summary["note"]
 
 
 def test_save_load_roundtrip_keeps_results(corpus, tmp_path):

@@ -287,11 +287,20 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
         old = Retriever.load(out_dir)
         known = {p.source for p in old.passages}
         new = [p for p in passages if p.source not in known]
+        # files the index holds whose text changed (or that are gone): append keeps their old passages, so say so
+        texts_then, texts_now = {}, {}
+        for group, ps in ((texts_then, old.passages), (texts_now, passages)):
+            for p in ps:
+                group.setdefault(p.source, []).append(p.text)
+        stale = sorted(src for src in known if texts_now.get(src) != texts_then[src])
         if dense and old.dense is None:
             raise RetrievalError(f"--append --dense: {out_dir!r} was built without dense vectors; rebuild it")
         old.add_passages(new, progress=progress)
         old.save(out_dir)
         r, added = old, len(new)
+        extra = {"stale_files": stale[:20] + ([f"... {len(stale) - 20} more"] if len(stale) > 20 else []),
+                 "note": "files changed or removed since indexing keep their old passages; rebuild without "
+                         "--append to refresh them"} if stale else {}
     else:
         encoder = None
         if dense:
@@ -311,9 +320,9 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
                                     analyzer=Analyzer(stopwords=stopwords, stem=stem), variant=variant, k1=k1,
                                     b=b, dense_dtype=dense_dtype, embed_cache=cache, progress=progress, meta=meta)
         r.save(out_dir)
-        added = len(passages)
+        added, extra = len(passages), {}
     return {"passages": len(r.passages), "added": added, "files": n_files, "terms": len(r.terms.vocab),
-            "dense": r.dense is not None, "seconds": round(time.perf_counter() - t0, 2), "index": out_dir}
+            "dense": r.dense is not None, "seconds": round(time.perf_counter() - t0, 2), "index": out_dir, **extra}
 
 
 _LOADED = {}
