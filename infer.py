@@ -24,6 +24,8 @@ def number(kind, low=None, high=None, low_open=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
             span = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
             raise argparse.ArgumentTypeError(f"{text} is outside {span}")

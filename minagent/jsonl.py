@@ -33,7 +33,8 @@ def read_jsonl(path: str | Path, check: Callable, *, on_bad_line: str = "fail", 
                                 + " a JSONL file (one JSON object per line)")
     out, bad = [], 0
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        # bytes.splitlines ends a line at \n, \r\n or a lone \r, as text mode would (old Mac exports)
+        for n, raw in enumerate((line for chunk in f for line in chunk.splitlines()), 1):
             where = f"{path}:{n}"
             try:
                 obj = _parse(raw, first=n == 1)

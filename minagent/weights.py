@@ -88,9 +88,12 @@ def iter_tensors(path: str | Path):
                 yield name, tensor, file
 
 
-def check_device(device) -> torch.device:
+def check_device(device) -> torch.device | None:
     """A torch.device this torch can use, or ValueError saying why not (before any weight is read): torch's own
-    errors for a CUDA device on a CPU-only build are an AssertionError or an index complaint."""
+    errors for a CUDA device on a CPU-only build are an AssertionError or an index complaint. None passes
+    through (load_model then leaves the tensors where they are read)."""
+    if device is None:
+        return None
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:

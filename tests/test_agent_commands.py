@@ -66,6 +66,8 @@ def test_cli_refuses_what_would_run_wrong_or_silently_differently(capsys, tmp_pa
     assert "argument --port: 99999 is outside [0, 65535]" in _cli_error(capsys, ["serve", "--port", "99999"])
     assert "argument --top-p: 0 is outside (0, 1]" in _cli_error(capsys, ["chat", "--model", "m", "--prompt", "x",
                                                                          "--top-p", "0"])
+    assert "argument --temperature: 'nan' is not a finite number" in _cli_error(
+        capsys, ["chat", "--model", "m", "--prompt", "x", "--temperature", "nan"])
 
 
 def test_an_agent_without_search_is_not_told_it_can_search():

@@ -42,8 +42,12 @@ def test_canonical_step():
     ("Thought: t\n```py\na = 1\n```\nNow:\n```py\nfinal_answer(a)\n", "a = 1\n\nfinal_answer(a)"),
     # Code: then the code with only a closing fence
     ("Thought: t\nCode:\nprint(9)\n```<end_code>", "print(9)"),
-    # markdown emphasis around "Final Answer:"
+    # markdown emphasis around "Final Answer:"; the answer on the next line; underscores that are the answer
     ("Thought: done.\n**Final Answer:** B", "final_answer('B')"),
+    ("Thought: done.\nFinal answer:\ngit stash", "final_answer('git stash')"),
+    ("Thought: done.\nFinal answer: __init__.py", "final_answer('__init__.py')"),
+    # backticks inside the prose open no block
+    ("Thought: I will run ```git log``` via search.\nCode:\n```py\nprint(10)\n```<end_code>", "print(10)"),
 ])
 def test_tolerated_variants(raw, code):
     s = parse_step(raw)
@@ -85,6 +89,7 @@ def test_free_text_scoring_uses_normalised_match_and_aliases():
     ("final_answer('git stash')\n\nIt saves your work (see the manual).", "git stash"),
     ('final_answer("B") (stash saves work)', "B"), ("final_answer('f(x)')", "f(x)"),
     ("final_answer(answer)", "answer"), ("**Final Answer:** git log", "git log"),
+    ("Final answer:\ngit stash", "git stash"), ("Final answer: _netrc", "_netrc"),
 ])
 def test_forced_answer_parsing(text, answer):
     assert parse_forced_answer(text) == answer

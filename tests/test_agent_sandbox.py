@@ -162,6 +162,8 @@ def test_honest_mistakes_outside_the_working_directory_change_nothing(box, tmp_p
     r = box.run("import os, shutil, sqlite3\nos.makedirs('d/e')\nopen('d/e/f', 'w').write('x')\nshutil.rmtree('d')\n"
                 "sqlite3.connect('db.sqlite').execute('create table t(x)')\nprint(sorted(os.listdir('.')))")
     assert r.error is None and "'d'" not in r.output and "db.sqlite" in r.output  # inside, all of it works
+    r = box.run("import io\nopen('b.bin', 'wb').close()\nf = open('b.bin', 'rb', buffering=0)\nisinstance(f, io.FileIO)")
+    assert r.value == "True"  # the guarded class still recognises the files open() returns
 
 
 def test_offline_networking_code_still_runs(box):

@@ -74,6 +74,10 @@ def test_bad_question_line_is_named(tmp_path):
     assert [(q["id"], q["question"]) for q in read_questions(path)] == [("1", "a?"), ("3", "b?")]
     with pytest.raises(FileNotFoundError, match="a directory, not a JSONL file"):
         read_questions(tmp_path)
+    # numbers where text is expected (a spreadsheet export), and old-Mac line ends (a lone CR)
+    path.write_bytes(b'{"question": "a?", "answer": 40, "aliases": [40.0, "forty"]}\r'
+                     b'{"question": "b?", "choices": {"A": 30, "B": 45}, "correct": "B"}\r')
+    assert [(q["id"], q["question"]) for q in read_questions(path)] == [("1", "a?"), ("2", "b?")]
 
 
 @pytest.mark.parametrize("line,message", [

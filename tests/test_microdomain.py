@@ -210,3 +210,5 @@ def test_tier_overrides_of_the_wrong_kind_are_refused_before_anything_runs():
         tier_settings("tiny", {"cpt.grad_checkpointing": 1})
     with pytest.raises(ValueError, match=r"unknown setting 'lr_rate'"):
         tier_settings("tiny", {"sft.lr_rate": 1e-3})
+    # null lifts a limit (the smollm2 tier's GPU advice: --set cpt.max_steps=null)
+    assert tier_settings("smollm2", {"cpt.max_steps": None})["cpt"]["max_steps"] is None

@@ -38,6 +38,12 @@ def test_combining_marks_stay_inside_words():
     assert a.tokenize("x\u20dd-y\u0306z") == ["x\u20dd-y\u0306z", "x\u20dd", "y\u0306z"]  # marks NFKC keeps
     # the words' letters alone no longer match: "नदी" (river) shares न and द with "हिन्दी" but no term
     assert not set(a.tokenize("हिन्दी")) & set(a.tokenize("नदी किनारे"))
+    # next to an identifier, a marked word is still one term, counted once; a lone mark is no word
+    assert a.tokenize("हिन्दी भाषा config.yaml") == ["हिन्दी", "भाषा", "config.yaml", "config", "yaml"]
+    assert a.tokenize("\u26a0\ufe0f Warning") == ["warning"]
+    ids = TermIds(a)
+    ids.add_texts(["हिन्दी भाषा config.yaml", "plain ascii words"])
+    assert ids.arrays()[1].tolist() == [5, 3]
 
 
 def test_stopwords_optional():

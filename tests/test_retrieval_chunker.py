@@ -69,6 +69,7 @@ def test_html_head_ends_where_the_body_starts(head_end):
     assert title == "Manual"  # an <svg>'s <title> is not the page's
     assert text == "Install\n\nRun make install.\n\n"
     assert [(lvl, t) for lvl, t, _ in heads] == [(1, "Install")]
+    assert html_to_text("<head><title>T</title>Hello <b>world</b>")[1] == "Hello world"  # text starts the body
 
 def test_long_sections_split_with_overlap_at_boundaries():
     sentences = [f"Sentence number {i} explains option --opt{i} in detail." for i in range(60)]

@@ -187,6 +187,23 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_dir, tmp_path):
     assert any(a[k].abs().max() > 0 for k in a if "lora_B" in k)  # the adapter did train
 
 
+def test_ranks_that_resumed_from_different_steps_are_caught(tmp_path):
+    """Each rank resumes on its own (a damaged file may be unreadable on one rank only): the trainer compares the
+    steps with same_on_all_ranks. Checked here across two real gloo processes."""
+    script = tmp_path / "agree.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                      "from minagent.training.distributed import init_distributed, same_on_all_ranks, shutdown\n"
+                      "env, device = init_distributed('cpu')\n"
+                      "print(same_on_all_ranks(int(sys.argv[1 + env.rank]), env, device))\nshutdown(env)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for values, want in ((("4", "4"), "True"), (("4", "2"), "False")):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(script), *values], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        other = {"True": "False", "False": "True"}[want]
+        assert proc.stdout.count(want) == 2 and other not in proc.stdout, proc.stdout  # (lines may interleave)
+
+
 def test_cli_help_and_bad_input(tiny_dir, tmp_path, capsys):
     from train import build_parser, main
 

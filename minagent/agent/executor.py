@@ -64,7 +64,7 @@ class RunResult:
                                                  "seconds", "error")}
 
 
-_FINAL_LINE = re.compile(r"final answer[*_]*[ \t]*[:：][*_ \t]*(\S.*)", re.I)
+_FINAL_LINE = re.compile(r"final answer[*_]*[ \t]*[:：]\s*(?:\*+|__?(?=\s))?\s*(\S.*)", re.I)
 _FINAL_CALL = re.compile(r"final_answer\(")
 
 
@@ -75,7 +75,7 @@ def parse_forced_answer(text: str) -> str:
         return arg
     m = _FINAL_LINE.search(text)
     if m:
-        return m.group(1).strip().splitlines()[0].strip().strip("*_").strip()
+        return m.group(1).strip().splitlines()[0].strip().strip("*").strip()
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 

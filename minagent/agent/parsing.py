@@ -31,12 +31,13 @@ FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# py
 
 # A fenced block of any language (its info string in group 1): blocks in other languages (```bash, ```json, a
 # shell command shown before the code) are consumed whole, so their closing fence never opens a Python block.
-_ANY_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)```", re.S)
-_OPEN_FENCE = re.compile(r"```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I)
+# Openers stand at the start of a line: ``` inside prose ("I will run ```git log``` first") opens nothing.
+_ANY_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)```", re.S | re.M)
+_OPEN_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I | re.M)
 _PYTHON = {"", "py", "python", "python3"}
 _FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
 # "Final answer: X", "**Final Answer:** X", "Final answer： X" (line-anchored: no quadratic rescans of blank runs)
-_FINAL_TEXT = re.compile(r"^[ \t]*[*_]*final answer[*_]*[ \t]*[:：][*_ \t]*(\S.*)", re.I | re.M)
+_FINAL_TEXT = re.compile(r"^[ \t]*[*_]*final answer[*_]*[ \t]*[:：]\s*(?:\*+|__?(?=\s))?\s*(\S.*)", re.I | re.M)
 _CODE_LABEL = re.compile(r"^[ \t]*Code[ \t]*:[ \t]*\n", re.M)
 _THOUGHT_END = re.compile(r"^[ \t]*Code[ \t]*:|```", re.M)
 
@@ -96,7 +97,7 @@ def parse_step(raw: str) -> Step:
             elif _FINAL_CALL.search(text):
                 blocks = [_FINAL_CALL.search(text).group(0).strip()]
             elif _FINAL_TEXT.search(text):
-                answer = _FINAL_TEXT.search(text).group(1).strip().strip("*_").strip()
+                answer = _FINAL_TEXT.search(text).group(1).strip().strip("*").strip()  # not "_": __init__.py
                 blocks = [f"final_answer({answer!r})"]
     thought = _THOUGHT_END.split(text, maxsplit=1)[0]
     thought = re.sub(r"^\s*Thought\s*:\s*", "", thought).strip()

@@ -164,7 +164,14 @@ def guard_writes():
             raise PermissionError(f"writing {path!r} is not allowed: write inside the working directory {TMP}")
         return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
-    class FileIO(real_file_io):
+    class _SameClass(type):  # files open() returns are real FileIO objects: isinstance(f, io.FileIO) stays True
+        def __instancecheck__(cls, obj):
+            return isinstance(obj, real_file_io)
+
+        def __subclasscheck__(cls, sub):
+            return issubclass(sub, real_file_io)
+
+    class FileIO(real_file_io, metaclass=_SameClass):
         def __init__(self, file, mode="r", *args, **kwargs):
             if any(c in mode for c in "wax+") and not _inside_tmp(file):
                 raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {TMP}")
@@ -192,7 +199,10 @@ def guard_writes():
                     ("link", 2), ("symlink", 2)):
         if hasattr(os, name):
             checked(name, n)
-    import sqlite3
+    try:
+        import sqlite3
+    except ImportError:  # a Python built without it: nothing to guard
+        return
     real_connect = sqlite3.connect
 
     def connect(database, *args, **kwargs):

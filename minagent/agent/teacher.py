@@ -85,6 +85,11 @@ def _append(path: Path, obj: dict):
         os.close(fd)
 
 
+def _scalar(v) -> bool:
+    """Text or a number (a spreadsheet export writes 30, not "30"): what scoring compares as text."""
+    return isinstance(v, (str, int, float)) and not isinstance(v, bool)
+
+
 def read_questions(path, gold: bool = True) -> list[dict]:
     """Exam/question JSONL: {"id", "question", "answer"?, "aliases"?, "choices"?, "correct"?} per line.
 
@@ -98,12 +103,12 @@ def read_questions(path, gold: bool = True) -> list[dict]:
             raise ValueError('expected an object with a non-empty "question" string')
         choices = item.get("choices")
         if choices is not None and not (isinstance(choices, dict) and choices
-                                        and all(isinstance(v, str) for v in choices.values())):
+                                        and all(_scalar(v) for v in choices.values())):
             raise ValueError('"choices" must be an object like {"A": "...", "B": "..."}')
         aliases = item.get("aliases")
-        if aliases is not None and not (isinstance(aliases, list) and all(isinstance(a, str) for a in aliases)):
+        if aliases is not None and not (isinstance(aliases, list) and all(_scalar(a) for a in aliases)):
             raise ValueError(f'"aliases" must be a list of strings, like ["{aliases}"], got {aliases!r}'
-                             if isinstance(aliases, str) else f'"aliases" must be a list of strings, got {aliases!r}')
+                             if isinstance(aliases, str) else f'"aliases" must be a list of strings or numbers, got {aliases!r}')
         correct = item.get("correct")
         if correct is not None and (not choices or str(correct).upper() not in {str(k).upper() for k in choices}):
             raise ValueError(f'"correct" is {correct!r}, which is not one of the choices '

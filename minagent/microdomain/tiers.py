@@ -104,7 +104,8 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
 
 def _check_type(dotted: str, default, value):
     """Refuse a value of another kind than the setting's default (at once, not after an hour of earlier
-    stages): a number for a number, true/false for a flag, text for text; settings without a default take any."""
+    stages): a number for a number, true/false for a flag, text for text; null is always allowed (it lifts a
+    limit, e.g. --set cpt.max_steps=null), and settings without a default take any value."""
     def kind(v):
         if isinstance(v, bool):
             return "true or false"
@@ -114,5 +115,5 @@ def _check_type(dotted: str, default, value):
             return "text"
         return None
     want = kind(default)
-    if want is not None and kind(value) != want:
+    if want is not None and value is not None and kind(value) != want:  # null: "no limit" where a limit is set
         raise ValueError(f"--set {dotted}={value!r}: expected {want} (the default is {default!r})")

@@ -44,14 +44,16 @@ _MARKS = "".join(f"{chr(a)}-{chr(b)}" for a, b in _ranges(
 _HAS_MARK = re.compile(f"[{_MARKS}]")
 
 
-def _word_patterns(letter):
-    """(word, compound, joined) regexes for a letter-or-digit pattern."""
-    return (re.compile(f"(?:{letter})+"), re.compile(f"(?:{letter})+(?:[-_.:/](?:{letter})+)*"),
-            re.compile(f"(?:{letter})[-_.:/](?:{letter})"))   # joined: does the text hold any identifier at all?
+def _word_patterns(first, inner):
+    """(word, compound, joined) regexes for words that start with `first` and go on with `inner` characters."""
+    word = f"{first}(?:{inner})*"
+    return (re.compile(word), re.compile(f"{word}(?:[-_.:/]{word})*"),
+            re.compile(f"(?:{inner})[-_.:/]{first}"))   # joined: does the text hold any identifier at all?
 
 
-_WORD, _COMPOUND, _JOINED = _word_patterns(r"[^\W_]")
-_MARKED_WORD, _MARKED_COMPOUND, _MARKED_JOINED = _word_patterns(f"[^\\W_]|[{_MARKS}]")
+_WORD, _COMPOUND, _JOINED = _word_patterns(r"[^\W_]", r"[^\W_]")
+# a word starts with a letter or digit (a lone mark, like the emoji selector U+FE0F, is no word) and holds marks
+_MARKED_WORD, _MARKED_COMPOUND, _MARKED_JOINED = _word_patterns(r"[^\W_]", f"[^\\W_]|[{_MARKS}]")
 _COMPOUND_ASCII = re.compile(r"[a-z0-9]+(?:[-_.:/][a-z0-9]+)*")
 _CONNECTORS = "-_.:/"
 _CJK_CHARS = (
@@ -137,7 +139,7 @@ class Analyzer:
         tokens = (_COMPOUND_ASCII if ascii else compound).findall(text)
         # identifiers need a connector: a C-speed substring test skips the regex for most plain prose
         if self.split_identifiers and any(c in text for c in _CONNECTORS) and joined.search(text):
-            idents = [t for t in tokens if not t.isalnum()]
+            idents = [t for t in tokens if any(c in t for c in _CONNECTORS)]  # (not isalnum: marks are not)
             if idents:
                 tokens += word.findall(" ".join(idents))
         return tokens + cjk if cjk else tokens

@@ -140,6 +140,8 @@ class _TextExtractor:
         if self._in_title:
             self.title += data
             return
+        if self._in_head and data.strip() and not self._skip_depth:
+            self._in_head = False  # text in <head> starts the body (HTML5), as a body tag would
         if self._skip_depth or self._in_head or not data:
             return
         if self._pre_depth:

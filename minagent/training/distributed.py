@@ -47,6 +47,15 @@ def init_distributed(device_setting: str) -> tuple[DistEnv, torch.device]:
     return env, device
 
 
+def same_on_all_ranks(value: int, env: DistEnv, device) -> bool:
+    """Whether every process holds the same integer (one all-reduce of (value, -value) by max)."""
+    if not env.enabled:
+        return True
+    t = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t[0].item() == -t[1].item()
+
+
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)

@@ -30,8 +30,9 @@ from minagent.lora import LoraConfig, base_state_dict, inject_lora, load_adapter
 from minagent.tokenizer import load_tokenizer
 from minagent.weights import DTYPES, load_model, save_hf_checkpoint
 from .checkpoint import latest_checkpoint, resume_checkpoint, save_checkpoint
+from .errors import CheckpointStateError
 from .data import build_rows
-from .distributed import all_reduce_sum, init_distributed, micro_batches, shutdown, step_rows
+from .distributed import all_reduce_sum, init_distributed, micro_batches, same_on_all_ranks, shutdown, step_rows
 from .objective import PackedLMLoss
 from .packing import IGNORE, PackedRows
 from .recipe import TrainConfig
@@ -210,6 +211,10 @@ def run(cfg: TrainConfig, stop_after_step: int | None = None) -> dict:
             else:
                 start_step = resumed[1]["step"]
                 log(f"resumed from {resumed[0]} (step {start_step} of {total_steps})")
+            # every rank reads the checkpoints itself: one that found the newest unreadable fell back alone
+            if not same_on_all_ranks(start_step, env, device):
+                raise CheckpointStateError(f"{ckpt_root}: the processes resumed from different steps (a checkpoint "
+                                           "file readable on some ranks only?); check the disk and rerun")
         elif latest_checkpoint(ckpt_root) is not None or any(ckpt_root.glob("step_*")):
             raise ValueError(f"{ckpt_root} already holds checkpoints; pass --resume to continue that run or "
                              "choose a new --out")
