@@ -225,11 +225,7 @@ def main(argv=None):
         if args.command == "ask":
             commands.ask(args.model, args.index, args.question, config, extractor=args.extractor,
                          draft_tokens=args.draft_tokens, k=args.k, system_file=args.system_file)
-        elif args.command == "exam" and args.mode == "agent" and args.system_file is None and args.k == 3 \
-                and args.split is None:
-            commands.exam(args.model, args.index, args.exam, args.out, config, extractor=args.extractor,
-                          draft_tokens=args.draft_tokens)
-        elif args.command == "exam":
+        elif args.command == "exam":  # one path for every mode and setting: the same output, the same rules
             from minagent.microdomain.evaluate import exam_command
 
             exam_command(args.model, args.exam, args.out, args.mode, args.index, args.k, args.system_file, config,

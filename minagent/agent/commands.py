@@ -1,4 +1,6 @@
-"""What `infer.py ask | exam | distill | serve` call: load a model, an index and the agent, then run.
+"""What `infer.py ask | distill | serve` call: load a model, an index and the agent, then run (`infer.py exam`
+runs minagent/microdomain/evaluate.py's exam_command, every mode through one harness; run_exam here is the
+agent-only library function).
 
 Each function takes plain values (paths, numbers) so the CLI only parses arguments and calls one of them.
 """
@@ -83,12 +85,6 @@ def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = N
     if log:
         log(f"accuracy {acc:.3f} ({sum(r['correct'] for r in rows)}/{len(rows)})")
     return {"accuracy": acc, "n": len(rows), "correct": sum(r["correct"] for r in rows)}
-
-
-def exam(model: str, index_dir, exam_path, out_path, config=None, extractor=False, log=print,
-         draft_tokens: int | None = None) -> dict:
-    return run_exam(load_llm(model, draft_tokens=draft_tokens), index_dir, exam_path, out_path, config, extractor,
-                    log)
 
 
 def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bool = True,

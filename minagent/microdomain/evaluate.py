@@ -42,7 +42,7 @@ def answer_one(system: System, llm, item: dict, search=None, agent: Agent | None
     """Ask one exam item; returns {"reply", "answer", "correct", ...}."""
     if system.mode == "agent":
         r = agent.run(item["question"], item.get("choices"))
-        return {"answer": r.answer, "correct": is_correct(r.answer, item), "stats": r.summary(),
+        return {"answer": r.answer, "letter": r.letter, "correct": is_correct(r.answer, item), "stats": r.summary(),
                 "messages": r.messages}
     if system.mode == "closed-book":
         messages = formats.closed_book_messages(item)
@@ -59,11 +59,15 @@ def answer_one(system: System, llm, item: dict, search=None, agent: Agent | None
 
 
 def evaluate_system(system: System, llm, items: list[dict], out_path, search=None, agent_system=None,
-                    agent_config: AgentConfig | None = None, progress: bool = True) -> dict:
-    """Run one system over the items; write its results JSONL; return its scores."""
+                    agent_config: AgentConfig | None = None, progress: bool = True,
+                    extractor_min_chars: int | None = 0) -> dict:
+    """Run one system over the items; write its results JSONL; return its scores. extractor_min_chars: search
+    results shorter than this are not condensed (the recipe's students were trained condensing every one: 0;
+    None: ContextExtractor's default, what `infer.py exam --extractor` uses)."""
     agent = None
     if system.mode == "agent":
-        extractor = ContextExtractor(llm, min_chars=0) if system.extractor else None
+        threshold = {} if extractor_min_chars is None else {"min_chars": extractor_min_chars}
+        extractor = ContextExtractor(llm, **threshold) if system.extractor else None
         cfg = agent_config or AgentConfig()
         cfg = AgentConfig(**{**cfg.__dict__, "sag": system.sag})
         agent = Agent(llm, {"search": search} if search else {}, cfg, extractor=extractor, system=agent_system)
@@ -142,7 +146,8 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
     system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
     llm = load_llm(str(model), draft_tokens=draft_tokens)
-    result = evaluate_system(system, llm, items, out_path, search, agent_system, agent_config)
+    result = evaluate_system(system, llm, items, out_path, search, agent_system, agent_config,
+                             extractor_min_chars=None)
     if log:
         log(format_table([(system.name, result)]))
     return result
