@@ -126,3 +126,42 @@ def test_first_thought_is_the_first_paragraph_of_plain_reasoning():
     llm = ScriptedLLM(["Thought: The stash page covers this.\nIt saves work.\n\nSo the answer is git stash."])
     assert first_thought(llm, "How to put work aside?") == "Thought: The stash page covers this.\nIt saves work."
     assert llm.calls[0][1]["session"] == "ftp"
+
+
+def test_the_server_answers_malformed_requests_with_400_and_the_field(tmp_path):
+    """Checked over a real socket with http.client (the oracle is the HTTP status and the named field); the model
+    behind it (a scripted one) must never be reached by a bad request."""
+    import http.client
+
+    calls = []
+    server = Server(ScriptedLLM(lambda messages, n, prefix: calls.append(n) or ["ok"] * n))
+    ok = {"messages": [{"role": "user", "content": "hi"}]}
+    cases = [
+        (b"{not json", "bad request: Expecting property name"),
+        (json.dumps({**ok, "n": 1_000_000}).encode(), "n must be in [1, 64]"),
+        (json.dumps({**ok, "n": "3"}).encode(), "n must be an integer"),
+        (json.dumps({**ok, "temperature": -1}).encode(), "temperature must be in [0, 2]"),
+        (json.dumps({**ok, "top_p": 0}).encode(), "top_p must be in (0, 1]"),
+        (json.dumps({**ok, "max_tokens": 0}).encode(), "max_tokens must be in [1, "),
+        (json.dumps({**ok, "stop": [1]}).encode(), "stop must be a string or a list"),
+        (json.dumps({"messages": [{"role": "user", "content": ["x"]}]}).encode(), "messages must be a non-empty"),
+        (json.dumps([ok]).encode(), "the body must be a JSON object"),
+    ]
+    try:
+        for body, message in cases:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            text = reply.read().decode()
+            assert reply.status == 400 and message in text, (body[:60], reply.status, text)
+            conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.putrequest("POST", "/v1/chat/completions")
+        conn.putheader("Content-Length", str(1 << 40))  # refused from the header, before any byte is read
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
+        good = HTTPChatLLM(server.url, retries=0).complete(ok["messages"], n=2, temperature=0.5)
+        assert good == ["ok", "ok"] and calls == [2]
+    finally:
+        server.kill()

@@ -17,6 +17,49 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+MAX_BODY_BYTES = 32 << 20   # a request bigger than this is refused (413) before it is read
+MAX_N = 64                  # completions per request (SAG uses 4-8)
+
+
+def parse_request(body) -> dict:
+    """The completion arguments of a chat-completions request body, or ValueError naming the field at fault
+    (answered 400: a malformed request must not reach the model and come back as a 500, or ask for a
+    million completions)."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    messages = body.get("messages")
+    if not (isinstance(messages, list) and messages and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages)):
+        raise ValueError("messages must be a non-empty list of {role, content} with string values")
+
+    def number(name, kind, default, low, high, low_open=False):
+        value = body.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or (kind is int and value != int(value)):
+            raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if (value <= low if low_open else value < low) or value > high:
+            raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
+        return kind(value)
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not (isinstance(stop, list) and all(isinstance(x, str) and x for x in stop)):
+        raise ValueError("stop must be a string or a list of non-empty strings")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    messages = [dict(m) for m in messages]
+    prefix = ""
+    if body.get("continue_final_message") and messages[-1]["role"] == "assistant":
+        prefix = messages.pop()["content"]
+    return dict(messages=messages, stop=stop, n=number("n", int, 1, 1, MAX_N),
+                temperature=number("temperature", float, 1.0, 0, 2),
+                top_p=number("top_p", float, 1.0, 0, 1, low_open=True),
+                max_tokens=number("max_tokens", int, 512, 1, 1 << 20), seed=seed, prefix=prefix)
+
+
 def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str = "minagent", log=None):
     lock = threading.Lock()
 
@@ -44,24 +87,22 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                 return self._reply(404, {"error": {"message": f"no route {self.path}"}})
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                messages = list(body["messages"])
-                if not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
-                    raise ValueError("messages must be a non-empty list of {role, content}")
-            except (ValueError, KeyError, TypeError) as e:
+                size = int(self.headers.get("Content-Length", 0))
+            except ValueError:
+                return self._reply(400, {"error": {"message": "bad request: Content-Length is not a number"}})
+            if size < 0:
+                return self._reply(400, {"error": {"message": "bad request: negative Content-Length"}})
+            if size > MAX_BODY_BYTES:
+                self.close_connection = True  # the unread body must not be parsed as the next request
+                return self._reply(413, {"error": {"message": f"request body of {size} bytes; at most "
+                                                              f"{MAX_BODY_BYTES}"}})
+            try:
+                request = parse_request(json.loads(self.rfile.read(size) or b"{}"))
+            except (ValueError, RecursionError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
                 return self._reply(400, {"error": {"message": f"bad request: {e}"}})
-            prefix = ""
-            if body.get("continue_final_message") and messages[-1]["role"] == "assistant":
-                prefix = messages.pop()["content"]
-            stop = body.get("stop") or ()
-            stop = [stop] if isinstance(stop, str) else list(stop)
             try:
                 with lock:
-                    texts = llm.complete(messages, stop=stop, n=int(body.get("n", 1)),
-                                         temperature=float(body.get("temperature", 1.0)),
-                                         top_p=float(body.get("top_p", 1.0)),
-                                         max_tokens=int(body.get("max_tokens") or 512), seed=body.get("seed"),
-                                         prefix=prefix)
+                    texts = llm.complete(**request)
             except Exception as e:
                 return self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
             self._reply(200, {
