@@ -5,7 +5,9 @@
 
 So a minagent model can be the teacher of another (HTTPChatLLM on the other side), and other tools can call it.
 Honoured request fields: messages, n, temperature, top_p, max_tokens, stop, seed, and vLLM's
-continue_final_message (with add_generation_prompt false: the last assistant message is continued). Requests are
+continue_final_message (with add_generation_prompt false: the last assistant message is continued); each is
+checked first (a 400 names the field; n <= 64, bodies <= 32 MB), so a malformed request never reaches the model.
+Requests are
 served one at a time (one model, one KV cache); streaming is not offered. Binds where told: keep it on 127.0.0.1
 unless the network is trusted — there is no authentication.
 """
