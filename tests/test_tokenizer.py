@@ -291,7 +291,11 @@ def test_added_token_flags_match_hf(case):
     """lstrip/rstrip (<mask>), single_word ([WORD]), normalized (café after NFC), non-special (<tool_call>)."""
     hf, ours, specials, _ = case
     for text in ["a <mask> b", "a<mask>b", "x[WORD]y", "x [WORD] y", "[WORD]", "cafe\u0301 au lait", "café",
-                 "<tool_call>\n{}\n</tool_call>", "  <|im_start|>  ", "<|im_end|><|im_end|>", "<|im_sta"]:
+                 "<tool_call>\n{}\n</tool_call>", "  <|im_start|>  ", "<|im_end|><|im_end|>", "<|im_sta",
+                 # single_word's "word character" is Rust's Unicode \w: marks, joiners, connectors, letter numerals
+                 # and circled letters glue; superscript and fraction digits do not
+                 "e\u0301[WORD]", "\u200d[WORD]", "[WORD]\u093e", "x\u203f[WORD]", "\u24b6[WORD]", "\u216b[WORD]",
+                 "\u00b2[WORD]", "[WORD]\u00bd"]:
         assert ours.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
 
 
@@ -443,6 +447,22 @@ def test_continue_final_message_matches_transformers(chat_pair, template_name, p
     expected = hf.apply_chat_template(messages, tokenize=False, chat_template=template,
                                       add_generation_prompt=False, continue_final_message=True)
     assert ours.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True) == expected
+
+
+@pytest.mark.parametrize("template_name", sorted(TEMPLATES))
+def test_continue_final_message_on_a_rewritten_turn_fails_as_transformers_does(chat_pair, template_name):
+    """A turn the template rewrites (Llama-3.1 and 3.2 JSON-quote a tool turn) cannot be continued: transformers
+    refuses; so must we, rather than return a prompt that ends inside a quoted string."""
+    ours, hf, template = chat_pair(template_name)
+    messages = [{"role": "user", "content": "q"}, {"role": "tool", "content": "'quote\""}]
+    try:
+        expected = hf.apply_chat_template(messages, tokenize=False, chat_template=template,
+                                          add_generation_prompt=False, continue_final_message=True)
+    except ValueError:
+        with pytest.raises(ValueError, match="does not appear verbatim"):
+            ours.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True)
+    else:
+        assert ours.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True) == expected
 
 
 def test_default_system_prompts_are_read_from_the_templates(chat_pair):

@@ -14,6 +14,7 @@ text first and encodes only the text between them. We do the same, with HF's rul
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .errors import SpecError
@@ -41,8 +42,18 @@ class AddedToken:
             raise SpecError(where, f"expected {{'id': int, 'content': str, ...}}, got {item!r:.80} ({e})") from e
 
 
+# Letters that Unicode files as symbols but calls Alphabetic (circled and squared Latin letters: Ⓐ, 🄰, 🅐, 🅰)
+_ALPHABETIC_SYMBOLS = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169), (0x1F170, 0x1F189))
+
+
 def _is_word_char(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
+    """What the tokenizers library's single_word rule counts as a word character: the Unicode `\w` of Rust's
+    regex crate, i.e. Alphabetic (letters, letter numerals like Ⅻ, Ⓐ), any mark, decimal digits, connector
+    punctuation (_ ‿) and the zero-width joiners. Not str.isalnum(): that takes ² and ½ and leaves out marks."""
+    cat = unicodedata.category(ch)
+    if cat[0] in "LM" or cat in ("Nd", "Nl", "Pc") or ch in "\u200c\u200d":
+        return True
+    return cat == "So" and any(a <= ord(ch) <= b for a, b in _ALPHABETIC_SYMBOLS)
 
 
 class AddedTokenMatcher:

@@ -162,6 +162,10 @@ def render_chat(renderer, messages, add_generation_prompt: bool = True,
         raise ValueError("continue_final_message: the template dropped the final message")
     # As HF: cut at the tag; if the template trimmed the content (Llama-3), trailing spaces go too.
     cut = at if text.startswith(_CONTINUE_TAG, at) else len(text[:at].rstrip())
+    if not text[:cut].rstrip().endswith(messages[-1]["content"].strip()):
+        # the template rewrote the message (Llama-3.1 JSON-quotes a tool turn): there is nothing to continue
+        raise ValueError("continue_final_message: the final message does not appear verbatim in the rendered chat "
+                         "(the template rewrites it); continue an assistant message instead")
     out: Segments = []
     done = 0
     for piece, trainable in segments:
