@@ -22,13 +22,14 @@ Security model — what the sandbox does, and what it does not:
   - Python-level guards (new sockets, os.system / subprocess / fork / exec, ctypes import, writes outside the
     working directory through open(), io.FileIO, os.open and the os path functions, dir_fd included, and
     sqlite3.connect) stop ordinary code and honest mistakes. They are NOT a security boundary: Python code can
-    reach the unguarded functions (e.g. through the `posix` module, gc or object introspection).
+    reach the unguarded functions (e.g. through the `posix` module, gc or object introspection). Without a
+    namespace a determined program can reach the network, and even with one it can write anywhere the user
+    running the agent may write. For untrusted models run the agent itself inside a container or VM; this
+    sandbox limits accidents and resource exhaustion, not attackers.
   - What a cell leaves behind: alarms and signal handlers are reset when it ends; a thread keeps running, and
     if it kills the process the next call restarts the sandbox (variables lost, the model told). Tool calls
     have their own cap (`tool_timeout` seconds per cell). SAG candidates fork the variables, not the files of
-    the working directory, which they share. Without a namespace a determined program can reach the network, and even with one it can
-    write anywhere the user running the agent may write. For untrusted models run the agent itself inside a
-    container or VM; this sandbox limits accidents and resource exhaustion, not attackers.
+    the working directory, which they share.
 """
 from __future__ import annotations
 
