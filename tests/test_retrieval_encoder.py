@@ -130,6 +130,9 @@ def test_minilm_embeddings_match_transformers(model_dir):
     assert float(single[0] @ ours[7]) >= 0.99999
     with pytest.raises(TypeError, match="list of texts"):
         enc.encode("not a list")
+    assert enc.encode([]).shape == (0, 384)
+    with pytest.raises(ValueError, match=r"max_length=513: expected 2\.\.512"):  # the position table's size
+        SentenceEncoder(model_dir, max_length=513)
 
 
 def test_hidden_state_encoder_matches_hf_last_hidden_state_with_padding():

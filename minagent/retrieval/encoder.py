@@ -102,7 +102,11 @@ class SentenceEncoder(_PooledEncoder):
         self.model = load_bert(self.model_dir)
         self.tokenizer = WordPieceTokenizer.from_file(os.path.join(self.model_dir, "vocab.txt"),
                                                       **_tokenizer_options(self.model_dir))
-        self.max_length = max_length or _max_seq_length(self.model_dir, self.model.cfg.max_position_embeddings)
+        limit = self.model.cfg.max_position_embeddings
+        self.max_length = max_length or _max_seq_length(self.model_dir, limit)
+        if not 2 <= self.max_length <= limit:  # ([CLS] and [SEP] take two; positions past the table do not exist)
+            raise ValueError(f"max_length={self.max_length}: expected 2..{limit} for {self.model_dir} "
+                             f"(max_position_embeddings)")
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_id
         self.dim = self.model.cfg.hidden_size
