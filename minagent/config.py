@@ -60,6 +60,16 @@ class ModelConfig:
     def rope_type(self) -> str:
         return (self.rope_scaling or {}).get("rope_type", "default")
 
+    @property
+    def attention_window(self) -> int | None:
+        """The sliding-window span transformers applies (Mistral's sliding_window; Qwen2/Qwen3 only with
+        use_sliding_window), or None. minagent attends to every key, which equals the window for sequences of up
+        to this many tokens: the model refuses longer ones rather than diverge from the reference."""
+        window = self.extra.get("sliding_window")
+        if window is None or (self.architecture != "MistralForCausalLM" and not self.extra.get("use_sliding_window")):
+            return None
+        return int(window)
+
     # ---- HF config.json <-> ModelConfig ------------------------------------------------------------------
 
     @classmethod
@@ -77,11 +87,15 @@ class ModelConfig:
                 source = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(source, dict):
+            raise ConfigError(f"{where}: expected a JSON object of settings, got {type(source).__name__}")
         return cls._from_hf_dict(dict(source), where)
 
     @classmethod
     def _from_hf_dict(cls, hf: dict, where: str) -> "ModelConfig":
         archs = hf.get("architectures") or []
+        if isinstance(archs, str):  # a list of one, written as a bare string
+            archs = [archs]
         arch = archs[0] if archs else {v: k for k, v in _MODEL_TYPES.items()}.get(hf.get("model_type"))
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ConfigError(f"{where}: field 'architectures' is {archs or hf.get('model_type')!r}; "
@@ -91,6 +105,15 @@ class ModelConfig:
             if key not in hf:
                 raise ConfigError(f"{where}: missing required field '{key}'")
             return hf[key]
+
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            value = hf.get(key)  # (a JSON 257.0 or "257" would reach torch as a size and fail far from here)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{where}: field '{key}' is {value!r}; expected a positive integer")
+        eps = hf.get("rms_norm_eps", 1e-6)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ConfigError(f"{where}: field 'rms_norm_eps' is {eps!r}; expected a positive number")
 
         if hf.get("hidden_act", "silu") != "silu":
             raise ConfigError(f"{where}: field 'hidden_act' is {hf['hidden_act']!r}; the SwiGLU MLP needs 'silu'")
@@ -150,12 +173,19 @@ def _read_rope(hf: dict, where: str) -> tuple[float, dict | None]:
     params = hf.get("rope_parameters")
     if isinstance(params, dict) and "full_attention" in params:  # per-layer-type form: one type here
         params = params["full_attention"]
-    params = dict(params or {})
-    scaling = dict(hf.get("rope_scaling") or {})
-    theta = params.pop("rope_theta", None) or hf.get("rope_theta") or scaling.pop("rope_theta", None) or 10000.0
-    scaling.update(params)
-    rope_type = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
-    scaling.pop("type", None)
+    for name, value in (("rope_parameters", params), ("rope_scaling", hf.get("rope_scaling"))):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{where}: {name} must be an object, got {value!r:.60}")
+
+    def spelled_once(d):  # 4.x wrote "type", 5.x writes "rope_type"
+        d = dict(d or {})
+        kind = d.pop("rope_type", None) or d.pop("type", None)
+        d.pop("type", None)
+        return {**d, "rope_type": kind} if kind else d
+    # both present (a 5.x config with a rope_scaling added): the scaling wins, as in transformers
+    scaling = {**spelled_once(params), **spelled_once(hf.get("rope_scaling"))}
+    theta = scaling.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0
+    rope_type = scaling.pop("rope_type", None) or "default"
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(f"{where}: rope type {rope_type!r} is not supported (supported: "
                           f"{', '.join(SUPPORTED_ROPE_TYPES)})")

@@ -192,6 +192,11 @@ class Transformer(nn.Module):
         Also records the new tokens' padding in the cache. Shared by forward_hidden and inference.py."""
         B, T = input_ids.shape
         start = cache.length if cache is not None else 0
+        window = self.config.attention_window
+        if window is not None and start + T > window:
+            raise ValueError(f"{start + T} tokens: this {self.config.architecture} checkpoint uses sliding-window "
+                             f"attention over {window} tokens, which minagent does not implement; it attends to "
+                             f"every key, the same only up to {window} tokens")
         if doc_ids is not None:
             if cache is not None or key_valid is not None:
                 raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache or padding mask")

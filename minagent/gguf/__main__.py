@@ -18,7 +18,7 @@ def main(argv=None):
     try:
         out = convert_gguf(args.gguf, args.out_dir, dtype=args.dtype, tokenizer=not args.no_tokenizer,
                            overwrite=args.overwrite, progress=True)
-    except (GGUFError, FileNotFoundError, FileExistsError) as e:
+    except (GGUFError, ValueError, FileNotFoundError, FileExistsError) as e:
         sys.exit(f"error: {e}")
     print(out)
 

@@ -164,16 +164,30 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float
     torch_dtype = DTYPES[dtype]
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (overwrite=True, or --overwrite, replaces it)")
+    if out_dir.exists() and Path(gguf_path).resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"{out_dir}: holds the input {gguf_path}; replacing the directory would delete it "
+                         "(convert into another directory)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
+        from ..weights import CheckpointError, check_state_dict
         g = GGUFFile(gguf_path)
-        config = hf_config_from_gguf(g, str(torch_dtype).removeprefix("torch."))
-        if tokenizer:
-            write_tokenizer_files(g, tmp)
-        save_weights(hf_state_dict_from_gguf(g, torch_dtype, progress), config, tmp)
+        try:
+            config = hf_config_from_gguf(g, str(torch_dtype).removeprefix("torch."))
+            if tokenizer:
+                write_tokenizer_files(g, tmp)
+            state = hf_state_dict_from_gguf(g, torch_dtype, progress)
+            check_state_dict(state, config, str(gguf_path))
+        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, RuntimeError, UnicodeError) as e:
+            if isinstance(e, GGUFError):
+                raise
+            if isinstance(e, CheckpointError):  # (its message names the file already)
+                raise GGUFError(str(e)) from None
+            # metadata of the wrong type or value (a head count of 0, a string where a number goes, ...)
+            raise GGUFError(f"{gguf_path}: cannot convert: {type(e).__name__}: {e}") from None
+        save_weights(state, config, tmp)
         write_json(tmp / "generation_config.json", generation_config(config))
         g.close()
         if out_dir.exists():

@@ -74,7 +74,11 @@ def tokenizer_json(g) -> dict:
     if model != "gpt2":
         raise _error(g, f"tokenizer.ggml.model is {model!r}; only 'gpt2' (byte-level BPE) can be converted "
                           f"(convert without the tokenizer: tokenizer=False / --no-tokenizer)")
-    pre = _meta(g, "tokenizer.ggml.pre", "gpt-2")
+    pre = _meta(g, "tokenizer.ggml.pre")
+    if pre is None:  # llama.cpp then runs its own "default" splitting, which no tokenizer.json here reproduces
+        raise _error(g, "tokenizer.ggml.pre is missing (an older GGUF): which pre-tokenizer the model needs is "
+                        "unknown; convert without the tokenizer (--no-tokenizer) and copy the model's "
+                        "tokenizer.json from its original repository")
     if pre not in PRE_TOKENIZERS:
         raise _error(g, f"tokenizer.ggml.pre is {pre!r}; supported: {', '.join(PRE_TOKENIZERS)}")
     normalizer, pre_tokenizer = PRE_TOKENIZERS[pre]
@@ -82,6 +86,10 @@ def tokenizer_json(g) -> dict:
     merges = _meta(g, "tokenizer.ggml.merges")
     if not tokens or merges is None:
         raise _error(g, "tokenizer metadata lacks tokenizer.ggml.tokens or tokenizer.ggml.merges")
+    if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
+        raise _error(g, "tokenizer.ggml.tokens must be an array of strings")
+    if not (isinstance(merges, list) and all(isinstance(m, str) and m.count(" ") == 1 for m in merges)):
+        raise _error(g, 'tokenizer.ggml.merges must be an array of strings "left right" (one space each)')
     types = _meta(g, "tokenizer.ggml.token_type") or [1] * len(tokens)
     if len(types) != len(tokens):
         raise _error(g, f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
