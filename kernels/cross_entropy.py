@@ -140,17 +140,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         h, w = h.to(compute), weight.to(compute)
         N, V = h.shape[0], w.shape[0]
         t = t.to(torch.int64).contiguous()
-        if reduction == "mean":  # a tensor, not a Python number
-            grad_scale = 1.0 / (t != ignore_index).sum().float()
+        scale_dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
+        if reduction == "mean":  # a tensor, not a Python number; fp64 for fp64 inputs from the start
+            grad_scale = 1.0 / (t != ignore_index).sum().to(scale_dtype)
         else:
-            grad_scale = torch.ones((), dtype=torch.float32, device=h.device)
-        if h.dtype == torch.float64:
-            grad_scale = grad_scale.double()
+            grad_scale = torch.ones((), dtype=scale_dtype, device=h.device)
         grad_scale = grad_scale.reshape(1)
         # Rows whose target is ignored add no loss and get zero gradient: leave them out of the products. In SFT
         # that is most rows (prompts, observations), and the head's three products are often the step's largest.
         # (Finding them reads the mask on the host: one device sync per call.)
         kept = (t != ignore_index).nonzero().squeeze(1)
+        if len(kept):  # as F.cross_entropy: a target outside the vocabulary is an error, not a wrapped index
+            low, high = t[kept].aminmax()
+            if low < 0 or high >= V:
+                raise IndexError(f"Target {int(low) if low < 0 else int(high)} is out of bounds "
+                                 f"(vocabulary of {V}; ignore_index {ignore_index})")
         compact = len(kept) < N
         if compact:
             h, t = h.index_select(0, kept), t.index_select(0, kept)

@@ -67,7 +67,8 @@ def attention_reference(q, k, v, *, causal=True, scale=None, doc_ids=None, attn_
 
 
 def attention_mask(B, TQ, TK, device, causal, doc_ids=None, attn_mask=None):
-    """The bool mask [B, 1, Tq, Tk] (True = may attend) that causal/doc_ids/attn_mask describe, or None."""
+    """The bool mask [B, 1, Tq, Tk] (True = may attend) that causal/doc_ids/attn_mask describe, or None; an
+    additive float attn_mask stays additive (-inf where doc_ids forbid)."""
     allowed = None
     if attn_mask is not None:
         allowed = attn_mask
@@ -76,7 +77,12 @@ def attention_mask(B, TQ, TK, device, causal, doc_ids=None, attn_mask=None):
     if doc_ids is not None:
         seg = document_runs(doc_ids)[0]
         same = seg[:, TK - TQ:, None] == seg[:, None, :]
-        allowed = same[:, None] if allowed is None else allowed & same[:, None]
+        if allowed is None:
+            allowed = same[:, None]
+        elif allowed.dtype == torch.bool:
+            allowed = allowed & same[:, None]
+        else:
+            allowed = allowed.masked_fill(~same[:, None], float("-inf"))
     return allowed
 
 
@@ -619,6 +625,8 @@ def attention_sdpa(q, k, v, *, causal=True, scale=None, doc_ids=None, attn_mask=
     (or, when there are many short ones, as one call with doc_ids turned into a bool mask)."""
     gqa = q.shape[1] != k.shape[1]
     TQ, TK = q.shape[2], k.shape[2]
+    if causal and attn_mask is None and TQ > TK:  # (aligned bottom-right, the first rows would see no key)
+        raise ValueError(f"attention: causal with more queries ({TQ}) than keys ({TK})")
     if doc_ids is not None and attn_mask is None and causal and TQ == TK:
         starts = _document_starts(doc_ids)
         if starts is not None:

@@ -183,8 +183,9 @@ def linear_split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     x2 = x.reshape(-1, K)
     M = x2.shape[0]
     w = weight.view(P, N // P, K)
-    if N >= HEAD_ASPECT * K:  # [P, N/P, K] @ [P, K, M] -> [N, M]
+    if N >= HEAD_ASPECT * K:  # [P, N/P, K] @ [P, K, M] -> [N, M]; copied into [M, N] (F.linear's layout)
         y = torch.bmm(w, x2.t().expand(P, K, M)).reshape(N, M).t()
+        y = y if M == 1 else y.contiguous()
     else:  # [P, M, K] @ [P, K, N/P] -> [P, M, N/P] -> [M, N]
         y = torch.bmm(x2.expand(P, M, K), w.transpose(1, 2)).transpose(0, 1).reshape(M, N)
     if bias is not None:
@@ -239,7 +240,11 @@ def wants_plain(x: torch.Tensor, weight: torch.Tensor, min_macs: int = PLAIN_MIN
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, with faster CPU fp32 paths by policy: for few rows W @ X.T, the thread split, oneDNN's linear on the
     plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
-    weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain)."""
+    weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain).
+    A bias other than [N] of the weight's dtype (one F.linear broadcasts over leading dims, or would refuse for
+    its dtype) is left to F.linear: the fast paths add the bias to the flattened [M, N] product."""
+    if bias is not None and (bias.dim() != 1 or bias.dtype != weight.dtype):
+        return F.linear(x, weight, bias)
     if wants_columns(x, weight):
         return linear_columns(x, weight, bias)
     if wants_split(x, weight):

@@ -498,3 +498,23 @@ def test_decoding_on_the_column_path_matches_transformers(wide_checkpoint, two_t
             assert len(calls) - before == 12 * (2 * 4 + (batch == 2))
             torch.testing.assert_close(got, want[:batch], rtol=1e-5, atol=5e-5)
     assert_batched_greedy_matches(ours, hf, [ids[0, :7].tolist(), ids[1, :5].tolist()])
+
+
+@pytest.mark.parametrize("policy", ["GENERIC", "AMD_AVX512", "INTEL", "ONEDNN"])
+def test_bias_shapes_and_dtypes_follow_f_linear_on_every_policy(two_threads, monkeypatch, policy):
+    """The fast paths add the bias to the flattened product: a bias F.linear broadcasts over the leading dims, or
+    refuses for its dtype, must get F.linear's answer (or its error); a vocabulary head's result is laid out as
+    F.linear's (row-major), not a transposed view."""
+    monkeypatch.setattr(matvec, "POLICY", getattr(matvec, policy))
+    w, x = torch.randn(1536, 576), torch.randn(2, 1, 576)
+    b3 = torch.randn(2, 1, 1536)
+    torch.testing.assert_close(kernels.linear(x, w, b3), F.linear(x, w, b3))
+    for dtype in (torch.float64, torch.bfloat16):
+        with pytest.raises(RuntimeError):
+            F.linear(x, w, torch.randn(1536, dtype=dtype))
+        with pytest.raises(RuntimeError):
+            kernels.linear(x, w, torch.randn(1536, dtype=dtype))
+    head, rows = torch.randn(9216, 576), torch.randn(4, 576)
+    with torch.inference_mode():
+        y = kernels.linear(rows, head)
+    assert y.is_contiguous() and y.stride() == F.linear(rows, head).stride()

@@ -143,9 +143,21 @@ def test_fused_linear_cross_entropy_torch_path(reduction):
     want = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten(), ignore_index=-100,
                            reduction=reduction)
     wdh, wdw = torch.autograd.grad(3.0 * want, (hidden, weight))
-    torch.testing.assert_close(loss.double(), want)
-    torch.testing.assert_close(dh, wdh)
-    torch.testing.assert_close(dw, wdw)
+    exact = dict(rtol=1e-12, atol=1e-12)  # fp64 all the way: the mean's 1/count too (it was fp32: 5e-8 off)
+    torch.testing.assert_close(loss, want, **exact)
+    torch.testing.assert_close(dh, wdh, **exact)
+    torch.testing.assert_close(dw, wdw, **exact)
+
+
+def test_fused_linear_cross_entropy_refuses_targets_outside_the_vocabulary():
+    """As F.cross_entropy does: a target of -1 must not wrap around to the last class."""
+    hidden, weight = torch.randn(4, 8), torch.randn(50, 8)
+    for bad in (-1, 50):
+        targets = torch.tensor([1, bad, 3, -100])
+        with pytest.raises(IndexError, match=f"Target {bad} is out of bounds"):
+            kernels.fused_linear_cross_entropy(hidden, weight, targets)
+        with pytest.raises(IndexError):
+            F.cross_entropy(hidden @ weight.T, targets)
 
 
 def test_fused_linear_cross_entropy_under_autocast_matches_the_autocast_naive_path():
@@ -184,6 +196,22 @@ def test_fused_linear_cross_entropy_all_rows_ignored_in_a_chunk():
     torch.testing.assert_close(loss.double(), want)
     (dh,) = torch.autograd.grad(loss, hidden)
     assert dh[:10].abs().max() == 0 and dh[11].abs().max() == 0 and dh[10].abs().max() > 0
+
+
+def test_additive_mask_with_packed_documents_and_bad_causal_shapes():
+    """An additive (float) mask combined with doc_ids stays additive, -inf across documents (float64 softmax as
+    the oracle); causal attention with more queries than keys is refused as the Triton path refuses it."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 6, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    add = torch.randn(1, 1, 6, 6, generator=g, dtype=torch.float64)
+    docs = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    same = (docs[:, :, None] == docs[:, None, :])[:, None]
+    scores = (q @ k.transpose(-1, -2)) * 8 ** -0.5 + add
+    want = scores.masked_fill(~same, float("-inf")).softmax(-1) @ v
+    torch.testing.assert_close(kernels.flash_attention.attention_sdpa(q, k, v, causal=False, attn_mask=add,
+                                                                      doc_ids=docs), want)
+    with pytest.raises(ValueError, match=r"causal with more queries \(6\) than keys \(4\)"):
+        kernels.flash_attention.attention_sdpa(q, k[:, :, :4], v[:, :, :4], causal=True)
 
 
 def test_rope_reference_is_a_rotation_by_position():
