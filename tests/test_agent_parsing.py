@@ -74,6 +74,27 @@ def test_multiple_choice_letters(answer, letter):
     assert to_letter(answer, choices) == letter
 
 
+@pytest.mark.parametrize("answer,choices,letter", [
+    # an option counts only as whole words: no "1" inside "12", "60" inside "600", "seconds" inside "milliseconds"
+    ("12", {"A": "1", "B": "20", "C": "30", "D": "40"}, None),
+    ("600", {"A": "60", "B": "90", "C": "120", "D": "180"}, None),
+    ("45 seconds", {"A": "5", "B": "45", "C": "90", "D": "300"}, "B"),
+    ("milliseconds (ms)", {"A": "seconds", "B": "milliseconds", "C": "minutes", "D": "hours"}, "B"),
+    # an article is no letter; a capital after "answer is" is
+    ("The answer is a timeout", {"A": "a retry", "B": "a timeout"}, "B"),
+    ("The answer is B because the manual says so", {"A": "x", "B": "y"}, "B"),
+    ("x = search(1)", {"A": "1", "B": "4", "C": "8", "D": "16"}, None),
+])
+def test_option_text_matches_whole_words_only(answer, choices, letter):
+    assert to_letter(answer, choices) == letter
+
+
+def test_numbers_keep_their_sign_and_point_and_compare_by_value():
+    assert not is_correct("-30", {"answer": "30"}) and not is_correct("1.5", {"answer": "15"})
+    assert is_correct("30.0", {"answer": "30"}) and is_correct("1,500", {"answer": 1500})
+    assert is_correct("1.5 MB", {"answer": "1.5 mb"}) and not is_correct("15 MB", {"answer": "1.5 MB"})
+
+
 def test_free_text_scoring_uses_normalised_match_and_aliases():
     item = {"answer": "The git log command", "aliases": ["git-log"]}
     assert normalize_text("The  git-log, command!") == "gitlog command"

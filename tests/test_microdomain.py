@@ -113,6 +113,22 @@ def test_oracle_teacher_writes_correct_leak_checked_trajectories(small, tmp_path
     assert counts["kept"] == len(rows)  # and the teacher filter checked each run's executed answer
 
 
+def test_no_training_file_names_a_held_out_entity(small, tmp_path):
+    """Held-out facts must reach the student only through the manual (CPT): neither the agent trajectories nor
+    the CoT traces may name a held-out entity (a train question's options may, so both are filtered). The
+    oracle is the held-out name list itself, searched for in each written file."""
+    from minagent.microdomain.pipeline import make_trajectories
+
+    d, items, root = small
+    counts = make_trajectories(tmp_path, d, items, searcher(root / "index", 2), None, extractor_every=0,
+                               log=lambda *a: None)
+    held = heldout_names(d, items)
+    for name in ("trajectories.jsonl", "sft_agent.jsonl", "sft_cot.jsonl"):
+        text = (tmp_path / name).read_text()
+        assert text and not [h for h in held if h in text], name
+    assert counts["cot_leaked"] > 0 and counts["cot"] > 0  # the filter had something to drop, and kept the rest
+
+
 def test_poor_query_drops_identifiers():
     item = {"question": "What is the default value of relay_timeout?", "evidence": ["relay_timeout"]}
     assert poor_query(item) == "what default value"
@@ -148,6 +164,11 @@ def test_stages_cache_and_invalidate(tmp_path):
     st3.run("b", {"a": st3.keys["a"]}, build("b2"))
     assert calls == ["a", "b", "a2", "b2"]  # a changed: b, downstream, re-ran
     assert (tmp_path / "b" / "out.txt").read_text() == "b2"
+    # an output deleted or cut short since the stage finished: the stage runs again, not a later one failing
+    for damage in (lambda f: f.unlink(), lambda f: f.write_text("")):
+        damage(tmp_path / "b" / "out.txt")
+        Stages(tmp_path, log=lambda *a: None).run("b", {"a": st3.keys["a"]}, build("b3"))
+        assert calls[-1] == "b3" and (tmp_path / "b" / "out.txt").read_text() == "b3"
 
 
 def test_interrupted_stage_resumes_with_same_key(tmp_path):

@@ -12,11 +12,31 @@ import string
 LETTERS = "ABCD"
 
 
+_PUNCTUATION = set(string.punctuation)
+_NUMBER_MARKS = re.compile(r"(?<=\d)\.(?=\d)|(?<![\w.])-(?=\d)")  # 1.5 and -30 keep their point and sign
+
+
 def normalize_text(s: str) -> str:
-    s = str(s).lower()
-    s = "".join(c for c in s if c not in set(string.punctuation))
+    """SQuAD's normalisation (lower case, punctuation and articles dropped, spaces collapsed), except that a
+    number keeps its decimal point and minus sign: "1.5" is not "15", nor "-30" "30"."""
+    s = _NUMBER_MARKS.sub(lambda m: "\0" if m.group() == "." else "\1", str(s).lower())
+    s = "".join(c for c in s if c not in _PUNCTUATION).replace("\0", ".").replace("\1", "-")
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
+
+
+def _number(s) -> float | None:
+    """The value of an answer that is just a number ("30", "30.0", "1,500"), else None."""
+    try:
+        return float(str(s).strip().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _holds(text: str, option: str) -> bool:
+    """Whether the normalised option occurs in the normalised text as whole words ("45" is not inside "145",
+    "seconds" not inside "milliseconds")."""
+    return bool(option) and re.search(rf"(?<![\w.-]){re.escape(option)}(?![\w.])", text) is not None
 
 
 def to_letter(answer, choices: dict | None = None) -> str | None:
@@ -31,9 +51,11 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     m = re.match(r"^[\(\[]?([A-Za-z])[\)\]\.:]\s+\S", text)  # "B) git log", "b. git log"
     if m and m.group(1).upper() in letters:
         return m.group(1).upper()
-    m = re.search(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[\(\[]?([A-Za-z])\b[\)\]]?", text, re.I)
-    if m and m.group(1).upper() in letters:
-        return m.group(1).upper()
+    m = re.search(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
+    # ("the answer is a timeout": a lowercase a/an article before a word is no letter)
+    article = m and m.group(2).islower() and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
+    if m and m.group(2).upper() in letters and not article:
+        return m.group(2).upper()
     found = {x.upper() for x in re.findall(r"[\(\[]([A-Za-z])[\)\]]", text)} & set(letters)
     if len(found) == 1:  # "I pick (c)"
         return found.pop()
@@ -42,7 +64,7 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
         exact = [k for k, v in choices.items() if normalize_text(v) == norm]
         if len(exact) == 1:
             return exact[0].upper()
-        inside = [k for k, v in choices.items() if normalize_text(v) and normalize_text(v) in norm]
+        inside = [k for k, v in choices.items() if _holds(norm, normalize_text(v))]
         if len(inside) == 1:
             return inside[0].upper()
     return None
@@ -55,7 +77,9 @@ def is_correct(answer, item: dict) -> bool:
         return want is not None and to_letter(answer, item["choices"]) == str(want).upper()
     gold = [item.get("answer")] + list(item.get("aliases") or [])
     got = normalize_text(answer if answer is not None else "")
-    return any(g is not None and got == normalize_text(g) for g in gold)
+    value = _number(answer) if answer is not None else None
+    return any(g is not None and (got == normalize_text(g) or (value is not None and value == _number(g)))
+               for g in gold)
 
 
 def accuracy(results: list[dict]) -> float:

@@ -42,7 +42,8 @@ from .oracle import cot_trace, extractor_examples, oracle_llm
 from .tiers import tier_settings
 
 
-RECIPE_VERSION = 1  # bump when a stage's code changes what it writes: every cached stage is then redone
+RECIPE_VERSION = 2  # bump when a stage's code changes what it writes: every cached stage is then redone
+                    # (2: CoT traces filtered for held-out names too)
 
 
 def _key(obj) -> str:
@@ -61,9 +62,13 @@ class Stages:
         key = _key({"stage": name, **inputs})
         self.keys[name] = key
         marker = d / "stage.json"
-        if not self.force and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-            self.log(f"[{name}] up to date, skipped")
-            return d
+        if not self.force and marker.is_file():
+            done = json.loads(marker.read_text())
+            if done.get("key") == key and _outputs_intact(d, done.get("files")):
+                self.log(f"[{name}] up to date, skipped")
+                return d
+            if done.get("key") == key:
+                self.log(f"[{name}] outputs missing or changed since the stage finished: running it again")
         pending = d / "stage.key"
         resume = resumable and pending.is_file() and pending.read_text().strip() == key
         if d.exists() and not resume:
@@ -76,11 +81,31 @@ class Stages:
         seconds = time.monotonic() - t0
         self.log(f"[{name}] done in {seconds:.0f} s")
         tmp = d / "stage.json.tmp"
-        tmp.write_text(json.dumps({"key": key, "inputs": inputs, "seconds": round(seconds, 1)}, indent=1,
-                                  default=str))
+        tmp.write_text(json.dumps({"key": key, "inputs": inputs, "seconds": round(seconds, 1),
+                                   "files": _output_sizes(d)}, indent=1, default=str))
         os.replace(tmp, marker)
         pending.unlink()
         return d
+
+
+_MARKERS = {"stage.json", "stage.json.tmp", "stage.key"}
+
+
+def _output_sizes(d: Path) -> dict:
+    """{relative path: bytes} of what a stage wrote: checked before the stage is skipped, so a deleted or
+    truncated output makes it run again instead of failing (or feeding a later stage) further on."""
+    return {str(p.relative_to(d)): p.stat().st_size for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name not in _MARKERS}
+
+
+def _outputs_intact(d: Path, files: dict | None) -> bool:
+    if files is None:  # a marker written before the outputs were recorded: trust it, as before
+        return True
+    for rel, size in files.items():
+        p = d / rel
+        if not p.is_file() or p.stat().st_size != size:
+            return False
+    return True
 
 
 # ---- data builders -------------------------------------------------------------------------------------------
@@ -176,8 +201,11 @@ def make_trajectories(d: Path, dom, items, search, teacher: str | None, max_trai
     else:
         cot = [{"id": it["id"], "messages": formats.cot_messages(it) +
                 [{"role": "assistant", "content": cot_trace(dom, it)}]} for it in train]
-    write_jsonl(cot, d / "sft_cot.jsonl")
-    counts.update(leaked=leaked, trajectories=len(kept), extractor_examples=len(extra), cot=len(cot))
+    # the same filter as the trajectories: a train question's options may name held-out entities
+    cot_kept = [row for row in cot if not any(h in json.dumps(row["messages"]) for h in held)]
+    write_jsonl(cot_kept, d / "sft_cot.jsonl")
+    counts.update(leaked=leaked, trajectories=len(kept), extractor_examples=len(extra), cot=len(cot_kept),
+                  cot_leaked=len(cot) - len(cot_kept))
     (d / "counts.json").write_text(json.dumps(counts, indent=1))
     log(f"[teacher] {counts}")
     return counts
@@ -360,7 +388,8 @@ def _tiny_base(st: Stages, s: dict, work: Path, seed: int, target_product: int, 
         tok = load_tokenizer(d)
         init_tiny_model(d, tok.vocab_size, tok.token_to_id("<s>"), tok.eos_token_id, TinyShape(**s["shape"]), seed)
 
-    st.run("tokenizer", {"general": st.keys["general"], "domain": st.keys["domain"], **s["tokenizer"],
+    k = s["search"]["k"]  # (the instruct examples' observations are search results: k shapes the text)
+    st.run("tokenizer", {"general": st.keys["general"], "domain": st.keys["domain"], "k": k, **s["tokenizer"],
                          **s["shape"]}, tokenizer_and_init)
     pre = dict(s["pretrain"])
     manual_repeats = pre.pop("manual_repeats", 1)
@@ -375,7 +404,7 @@ def _tiny_base(st: Stages, s: dict, work: Path, seed: int, target_product: int, 
         write_jsonl(instruct_examples(g_items, g_search), d / "instruct.jsonl")
         train_stage(d, resume, model_of(work / "pretrain"), d / "instruct.jsonl", s["instruct"], seed, progress)
 
-    st.run("instruct", {"pretrain": st.keys["pretrain"], "general_index": st.keys["general_index"],
+    st.run("instruct", {"pretrain": st.keys["pretrain"], "general_index": st.keys["general_index"], "k": k,
                         **s["instruct"]}, instruct, resumable=True)
     st.keys["base"] = st.keys["instruct"]
     return model_of(work / "instruct")

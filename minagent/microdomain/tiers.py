@@ -88,7 +88,9 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
         allowed = set(s[section])
         if section in TRAINING_SECTIONS:
             allowed |= set(TrainConfig.__dataclass_fields__)
-        if key not in allowed and section not in ("eval", "teacher"):
+        if section in ("eval", "teacher"):  # optional keys: any tier's spelling of them is known
+            allowed |= {k for make in TIERS.values() for k in make().get(section, {})} | {"systems"}
+        if key not in allowed:
             raise ValueError(f"--set {dotted}: unknown setting {key!r} for {section}; known: "
                              f"{', '.join(sorted(allowed))}")
         if key in s[section]:
