@@ -135,7 +135,8 @@ def main(argv=None):
         p.add_argument("--no-search", action="store_true", help="run the agent without a search tool (Python only)")
         p.add_argument("--max-steps", type=number(int, 1), default=5, help="steps before the forced answer")
         p.add_argument("--max-tokens", type=number(int, 1), default=512, help="tokens per step")
-        p.add_argument("--sag", type=number(int, 0), default=0, help="self-consistent action generation: N candidates (0: off)")
+        p.add_argument("--sag", type=number(int, 0, 64), default=0,
+                       help="self-consistent action generation: N candidates (0: off; at most 64, as serve allows)")
         p.add_argument("--extractor", action="store_true", help="condense long search results first")
         p.add_argument("--timeout", type=number(float, 0, low_open=True), default=10.0,
                        help="sandbox seconds per code cell")

@@ -66,8 +66,16 @@ class ModelConfig:
         use_sliding_window), or None. minagent attends to every key, which equals the window for sequences of up
         to this many tokens: the model refuses longer ones rather than diverge from the reference."""
         window = self.extra.get("sliding_window")
-        if window is None or (self.architecture != "MistralForCausalLM" and not self.extra.get("use_sliding_window")):
+        if window is None:
             return None
+        if self.architecture != "MistralForCausalLM":
+            # Qwen2/Qwen3: only with use_sliding_window, and only if some layer slides (transformers' layer_types,
+            # or the layers from max_window_layers on)
+            layer_types = self.extra.get("layer_types")
+            slides = ("sliding_attention" in layer_types if layer_types is not None
+                      else self.num_hidden_layers > self.extra.get("max_window_layers", 0))
+            if not (self.extra.get("use_sliding_window") and slides):
+                return None
         return int(window)
 
     # ---- HF config.json <-> ModelConfig ------------------------------------------------------------------

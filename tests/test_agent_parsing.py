@@ -83,6 +83,8 @@ def test_multiple_choice_letters(answer, letter):
     # an article is no letter; a capital after "answer is" is
     ("The answer is a timeout", {"A": "a retry", "B": "a timeout"}, "B"),
     ("The answer is B because the manual says so", {"A": "x", "B": "y"}, "B"),
+    ("the answer is b because it lists commits", {"A": "x", "B": "y"}, "B"),
+    ("\u221230 dB", {"A": "30 dB", "B": "-30 dB"}, "B"),  # U+2212, the minus sign, is a minus
     ("x = search(1)", {"A": "1", "B": "4", "C": "8", "D": "16"}, None),
 ])
 def test_option_text_matches_whole_words_only(answer, choices, letter):

@@ -146,6 +146,7 @@ def test_the_server_answers_malformed_requests_with_400_and_the_field(tmp_path):
         (json.dumps({**ok, "stop": [1]}).encode(), "stop must be a string or a list"),
         (json.dumps({"messages": [{"role": "user", "content": ["x"]}]}).encode(), "messages must be a non-empty"),
         (json.dumps([ok]).encode(), "the body must be a JSON object"),
+        (json.dumps(ok)[:-1].encode() + b', "n": Infinity}', "n must be an integer, got inf"),
     ]
     try:
         for body, message in cases:

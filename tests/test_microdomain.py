@@ -195,6 +195,12 @@ def test_evaluate_scores_modes_with_scripted_models(small, tmp_path):
     gold = ScriptedLLM(lambda messages, n, prefix: [_gold_for(messages, held)] * n)
     s = evaluate_system(System("gold", "m", "closed-book"), gold, held, tmp_path / "r.jsonl", progress=False)
     assert s["accuracy"] == 1.0 and s["n"] == 12
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert all(r["letter"] == (r["gold"] if r["choices"] else None) for r in rows)  # every mode's rows carry it
+    # an exam may give a choice question's answer as the option text instead of a "correct" letter
+    mc = next(i for i in held if i.get("choices"))
+    as_text = {k: v for k, v in mc.items() if k != "correct"} | {"answer": mc["choices"][mc["correct"]]}
+    assert formats.gold_reply(as_text) == mc["correct"]
     wrong = ScriptedLLM(lambda messages, n, prefix: ["no idea"] * n)
     s = evaluate_system(System("wrong", "m", "rag"), wrong, held, tmp_path / "w.jsonl",
                         search=searcher(root / "index", 2), progress=False)

@@ -213,6 +213,22 @@ def test_sliding_window_models_equal_transformers_up_to_the_window_then_refuse(t
             ours(IDS[:, :9])
 
 
+def test_only_windows_some_layer_uses_are_refused():
+    """Qwen2/Qwen3 slide only with use_sliding_window and only in the layers transformers' layer_types (or
+    max_window_layers) name; Mistral slides whenever sliding_window is set."""
+    base = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                sliding_window=8)
+    qwen = dict(base, architectures=["Qwen2ForCausalLM"])
+    assert ModelConfig.from_hf(qwen).attention_window is None  # use_sliding_window false (Qwen2.5's configs)
+    assert ModelConfig.from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 2}).attention_window is None
+    assert ModelConfig.from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 0}).attention_window == 8
+    assert ModelConfig.from_hf({**qwen, "use_sliding_window": True,
+                                "layer_types": ["full_attention", "sliding_attention"]}).attention_window == 8
+    assert ModelConfig.from_hf(dict(base, architectures=["MistralForCausalLM"])).attention_window == 8
+    assert ModelConfig.from_hf(dict(base, architectures=["MistralForCausalLM"], sliding_window=None)
+                               ).attention_window is None
+
+
 def test_config_and_index_values_of_the_wrong_type_are_named(hf_checkpoint, tmp_path):
     base = dict(architectures=["LlamaForCausalLM"], vocab_size=100, hidden_size=32, intermediate_size=64,
                 num_hidden_layers=1, num_attention_heads=4)

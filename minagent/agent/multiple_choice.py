@@ -19,7 +19,8 @@ _NUMBER_MARKS = re.compile(r"(?<=\d)\.(?=\d)|(?<![\w.])-(?=\d)")  # 1.5 and -30 
 def normalize_text(s: str) -> str:
     """SQuAD's normalisation (lower case, punctuation and articles dropped, spaces collapsed), except that a
     number keeps its decimal point and minus sign: "1.5" is not "15", nor "-30" "30"."""
-    s = _NUMBER_MARKS.sub(lambda m: "\0" if m.group() == "." else "\1", str(s).lower())
+    s = str(s).lower().replace("\u2212", "-").replace("\u2013", "-")  # the minus sign and the en dash
+    s = _NUMBER_MARKS.sub(lambda m: "\0" if m.group() == "." else "\1", s)
     s = "".join(c for c in s if c not in _PUNCTUATION).replace("\0", ".").replace("\1", "-")
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
@@ -52,8 +53,8 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     if m and m.group(1).upper() in letters:
         return m.group(1).upper()
     m = re.search(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
-    # ("the answer is a timeout": a lowercase a/an article before a word is no letter)
-    article = m and m.group(2).islower() and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
+    # ("the answer is a timeout": the article "a" before a word is no letter; "answer is b because" is)
+    article = m and m.group(2) == "a" and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
     if m and m.group(2).upper() in letters and not article:
         return m.group(2).upper()
     found = {x.upper() for x in re.findall(r"[\(\[]([A-Za-z])[\)\]]", text)} & set(letters)

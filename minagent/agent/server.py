@@ -14,6 +14,7 @@ unless the network is trusted — there is no authentication.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +40,7 @@ def parse_request(body) -> dict:
         value = body.get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or (kind is int and value != int(value)):
             raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
         if (value <= low if low_open else value < low) or value > high:

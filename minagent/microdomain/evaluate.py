@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..agent.executor import Agent, AgentConfig
 from ..agent.extractor import ContextExtractor
-from ..agent.multiple_choice import is_correct
+from ..agent.multiple_choice import is_correct, to_letter
 from ..agent.tools import make_search
 from . import formats
 from .exam import write_jsonl
@@ -55,7 +55,9 @@ def answer_one(system: System, llm, item: dict, search=None, agent: Agent | None
         raise ValueError(f"unknown evaluation mode {system.mode!r}; expected closed-book, rag, cot or agent")
     reply = _direct(llm, messages, max_tokens)
     answer = formats.parse_reply(reply, cot=system.mode == "cot")
-    return {"answer": answer, "correct": is_correct(answer, item), "reply": reply, "messages": messages}
+    letter = to_letter(answer, item["choices"]) if item.get("choices") else None
+    return {"answer": answer, "letter": letter, "correct": is_correct(answer, item), "reply": reply,
+            "messages": messages}
 
 
 def evaluate_system(system: System, llm, items: list[dict], out_path, search=None, agent_system=None,

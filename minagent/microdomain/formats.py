@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from ..agent.multiple_choice import to_letter
 from ..agent.prompts import task_text
 
 QA_SYSTEM = "Answer the question about the product with the answer only."
@@ -47,8 +48,11 @@ def cot_messages(item: dict) -> list[dict]:
 
 
 def gold_reply(item: dict) -> str:
-    """What a non-agent system should reply: the letter for multiple choice, else the answer."""
-    return item["correct"] if item.get("choices") else item["answer"]
+    """What a non-agent system should reply: the letter for multiple choice (an exam may give the option's text
+    as "answer" instead of a "correct" letter), else the answer."""
+    if item.get("choices"):
+        return item.get("correct") or to_letter(item.get("answer"), item["choices"]) or item.get("answer")
+    return item["answer"]
 
 
 _ANSWER = re.compile(r"answer(?:\s+is)?\s*[:：]\s*(.+)", re.I)
