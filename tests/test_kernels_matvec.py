@@ -34,6 +34,16 @@ def spy(monkeypatch, module, name):
     return calls
 
 
+def wide_model_under(policy, wide_checkpoint, monkeypatch, module, name, seed):
+    """(our model of the wide checkpoint loaded under `policy`, transformers' one, the calls of module.name, a
+    [2, 21] batch of prompt ids)."""
+    path, hf = wide_checkpoint
+    monkeypatch.setattr(matvec, "POLICY", policy)
+    ours = load_model(path)
+    calls = spy(monkeypatch, module, name)
+    return ours, hf, calls, torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(seed))
+
+
 def float64_linear(x, w, b=None):
     y = x.double() @ w.double().T
     return y if b is None else y + b.double()
@@ -263,11 +273,7 @@ def test_onednn_policy_routes_rows_under_inference_mode_only(two_threads, monkey
 
 @needs_onednn
 def test_decoding_on_the_onednn_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
-    path, hf = wide_checkpoint
-    monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
-    ours = load_model(path)
-    calls = spy(monkeypatch, onednn_linear, "linear")
-    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(1))
+    ours, hf, calls, ids = wide_model_under(matvec.ONEDNN, wide_checkpoint, monkeypatch, onednn_linear, "linear", 1)
     with torch.inference_mode():
         want = hf(ids).logits
         got = prefill_then_decode(ours, ids)
@@ -484,11 +490,8 @@ def test_column_path_carries_gradients(two_threads, monkeypatch):
 def test_decoding_on_the_column_path_matches_transformers(wide_checkpoint, two_threads, monkeypatch):
     """Batch-1 and batch-2 decoding under inference mode, as generation runs it: the layers' products on
     linear_columns, the untied head on the split at batch 1 and on linear_columns at batch 2."""
-    path, hf = wide_checkpoint
-    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
-    ours = load_model(path)
-    calls = spy(monkeypatch, matvec, "linear_columns")
-    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(3))
+    ours, hf, calls, ids = wide_model_under(matvec.AMD_AVX512, wide_checkpoint, monkeypatch, matvec,
+                                            "linear_columns", 3)
     with torch.inference_mode():
         want = hf(ids).logits
         for batch in (1, 2):
