@@ -22,10 +22,16 @@ the vocabulary: an online max / sum-of-exponentials for the log-sum-exp, then th
 logits. A PyTorch version of the same step serves the CPU, so CPU training gets the memory saving too.
 Rows whose target is ignore_index add no loss and get zero gradient, so they are dropped before the products
 (in SFT most rows are prompts and observations); the mean divides by the valid rows only.
+
+On CPUs whose matvec policy trains on oneDNN (amd-avx512: MKL's sgemm does not use AVX-512 there, oneDNN does),
+the two products of a chunk that the head's size makes the step's largest, h_c @ W^T and dlogits_c @ W, run on
+oneDNN's linear (the second on a contiguous copy of W^T, made once per call: vocab x hidden floats); the weight
+gradient keeps MKL, which reads the transposed chunk as it is.
 """
 import torch
 import torch.nn.functional as F
 
+from . import matvec, onednn_linear
 from ._triton import next_power_of_2, tl, triton
 
 
@@ -120,6 +126,14 @@ def _add_product(acc, a, b):
     acc += a @ b
 
 
+def _products_on_onednn(h, w) -> bool:
+    """Whether the chunks' products go to oneDNN (see the module docstring): the policy says so, fp32 on CPU,
+    oneDNN on, and the product big enough to pay for its call."""
+    return (matvec.POLICY.train_on_onednn and h.dtype == torch.float32 and w.dtype == torch.float32
+            and h.device.type == "cpu" and w.device.type == "cpu" and onednn_linear.available()
+            and torch._C._get_mkldnn_enabled() and h.numel() * w.shape[0] >= matvec.PLAIN_MIN_MACS)
+
+
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk):
@@ -175,11 +189,15 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def _chunks(h, w, t, ignore_index, chunk, ce_chunk, grad_scale, grad_h, grad_w, loss):
         """The loss summed over chunks of rows; fills grad_h and adds into grad_w (see the module docstring)."""
+        on_onednn = _products_on_onednn(h, w)
+        w_t = w.t().contiguous() if on_onednn and grad_h is not None else None  # oneDNN reads no strided weight
         for start in range(0, len(h), chunk):
             hc, tc = h[start:start + chunk], t[start:start + chunk]
-            logits = hc @ w.T
+            logits = onednn_linear.product(hc, w) if on_onednn else hc @ w.T
             loss += ce_chunk(logits, tc, ignore_index, grad_scale).sum()
-            if grad_h is not None:
+            if w_t is not None:
+                grad_h[start:start + chunk] = onednn_linear.product(logits, w_t)
+            elif grad_h is not None:
                 torch.matmul(logits, w, out=grad_h[start:start + chunk])
             if grad_w is not None:
                 _add_product(grad_w, logits.T, hc)
@@ -201,5 +219,5 @@ def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduc
 
     hidden [..., H], weight [V, H], targets [...] (same leading shape). Returns a 0-dim fp32 tensor.
     """
-    ce_chunk = _ce_chunk_triton if use_triton else _ce_chunk_torch
+    ce_chunk = _ce_chunk_triton if use_triton and hidden.dtype != torch.float64 else _ce_chunk_torch
     return LinearCrossEntropyFunction.apply(hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk)

@@ -91,11 +91,12 @@ class SplitPolicy(NamedTuple):
     prepacked_from: int = MAX_ROWS + 1
     plain_from: int | None = None
     columns: tuple[tuple[int, int], ...] = ()  # (most rows, largest K) pairs that linear_columns takes
+    train_on_onednn: bool = False  # products that need gradients, of plain_from rows and PLAIN_MIN_MACS on
 
 
 GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
 AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_from=2,
-                         columns=((2, 1536), (4, 1280)))
+                         columns=((2, 1536), (4, 1280)), train_on_onednn=True)
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
 ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1)
@@ -255,6 +256,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         if wants_plain(x, weight, min_macs=0) and onednn_linear.usable_plain(x, weight, bias):
             return onednn_linear.linear_plain(x, weight, bias)
         return linear_split(x, weight, bias)
-    if wants_plain(x, weight) and onednn_linear.usable_plain(x, weight, bias):
-        return onednn_linear.linear_plain(x, weight, bias)
+    if wants_plain(x, weight):
+        if onednn_linear.usable_plain(x, weight, bias):
+            return onednn_linear.linear_plain(x, weight, bias)
+        if POLICY.train_on_onednn and onednn_linear.usable_training(x, weight, bias):
+            return onednn_linear.linear_trainable(x, weight, bias)
     return F.linear(x, weight, bias)

@@ -354,7 +354,8 @@ def test_a_bias_onednn_would_misread_keeps_the_other_paths(two_threads, monkeypa
 
 @needs_onednn
 def test_prefill_sized_products_keep_autograd_and_autocast_off_inference_mode(two_threads, monkeypatch):
-    """The oneDNN op has no autograd kernel: a product whose gradient is wanted must never reach it."""
+    """The oneDNN op has no autograd kernel: a product whose gradient is wanted must never reach linear_plain
+    (the training path, an autograd.Function around it, takes those: the tests below)."""
     monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
     calls = spy(monkeypatch, onednn_linear, "linear_plain")
     torch.manual_seed(0)
@@ -373,6 +374,144 @@ def test_prefill_sized_products_keep_autograd_and_autocast_off_inference_mode(tw
     with torch.inference_mode():  # and the same product in inference mode does take it
         kernels.linear(x.detach(), w, b)
     assert len(calls) == 1
+
+
+# -- the training path: products that need gradients on oneDNN (amd-avx512) -----------------------------------
+
+def fp32_bound(a, b):
+    """How far an fp32 product of a [M, K] and b [K, N] may land from the exact one: K+1 roundings of the sum of
+    the terms' magnitudes (the bound the split's test uses)."""
+    return (a.shape[-1] + 1) * 2.0 ** -24 * (a.double().abs() @ b.double().abs())
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape, rows", [((1536, 576), 64), ((576, 1536), 300), ((192, 192), 4096)])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("trained", ["all", "input only", "weight only"])  # full FT, a frozen (LoRA) base, layer 1
+def test_training_products_on_onednn_equal_float64(two_threads, monkeypatch, shape, rows, bias, trained):
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    calls = spy(monkeypatch, onednn_linear, "linear_trainable")
+    torch.manual_seed(0)
+    n, k = shape
+    x = torch.randn(2, rows // 2, k).requires_grad_(trained != "weight only")
+    w = (torch.randn(n, k) / k ** 0.5).requires_grad_(trained != "input only")
+    b = torch.randn(n).requires_grad_(trained != "input only") if bias else None
+    y = kernels.linear(x, w, b)
+    assert calls == [tuple(x.shape)] and y.shape == (2, rows // 2, n)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    x2, dy2 = x.detach().reshape(-1, k), dy.reshape(-1, n)
+    want_y = float64_linear(x2, w.detach(), None if b is None else b.detach())
+    extra = 0 if b is None else b.detach().double().abs()
+    assert ((y.detach().reshape(-1, n).double() - want_y).abs() <= fp32_bound(x2, w.detach().T) + extra * 2 ** -23).all()
+    if x.requires_grad:
+        want = dy2.double() @ w.detach().double()
+        assert ((x.grad.reshape(-1, k).double() - want).abs() <= fp32_bound(dy2, w.detach())).all()
+    else:
+        assert x.grad is None
+    if w.requires_grad:
+        want = dy2.double().T @ x2.double()
+        assert ((w.grad.double() - want).abs() <= fp32_bound(dy2.T, x2)).all()
+    if b is not None and b.requires_grad:
+        torch.testing.assert_close(b.grad.double(), dy2.double().sum(0), rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch.backends.mkldnn.flags() warns about Intel GPUs
+def test_training_path_gates(two_threads, monkeypatch):
+    """Only reverse-mode autograd outside inference mode, fp32, no autocast, oneDNN on, a contiguous weight; under
+    no_grad (evaluation, the transformers parity tests) F.linear keeps MKL's exact results."""
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    calls = spy(monkeypatch, onednn_linear, "linear_trainable")
+    torch.manual_seed(0)
+    w = (torch.randn(1536, 576) / 24).requires_grad_()
+    x = torch.randn(64, 576)
+    with torch.no_grad():
+        assert torch.equal(kernels.linear(x, w), F.linear(x, w))
+    kernels.linear(x, w.detach())  # nothing needs a gradient
+    kernels.linear(x, torch.randn(576, 1536).t().requires_grad_())  # strided weight
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear(x, w).dtype == torch.bfloat16
+    with torch.backends.mkldnn.flags(enabled=False):
+        kernels.linear(x, w)
+    monkeypatch.setattr(matvec, "POLICY", matvec.INTEL)
+    kernels.linear(x, w)
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    assert not calls
+    # forward-mode AD and torch.func: the autograd.Function implements neither, so F.linear computes them
+    import torch.autograd.forward_ad as fwAD
+    t = torch.randn_like(x)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(kernels.linear(fwAD.make_dual(x, t), w.detach())).tangent
+    torch.testing.assert_close(tangent, F.linear(t, w.detach()))
+    g = torch.func.grad(lambda ww: kernels.linear(x, ww).square().sum())(w.detach())
+    torch.testing.assert_close(g, 2 * F.linear(x, w.detach()).T @ x, rtol=1e-4, atol=1e-3)
+    assert not calls
+    kernels.linear(x, w)
+    assert calls == [(64, 576)]
+
+
+@needs_onednn
+def test_training_path_second_derivatives(two_threads, monkeypatch):
+    """A backward with create_graph=True runs on torch's ops, so a gradient penalty can differentiate it again."""
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    calls = spy(monkeypatch, onednn_linear, "linear_trainable")
+    torch.manual_seed(0)
+    x = torch.randn(64, 576, requires_grad=True)
+    w = (torch.randn(1536, 576) / 24).requires_grad_()
+    (gx,) = torch.autograd.grad(kernels.linear(x, w).square().sum(), x, create_graph=True)
+    gx.square().sum().backward()  # d/dW of |2 x W.T W|^2
+    assert calls == [(64, 576)]
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    (g64,) = torch.autograd.grad(F.linear(x64, w64).square().sum(), x64, create_graph=True)
+    g64.square().sum().backward()
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-4 * w64.grad.abs().max().item())
+
+
+@needs_onednn
+def test_training_steps_on_onednn_match_transformers_gradients(wide_checkpoint, two_threads, monkeypatch):
+    """A full fine-tuning loss and backward of the wide model under amd-avx512: every projection on the training
+    path, the loss and every parameter's gradient as transformers computes them (MKL, fp32)."""
+    path, hf = wide_checkpoint
+    monkeypatch.setattr(matvec, "POLICY", matvec.AMD_AVX512)
+    ours = load_model(path).train()
+    calls = spy(monkeypatch, onednn_linear, "linear_trainable")
+    ids = torch.randint(3, 8192, (2, 40), generator=torch.Generator().manual_seed(3))
+    loss = F.cross_entropy(ours(ids)[:, :-1].reshape(-1, 8192), ids[:, 1:].reshape(-1))
+    assert len(calls) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer and the head
+    loss.backward()
+    hf.zero_grad()
+    hf_loss = hf(ids, labels=ids).loss
+    hf_loss.backward()
+    torch.testing.assert_close(loss, hf_loss, rtol=1e-5, atol=1e-5)
+    theirs = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        want = theirs[name].grad
+        torch.testing.assert_close(p.grad, want, rtol=1e-3, atol=1e-4 * want.abs().max().item(), msg=name)
+    hf.zero_grad()
+
+
+@needs_onednn
+@pytest.mark.parametrize("policy", ["AMD_AVX512", "INTEL"])
+def test_fused_loss_products_on_onednn_equal_float64(two_threads, monkeypatch, policy):
+    """The fused loss's two chunk products (logits, hidden-state gradient) on oneDNN under amd-avx512, MKL
+    elsewhere; loss and both gradients as float64 cross-entropy gives them."""
+    monkeypatch.setattr(matvec, "POLICY", getattr(matvec, policy))
+    calls = spy(monkeypatch, onednn_linear, "product")
+    g = torch.Generator().manual_seed(6)
+    hidden = torch.randn(2, 150, 576, generator=g, requires_grad=True)
+    weight = (torch.randn(4000, 576, generator=g) / 24).requires_grad_()
+    targets = torch.randint(0, 4000, (2, 150), generator=g)
+    targets[0, :40] = -100
+    loss = kernels.fused_linear_cross_entropy(hidden, weight, targets, chunk_size=96)
+    dh, dw = torch.autograd.grad(loss, (hidden, weight))
+    assert len(calls) == (2 * 3 if policy == "AMD_AVX512" else 0)  # 260 kept rows in chunks of 96
+    h64, w64 = hidden.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    want = F.cross_entropy((h64 @ w64.T).flatten(0, 1), targets.flatten())
+    wdh, wdw = torch.autograd.grad(want, (h64, w64))
+    torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dh.double(), wdh, rtol=1e-4, atol=1e-5 * wdh.abs().max().item())
+    torch.testing.assert_close(dw.double(), wdw, rtol=1e-4, atol=1e-5 * wdw.abs().max().item())
 
 
 def test_a_one_dimensional_weight_works_as_in_f_linear(two_threads):
