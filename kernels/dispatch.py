@@ -55,8 +55,9 @@ def use_backend(name: str):
 
 
 def use_triton(*tensors: torch.Tensor) -> bool:
-    """True when the op should run its Triton kernel on these tensors (all on one device)."""
-    if _backend == "torch":
+    """True when the op should run its Triton kernel on these tensors (all on one device). float64 never does, not
+    even when Triton is forced: the kernels compute in fp32, and fp64 callers want fp64 (the torch path)."""
+    if _backend == "torch" or any(t.dtype == torch.float64 for t in tensors):
         return False
     on_cuda = all(t.is_cuda for t in tensors)
     if _backend == "auto" and not on_cuda:

@@ -209,7 +209,7 @@ def _attn_fwd(Q, K, V, O, LSE, SEG, SEG_START, SEG_END, MASK,
     v_base = b * svb + hk * svh
     seg_base = b * TK
     q_seg = tl.load(SEG + seg_base + OFF + qi, mask=row_ok, other=-1) if DOCS else qi
-    mask_rows = b * smb + head * smh + qi * smq
+    mask_rows = tl.where(row_ok, b * smb + head * smh + qi * smq, 0)  # padded rows: read a real row
 
     if PACK_GQA:  # few rows, all blocks masked; this program handles one chunk of the keys
         lo = split * keys_per_split
@@ -374,7 +374,7 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, SEG, SEG_START, SEG_END, MASK,
     delta = tl.load(DELTA + pid_bh * TQ + qi, mask=qin, other=0.0)
     seg_base = b * TK
     q_seg = tl.load(SEG + seg_base + OFF + qi, mask=qin, other=-1) if DOCS else qi
-    mask_rows = b * smb + h * smh + qi * smq
+    mask_rows = tl.where(qin, b * smb + h * smh + qi * smq, 0)
     k_base = b * skb + hk * skh
     v_base = b * svb + hk * svh
 
@@ -478,6 +478,8 @@ class _Problem:
         if D > 256:
             raise ValueError(f"attention: head_dim {D} > 256 is not supported by the Triton kernel")
         self.causal = causal and attn_mask is None  # an explicit mask replaces the causal rule
+        if doc_ids is not None and TQ > TK:
+            raise ValueError(f"attention: doc_ids with more queries ({TQ}) than keys ({TK})")
         if self.causal and TQ > TK:
             raise ValueError(f"attention: causal with more queries ({TQ}) than keys ({TK})")
         self.B, self.HQ, self.HK, self.TQ, self.TK, self.D = B, HQ, HK, TQ, TK, D
@@ -577,7 +579,9 @@ def _decode(p: _Problem, q, k, v):
     block_m = max(16, min(64, next_power_of_2(rows)))
     block_n = 64 if q.is_cuda else INTERPRETER_BLOCK
     splits = decode_splits(B, p.HK, p.TK, q.device)
-    keys_per_split = triton.cdiv(triton.cdiv(p.TK, splits), block_n) * block_n
+    if p.TK == 0:  # no keys: zeros, as the training path gives
+        return q.new_zeros(q.shape)
+    keys_per_split = max(block_n, triton.cdiv(triton.cdiv(p.TK, splits), block_n) * block_n)
     splits = triton.cdiv(p.TK, keys_per_split)
     o_part = torch.empty((B, HQ, TQ, splits, D), dtype=torch.float32, device=q.device)
     lse_part = torch.empty((B, HQ, TQ, splits), dtype=torch.float32, device=q.device)
@@ -627,6 +631,8 @@ def attention_sdpa(q, k, v, *, causal=True, scale=None, doc_ids=None, attn_mask=
     TQ, TK = q.shape[2], k.shape[2]
     if causal and attn_mask is None and TQ > TK:  # (aligned bottom-right, the first rows would see no key)
         raise ValueError(f"attention: causal with more queries ({TQ}) than keys ({TK})")
+    if doc_ids is not None and TQ > TK:  # as the Triton path refuses it (queries are the last Tq of the keys)
+        raise ValueError(f"attention: doc_ids with more queries ({TQ}) than keys ({TK})")
     if doc_ids is not None and attn_mask is None and causal and TQ == TK:
         starts = _document_starts(doc_ids)
         if starts is not None:

@@ -79,6 +79,7 @@ class RMSNormFunction(torch.autograd.Function):
         if weight.shape != (D,):
             raise ValueError(f"rms_norm: weight has shape {tuple(weight.shape)}, expected ({D},) for x {tuple(shape)}")
         x2 = _rows(x)
+        weight = weight.contiguous()
         N = x2.shape[0]
         y = torch.empty((N, D), dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
         rstd = torch.empty(N, dtype=torch.float32, device=x.device)

@@ -89,7 +89,7 @@ def _launch(q, k, cos, sin, backward: bool):
     HK = k.shape[1]
     q, k = _last_dim_contiguous(q), _last_dim_contiguous(k)
     qo, ko = torch.empty_like(q), torch.empty_like(k)
-    if q.numel() == 0:
+    if q.numel() == 0 and k.numel() == 0:
         return qo, ko
     half = D // 2
     block_hq, block_half = next_power_of_2(HQ), next_power_of_2(half)
