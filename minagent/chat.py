@@ -4,6 +4,9 @@ This is the smallest useful loop over model + tokenizer + generation, and what `
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Callable
 
 from .generation import SamplingParams, generate
@@ -18,3 +21,36 @@ def chat_reply(model, tokenizer, messages: list[dict], params: SamplingParams | 
     prompt = tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
     stream = (lambda _row, text: on_text(text)) if on_text else None
     return generate(model, [prompt], params, tokenizer=tokenizer, on_text=stream)[0].text
+
+
+# How an agent model sees observations (tool results): as "user" turns (the default, as the agent-distillation
+# reference trains) or as "tool" turns its chat template renders its own way. Training decides it
+# (--observation-role); an SFT export records it next to the weights so inference renders the same way.
+OBSERVATION_ROLES = ("user", "tool")
+AGENT_SETTINGS_FILE = "minagent_agent.json"  # written next to an SFT export's weights
+
+
+def write_agent_settings(model_dir, observation_role: str) -> None:
+    """Record, atomically, how the agent must render observations for the model in model_dir."""
+    if observation_role not in OBSERVATION_ROLES:
+        raise ValueError(f"observation_role must be one of {OBSERVATION_ROLES}, got {observation_role!r}")
+    path = Path(model_dir) / AGENT_SETTINGS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"observation_role": observation_role}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def agent_settings(model_dir) -> dict:
+    """What an exported agent model needs at inference to see conversations as it was trained on them
+    ({"observation_role": ...}); {} for a checkpoint without the file (any HF model: observations as user turns)."""
+    path = Path(model_dir) / AGENT_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); expected {{\"observation_role\": \"user\" or \"tool\"}}") from e
+    role = settings.get("observation_role", "user") if isinstance(settings, dict) else None
+    if role not in OBSERVATION_ROLES:
+        raise ValueError(f"{path}: observation_role must be one of {OBSERVATION_ROLES}, got {role!r}")
+    return {"observation_role": role}

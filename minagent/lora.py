@@ -263,6 +263,13 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 
 
 def merge_lora(model: nn.Module):
+    """Add every adapter's update into its base weight. An adapter on a head tied to the input embeddings must not
+    change the embeddings too: the head gets its own copy first and the model (and its export) is untied."""
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if isinstance(head, LoRALinear) and not head.merged and embed is not None and head.base.weight is embed.weight:
+        head.base.weight = nn.Parameter(head.base.weight.detach().clone(), requires_grad=False)
+        model.config.tie_word_embeddings = False
     for m in lora_modules(model).values():
         m.merge()
 
@@ -324,6 +331,16 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
     return out
 
 
+# peft LoraConfig fields that, when set, make the adapter compute something other than W x + scale * B A x (or train
+# extra tensors): refused by name rather than loaded into a silently different model.
+UNSUPPORTED_PEFT_FIELDS = ("alora_invocation_tokens", "velora_config", "monteclora_config", "kasa_config",
+                           "use_bdlora", "arrow_config", "target_parameters", "exclude_modules", "lora_bias",
+                           "trainable_token_indices", "layer_replication", "megatron_config", "loftq_config",
+                           "corda_config", "eva_config", "lora_ga_config", "use_qalora")
+# initialisations that leave the base weights as they are (the adapter file alone then defines the model)
+PLAIN_INITS = (True, False, "gaussian", "orthogonal", "mica")
+
+
 def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
     path = Path(adapter_dir) / ADAPTER_CONFIG
     if not path.is_file():
@@ -341,6 +358,14 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         if raw.get(key):
             raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); per-layer patterns and extra saved "
                                "modules are not supported")
+    for key in UNSUPPORTED_PEFT_FIELDS:  # variants whose forward is not W x + scale B A x
+        if raw.get(key):
+            raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); only plain LoRA (W x + scale B A x) "
+                               "is supported")
+    init = raw.get("init_lora_weights", True)
+    if init not in PLAIN_INITS:  # PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA: peft rewrites the base weights on load
+        raise AdapterError(f"{path}: init_lora_weights={init!r} is not supported: that initialisation changes the "
+                           f"base weights, which peft redoes on load (supported: {', '.join(map(repr, PLAIN_INITS))})")
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in raw:
             raise AdapterError(f"{path}: missing field '{key}'")

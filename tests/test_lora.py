@@ -291,3 +291,59 @@ def test_lora_update_under_autocast_runs_every_product_in_autocast_dtype():
     assert [t.dtype for t in got] == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]
     for name, h, w in zip(("out", "dx", "dy", "dA", "dB"), (out, *got), (want_out, *want)):
         torch.testing.assert_close(h.double(), w.detach(), rtol=0, atol=2**-6 * w.abs().max().item(), msg=name)
+
+
+def _two_rows():
+    return torch.tensor([[1, 2, 3, 5, 6, 7, 8, 9, 10], [5, 6, 3, 4, 5, 6, 7, 8, 9]])
+
+
+@pytest.mark.parametrize("extra", [dict(init_lora_weights="pissa"), dict(init_lora_weights="olora"),
+                                   dict(alora_invocation_tokens=[5, 6])])
+def test_peft_adapter_we_cannot_reproduce_is_refused(hf_checkpoint, tmp_path, extra):
+    """PiSSA/OLoRA rewrite the base weights (W - BA) when peft builds the adapter, also on load; aLoRA only
+    applies the update after the invocation tokens. Loading such an adapter must match peft or refuse (it used to
+    load silently, logits 1.4-2.5 off peft's)."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                                 target_modules=["q_proj", "k_proj", "v_proj"], **extra))
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # a trained adapter: B != 0
+        for n, p in sorted(pm.named_parameters()):
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    pm.save_pretrained(tmp_path / "a")
+    oracle = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32),
+                                            tmp_path / "a").eval()
+    ours = minagent.load_model(ckpt, dtype="float32")
+    try:
+        load_adapter(ours, tmp_path / "a")
+    except AdapterError as e:
+        assert any(k in str(e) for k in extra), str(e)  # refused, naming the field: fine
+        return
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_two_rows()), oracle(_two_rows()).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_lora_on_tied_lm_head_merges_to_the_unmerged_logits(hf_checkpoint, tmp_path):
+    """lm_head shares its weight with embed_tokens: merging B@A into it must not change the embeddings (it did:
+    logits 1.9-2.4 off); the merged model is untied, and so is its export, which transformers loads."""
+    ckpt, _ = hf_checkpoint("qwen2-tied")
+    ours = minagent.load_model(ckpt, dtype="float32").eval()
+    inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "lm_head"]))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in sorted(ours.named_parameters()):
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        unmerged = ours(_two_rows())
+        merge_lora(ours)
+        merged = ours(_two_rows())
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    assert not ours.config.tie_word_embeddings
+    from minagent.weights import save_hf_checkpoint
+    state = base_state_dict(ours)
+    save_hf_checkpoint(state, ours.config.to_hf_dict(), tmp_path / "merged")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(_two_rows()).logits, unmerged, rtol=1e-5, atol=1e-5)

@@ -13,6 +13,7 @@ import transformers
 from safetensors.torch import load_file
 
 import minagent
+from minagent.chat import agent_settings
 from minagent.lora import base_state_dict, load_adapter, merge_lora
 from minagent.training import TrainConfig, TrainingDataError, train
 from minagent.training.checkpoint import CheckpointStateError
@@ -166,6 +167,7 @@ def test_export_loads_in_transformers_and_peft(tiny_dir, tmp_path, base_dtype):
         torch.testing.assert_close(ours(ids), want, rtol=1e-5, atol=1e-5)
     assert minagent.load_tokenizer(out / "final" / "model").eos_token_id == minagent.load_tokenizer(
         tiny_dir).eos_token_id
+    assert agent_settings(out / "final" / "model") == {"observation_role": "user"}  # what the agent renders with
 
 
 def test_ddp_two_gloo_processes_match_one_process(tiny_dir, tmp_path):
@@ -291,3 +293,45 @@ def test_lora_export_of_a_bf16_checkpoint_trained_in_fp32_keeps_the_exact_merge(
         if name in exported:
             assert exported[name].dtype == torch.float32, name
             torch.testing.assert_close(exported[name], w, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("warmup, total", [(1, 10), (3, 10), (10, 10), (0, 7)])
+def test_schedule_against_transformers_cosine_with_min_lr(warmup, total):
+    """schedule.py's convention: warmup one step ahead of transformers' (no zero-rate first step), then equal."""
+    from minagent.training.schedule import cosine_with_warmup
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sch = transformers.get_cosine_with_min_lr_schedule_with_warmup(opt, warmup, total, min_lr_rate=0.1)
+    theirs = []
+    for _ in range(total + 1):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sch.step()
+    ours = [cosine_with_warmup(step, 1.0, warmup, total, 0.1) for step in range(total)]
+    assert ours[:warmup] == pytest.approx(theirs[1:warmup + 1])
+    assert ours[warmup:] == pytest.approx(theirs[warmup:total])
+
+
+def test_a_checkpoint_left_half_written_by_a_kill_is_removed(tiny_dir, tmp_path):
+    """A SIGKILL during save_checkpoint leaves checkpoints/.tmp-XXXX (up to a model plus optimizer state)."""
+    kw = dict(stage="sft", model=str(tiny_dir), data=str(TRAJECTORIES), out=str(tmp_path / "o"), max_length=640,
+              batch_size=2, lora_r=4, lora_alpha=8, lr=1e-2, eval_fraction=0.0, seed=3, max_steps=2, save_every=1,
+              export=False, progress=False)
+    run(TrainConfig(**kw), stop_after_step=1)
+    leftover = tmp_path / "o" / "checkpoints" / ".tmp-killed"
+    leftover.mkdir()
+    (leftover / "trainable.safetensors").write_bytes(b"\0" * 1000)  # what a kill mid-save_file leaves
+    run(TrainConfig(**kw, resume=True))
+    assert not leftover.exists()
+
+
+@pytest.mark.parametrize("setting, value", [("lr", "1e-3"), ("export", "false"), ("max_length", 1.5),
+                                            ("batch_size", True), ("lora_r", None)])
+def test_recipe_file_values_of_the_wrong_type_are_refused(tmp_path, setting, value):
+    from minagent.training.recipe import load_recipe
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({setting: value}))
+    with pytest.raises(ValueError, match=f"r.json: setting '{setting}' must be a JSON"):
+        load_recipe(str(path))
+    path.write_text(json.dumps({"max_steps": None, "lr": 1, "export": False}))  # null where the default is None
+    assert load_recipe(str(path)) == {"max_steps": None, "lr": 1, "export": False}

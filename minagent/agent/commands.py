@@ -21,13 +21,15 @@ from .tools import make_search
 def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int = 4096,
              draft_tokens: int | None = None):
     """A model directory -> MinagentLLM (draft_tokens: prompt-lookup drafts per greedy forward, 0 = off, None =
-    MinagentLLM's default); an http(s):// URL (…/v1) -> HTTPChatLLM."""
+    MinagentLLM's default; observations rendered with the role the model's SFT export recorded, else as user
+    turns); an http(s):// URL (…/v1) -> HTTPChatLLM."""
     if model.startswith(("http://", "https://")):
         return HTTPChatLLM(model, log=print)
     from .. import load_model, load_tokenizer
+    from ..chat import agent_settings
     drafts = {} if draft_tokens is None else {"draft_tokens": draft_tokens}
     return MinagentLLM(load_model(model, dtype=dtype, device=device), load_tokenizer(model), max_len=max_len,
-                       **drafts)
+                       **drafts, **agent_settings(model))  # observations rendered as the model was trained
 
 
 def load_tools(index_dir: str | None, mode: str = "bm25", k: int = 3) -> dict:

@@ -18,16 +18,20 @@ Backends:
 """
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
+from ..chat import OBSERVATION_ROLES
 from ..generation import SamplingParams, sample_next
 from ..inference import inference_forward
 from ..prompt_lookup import NgramIndex
@@ -46,10 +50,16 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:min(hits)] if hits else text
 
 
-def render_messages(messages: list[dict]) -> list[dict]:
-    """Observations (role tool/observation) become user turns, as the training loader shows them by default."""
-    return [{"role": "user" if m["role"] in ("tool", "observation") else m["role"], "content": m["content"]}
-            for m in messages]
+def render_messages(messages: list[dict], observation_role: str = "user") -> list[dict]:
+    """Observations (role tool/observation) get `observation_role`: "user" turns, as the training loader shows them
+    by default, or "tool" for a model trained with --observation-role tool (its export records that:
+    `agent_settings`)."""
+    if observation_role not in OBSERVATION_ROLES:
+        raise ValueError(f"observation_role must be one of {OBSERVATION_ROLES}, got {observation_role!r}")
+    return [{"role": observation_role if m["role"] in ("tool", "observation") else m["role"],
+             "content": m["content"]} for m in messages]
+
+
 
 
 class ScriptedLLM:
@@ -86,6 +96,16 @@ class _Session:
         self.cache, self.ids = cache, []
 
 
+@dataclass
+class CompletionInfo:
+    """What the last `complete` call did, per row: why it ended ("stop": an end-of-turn token or a stop string;
+    "length": max_tokens or the context ran out) and how many tokens it generated (the server's finish_reason and
+    usage)."""
+    prompt_tokens: int
+    completion_tokens: list[int]
+    finish_reasons: list[str]
+
+
 class MinagentLLM:
     """A minagent model with KV-cache reuse across calls.
 
@@ -102,20 +122,24 @@ class MinagentLLM:
     """
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True, draft_tokens: int = 4,
-                 draft_ngram: int = 3):
+                 draft_ngram: int = 3, observation_role: str = "user"):
         if draft_tokens < 0 or draft_ngram < 1:
             raise ValueError(f"draft_tokens must be >= 0 and draft_ngram >= 1, got {draft_tokens} and "
                              f"{draft_ngram}")
+        render_messages([], observation_role)  # checks the role
+        self.observation_role = observation_role
         self.model, self.tok, self.max_len, self.reuse = model, tokenizer, max_len, reuse_cache
         self.draft_tokens, self.draft_ngram = draft_tokens, draft_ngram
         self.sessions: dict[str, _Session] = {}
+        self.last: CompletionInfo | None = None
+        self._weights_seen = None  # the parameters' version counters when the sessions' K/V were computed
         # work counters (the bench reports them): tokens and seconds spent in prefill and in decoding, and the
         # decoding forwards (fewer than the decoded tokens when drafts are accepted), draft tokens checked / kept
         self.prefilled_tokens, self.prefill_seconds, self.decoded_tokens, self.decode_seconds = 0, 0.0, 0, 0.0
         self.decode_forwards, self.draft_tokens_checked, self.draft_tokens_accepted = 0, 0, 0
 
     def prompt_ids(self, messages, prefix: str = "") -> list[int]:
-        msgs = render_messages(messages)
+        msgs = render_messages(messages, self.observation_role)
         if prefix:
             text = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": prefix}],
                                                 add_generation_prompt=False, continue_final_message=True)
@@ -130,6 +154,11 @@ class MinagentLLM:
         if len(ids) + max_tokens > self.max_len:
             raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
                            f"{self.max_len} tokens (raise max_len or lower max_steps / passage length)")
+        weights = sum(p._version for p in self.model.parameters())  # grows with any in-place change
+        if weights != self._weights_seen:  # a training step or a LoRA merge: cached K/V are stale
+            for old in self.sessions.values():
+                old.ids = []
+            self._weights_seen = weights
         s = self.sessions.get(session)
         if s is None:
             s = self.sessions[session] = _Session(self.model.new_cache(1, self.max_len))
@@ -139,15 +168,20 @@ class MinagentLLM:
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
         forward = inference_forward(self.model)  # built per call: it holds the weights as they are now
         t0 = time.perf_counter()
-        logits = self._prefill(forward, s, ids)
-        t1 = time.perf_counter()
-        if n == 1:
-            out = [self._decode(forward, s, logits, params, stop, gen)]
-        else:
-            out = self._decode_batch(forward, s, logits, n, params, stop, gen)
+        try:
+            logits = self._prefill(forward, s, ids)
+            t1 = time.perf_counter()
+            if n == 1:
+                rows = [self._decode(forward, s, logits, params, stop, gen)]
+            else:
+                rows = self._decode_batch(forward, s, logits, n, params, stop, gen)
+        except BaseException:  # a forward that raised (or was interrupted) wrote K/V the cache does not count
+            del s.ids[s.cache.length:]  # keep only what the cache really holds
+            raise
         self.prefill_seconds += t1 - t0
         self.decode_seconds += time.perf_counter() - t1
-        return out
+        self.last = CompletionInfo(len(ids), [r[2] for r in rows], [r[1] for r in rows])
+        return [r[0] for r in rows]
 
     def _prefill(self, forward, s: _Session, ids: list[int]) -> torch.Tensor:
         common = 0
@@ -161,14 +195,15 @@ class MinagentLLM:
         self.prefilled_tokens += new.shape[1]
         return forward(new, cache=s.cache, last_only=True)[:, -1]
 
-    def _decode(self, forward, s: _Session, logits, params, stop, gen) -> str:
+    def _decode(self, forward, s: _Session, logits, params, stop, gen) -> tuple[str, str, int]:
         """One completion. Each forward feeds the token just chosen, plus, when greedy with drafts on, the draft
         tokens that followed the conversation's last few tokens where they occurred before; the drafts that
         equal the greedy choices are kept (their K/V already cached), the cache is cut back after them, and
-        the prediction after the last kept one is the next token. The cache always holds exactly s.ids."""
-        stop_ids, new, text = set(self.tok.stop_token_ids), [], ""
+        the prediction after the last kept one is the next token. The cache always holds exactly s.ids.
+        Returns (text, finish reason, tokens generated)."""
+        stop_ids, new, text, reason = set(self.tok.stop_token_ids), [], "", "length"
         if params.max_new_tokens <= 0:
-            return ""
+            return "", "length", 0
         lookup = None
         if self.draft_tokens > 0 and params.temperature <= 0:
             lookup = NgramIndex(s.ids, self.draft_ngram)
@@ -177,11 +212,15 @@ class MinagentLLM:
             drafted = bool(queue)
             tok = queue.pop(0) if drafted else int(sample_next(logits, params, gen)[0])
             if tok in stop_ids:
+                reason = "stop"
                 break
             new.append(tok)
             self.decoded_tokens += 1
             text = self.tok.decode(new)
-            if any(x in text for x in stop if x) or len(new) >= params.max_new_tokens:
+            if any(x in text for x in stop if x):
+                reason = "stop"
+                break
+            if len(new) >= params.max_new_tokens:
                 break
             if drafted:
                 continue
@@ -209,9 +248,9 @@ class MinagentLLM:
             lookup.extend(draft[:kept])
             queue = draft[:kept]
             logits = out[:, kept]
-        return cut_at_stop(text, stop)
+        return cut_at_stop(text, stop), reason, len(new)
 
-    def _decode_batch(self, forward, s: _Session, logits, n: int, params, stop, gen) -> list[str]:
+    def _decode_batch(self, forward, s: _Session, logits, n: int, params, stop, gen) -> list[tuple[str, str, int]]:
         """n completions of the prompt in the session cache, decoded together as a batch of n rows.
 
         Decoding reads every weight once per step whatever the batch, so n rows cost far less than n runs one
@@ -225,7 +264,7 @@ class MinagentLLM:
             batch.v[layer][:, :, :L] = s.cache.v[layer][:, :, :L]
         batch.length = L
         stop_ids = set(self.tok.stop_token_ids)
-        new, texts, done = [[] for _ in range(n)], [""] * n, [False] * n
+        new, texts, done = [[] for _ in range(n)], [""] * n, [False] * n  # done: ended by a stop token or string
         logits = logits.expand(n, -1)
         for step in range(params.max_new_tokens):
             for row, tok in enumerate(sample_next(logits, params, gen).tolist()):
@@ -242,7 +281,7 @@ class MinagentLLM:
                 break
             tokens = torch.tensor([[r[-1] if r else 0] for r in new], device=logits.device)
             logits = forward(tokens, cache=batch)[:, -1]
-        return [cut_at_stop(t, stop) for t in texts]
+        return [(cut_at_stop(t, stop), "stop" if d else "length", len(r)) for t, d, r in zip(texts, done, new)]
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -251,26 +290,39 @@ RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 class HTTPChatLLM:
     """Client for an OpenAI-compatible chat-completions endpoint (stdlib only).
 
-    base_url is the part before /chat/completions, e.g. http://127.0.0.1:8000/v1. A dropped connection, a
-    timeout or a 5xx/429 answer is retried up to `retries` times with exponential backoff (backoff, 2*backoff,
-    ... capped at max_backoff); other 4xx answers are errors at once (retrying a bad request cannot help).
+    base_url is the part before /chat/completions, e.g. http://127.0.0.1:8000/v1. `model` names the served model;
+    left out, the first one GET {base_url}/models lists is used (vLLM answers 404 to a name it does not serve).
+    api_key defaults to $OPENAI_API_KEY. A dropped connection, a timeout, an unreadable reply or a 5xx/429 answer
+    is retried up to `retries` times with exponential backoff (backoff, 2*backoff, ... capped at max_backoff),
+    waiting at least what a Retry-After header asks (up to max_backoff); other 4xx answers are errors at once
+    (retrying a bad request cannot help), and one that says the conversation exceeds the context (vLLM's and
+    `infer.py serve`'s "context_length_exceeded") is ContextOverflow, as the local backend raises: the agent ends
+    that question and a distill run goes on. A reply must hold n choices (llama.cpp's server ignores n).
     A forced prefix is sent as a final assistant message with `continue_final_message: true,
     add_generation_prompt: false` (vLLM's and `infer.py serve`'s extension); a server that ignores it starts a
     fresh reply, so keep FTP off for such servers.
     """
 
-    def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 120.0,
-                 retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0, log=None):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key, self.timeout = model, api_key, timeout
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+                 retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0, log=None,
+                 observation_role: str = "user"):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        render_messages([], observation_role)  # checks the role
+        self.observation_role = observation_role
+        self.base = base_url.rstrip("/")
+        self.url = self.base + "/chat/completions"
+        self.model = model
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.timeout = timeout
         self.retries, self.backoff, self.max_backoff, self.log = retries, backoff, max_backoff, log
         self.requests = 0  # HTTP attempts made (tests and logs)
 
     def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
                  prefix="", session="agent") -> list[str]:
-        msgs = render_messages(messages)
-        body = {"model": self.model, "messages": msgs, "n": n, "temperature": temperature, "top_p": top_p,
-                "max_tokens": max_tokens}
+        msgs = render_messages(messages, self.observation_role)
+        body = {"model": self.served_model(), "messages": msgs, "n": n, "temperature": temperature,
+                "top_p": top_p, "max_tokens": max_tokens}
         if stop:
             body["stop"] = list(stop)[:4]  # OpenAI's limit
         if seed is not None:
@@ -278,38 +330,91 @@ class HTTPChatLLM:
         if prefix:
             body["messages"] = msgs + [{"role": "assistant", "content": prefix}]
             body.update(continue_final_message=True, add_generation_prompt=False)
-        reply = self._post(body)
+        reply = self._request(self.url, body)
         try:
             texts = [c["message"]["content"] or "" for c in sorted(reply["choices"], key=lambda c: c["index"])]
         except (KeyError, TypeError) as e:
             raise LLMError(f"{self.url}: reply is not a chat completion (missing {e}): {str(reply)[:300]}") from None
+        if len(texts) != n:
+            raise LLMError(f"{self.url}: asked for {n} completions, the reply holds {len(texts)} (a server that "
+                           "ignores n, like llama.cpp's, cannot serve SAG: use --sag 1)")
         if prefix:  # some servers echo the forced prefix back
             texts = [t[len(prefix):] if t.startswith(prefix) else t for t in texts]
         return [cut_at_stop(t, stop) for t in texts]
 
-    def _post(self, body: dict) -> dict:
-        data = json.dumps(body).encode()
+    def served_model(self) -> str:
+        """The model name requests carry: the one given, else the first one GET {base}/models lists, asked once
+        (one attempt, not counted in `requests`). A server without that route gets "default"; one that cannot be
+        reached yet gets "default" for this request and is asked again next time."""
+        if self.model is not None:
+            return self.model
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            req = urllib.request.Request(self.base + "/models", headers=headers)
+            with urllib.request.urlopen(req, timeout=min(self.timeout, 10.0)) as r:
+                self.model = str(json.loads(r.read().decode("utf-8"))["data"][0]["id"])
+        except urllib.error.HTTPError:  # it answered, without a model list
+            self.model = "default"
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError, IndexError,
+                TypeError):
+            return "default"
+        if self.log:
+            self.log(f"{self.base}: serving model {self.model!r}")
+        return self.model
+
+    def _request(self, url: str, body: dict | None = None) -> dict:
+        """POST body (GET without one) as JSON; the decoded JSON reply, with retries (see the class)."""
+        data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last = None
+        last, wait = None, 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                delay = max(wait, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
                 if self.log:
-                    self.log(f"{self.url}: {last}; retry {attempt}/{self.retries} in {delay:.1f}s")
+                    self.log(f"{url}: {last}; retry {attempt}/{self.retries} in {delay:.1f}s")
                 time.sleep(delay)
             self.requests += 1
+            wait = 0.0
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                req = urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
                     return json.loads(r.read().decode("utf-8"))
             except urllib.error.HTTPError as e:
-                detail = e.read().decode("utf-8", "replace")[:300]
+                try:
+                    detail = e.read().decode("utf-8", "replace")[:300]
+                except (OSError, http.client.HTTPException):  # the connection dropped while the error body came
+                    detail = ""
                 if e.code not in RETRYABLE_STATUS:
-                    raise LLMError(f"{self.url}: HTTP {e.code}: {detail}") from None
-                last = f"HTTP {e.code}"
+                    if e.code == 400 and _context_overflow(detail):
+                        raise ContextOverflow(f"{url}: {detail}") from None
+                    raise LLMError(f"{url}: HTTP {e.code}: {detail}") from None
+                last, wait = f"HTTP {e.code}", min(self.max_backoff, _retry_after(e.headers))
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout,
-                    TimeoutError, json.JSONDecodeError) as e:
+                    TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise LLMError(f"{self.url}: no answer after {self.retries + 1} attempts (last: {last})")
+        raise LLMError(f"{url}: no answer after {self.retries + 1} attempts (last: {last})")
+
+
+def _context_overflow(detail: str) -> bool:
+    """Whether a 400's body says the conversation exceeds the model's context (vLLM's, OpenAI's and our wording)."""
+    text = detail.lower()
+    return any(s in text for s in ("context_length_exceeded", "maximum context length", "context length",
+                                   "does not fit the context"))
+
+
+def _retry_after(headers) -> float:
+    """Seconds a Retry-After header asks to wait (delay-seconds or an HTTP date); 0 without one."""
+    value = (headers or {}).get("Retry-After")
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())

@@ -4,24 +4,38 @@
     server.serve_forever()
 
 So a minagent model can be the teacher of another (HTTPChatLLM on the other side), and other tools can call it.
-Honoured request fields: messages, n, temperature, top_p, max_tokens, stop, seed, and vLLM's
-continue_final_message (with add_generation_prompt false: the last assistant message is continued); each is
-checked first (a 400 names the field; n <= 64, bodies <= 32 MB), so a malformed request never reaches the model.
-Requests are
-served one at a time (one model, one KV cache); streaming is not offered. Binds where told: keep it on 127.0.0.1
-unless the network is trusted — there is no authentication.
+Honoured request fields: messages, n, temperature, top_p, max_tokens (or max_completion_tokens, the openai
+client's current name), stop, seed, and vLLM's continue_final_message (with add_generation_prompt false: the last
+assistant message is continued); each is checked first (a 400 names the field; n <= 64, bodies <= 32 MB), so a
+malformed request never reaches the model. Fields asking for what is not offered (stream, logprobs, tools,
+response_format, penalties) are refused with a 400 naming them, not ignored: an ignored `stream: true` leaves
+the openai client with zero chunks and no error. A conversation that does not fit the context is a 400 with code
+"context_length_exceeded" (as vLLM answers), which HTTPChatLLM turns back into ContextOverflow. Replies carry
+finish_reason ("stop" or "length") and token usage. Requests are served one at a time (one model, one KV
+cache); a request whose client has gone by the time its turn comes is dropped, so retries of a timed-out request
+do not queue behind each other. Binds where told: keep it on 127.0.0.1 unless the network is trusted — there is
+no authentication.
 """
 from __future__ import annotations
 
 import json
 import math
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .llm import ContextOverflow
+
 
 MAX_BODY_BYTES = 32 << 20   # a request bigger than this is refused (413) before it is read
 MAX_N = 64                  # completions per request (SAG uses 4-8)
+# what is not offered: refused when asked for (a value other than the listed "off" ones), never silently ignored
+UNSUPPORTED = {"stream": (None, False), "logprobs": (None, False), "top_logprobs": (None, 0),
+               "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None,),
+               "response_format": (None, {"type": "text"}), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+               "logit_bias": (None, {}), "best_of": (None, 1), "echo": (None, False)}
 
 
 def parse_request(body) -> dict:
@@ -30,6 +44,9 @@ def parse_request(body) -> dict:
     million completions)."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
+    for name, off in UNSUPPORTED.items():
+        if name in body and not any(body[name] == o and type(body[name]) is type(o) for o in off):
+            raise ValueError(f"{name}={body[name]!r:.60} is not supported by this server")
     messages = body.get("messages")
     if not (isinstance(messages, list) and messages and all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
@@ -57,10 +74,24 @@ def parse_request(body) -> dict:
     prefix = ""
     if body.get("continue_final_message") and messages[-1]["role"] == "assistant":
         prefix = messages.pop()["content"]
+    if "max_completion_tokens" in body and "max_tokens" in body \
+            and body["max_completion_tokens"] != body["max_tokens"]:
+        raise ValueError("max_tokens and max_completion_tokens disagree; give one")
+    limit = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return dict(messages=messages, stop=stop, n=number("n", int, 1, 1, MAX_N),
                 temperature=number("temperature", float, 1.0, 0, 2),
                 top_p=number("top_p", float, 1.0, 0, 1, low_open=True),
-                max_tokens=number("max_tokens", int, 512, 1, 1 << 20), seed=seed, prefix=prefix)
+                max_tokens=number(limit, int, 512, 1, 1 << 20), seed=seed, prefix=prefix)
+
+
+def client_gone(sock) -> bool:
+    """True when the client has closed its end (it timed out and went away): the socket reads as EOF. A client
+    still waiting sends nothing, so there is nothing to read and it stays."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str = "minagent", log=None):
@@ -73,13 +104,20 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             if log:
                 log(fmt % args)
 
-        def _reply(self, code: int, obj: dict):
+        def _reply(self, code: int, obj: dict, close: bool = False):
+            if close:  # a body left unread (or half read) must not be parsed as the next request
+                self.close_connection = True
             data = json.dumps(obj).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if close:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client left before its answer: nothing to do
+                self.close_connection = True
 
         def do_GET(self):
             if self.path.rstrip("/") in ("/v1/models", "/models"):
@@ -89,31 +127,47 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
         def do_POST(self):
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                 return self._reply(404, {"error": {"message": f"no route {self.path}"}})
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._reply(411, {"error": {"message": "send the body with a Content-Length (chunked "
+                                                              "uploads are not read)"}}, close=True)
             try:
                 size = int(self.headers.get("Content-Length", 0))
             except ValueError:
-                return self._reply(400, {"error": {"message": "bad request: Content-Length is not a number"}})
+                return self._reply(400, {"error": {"message": "bad request: Content-Length is not a number"}},
+                                   close=True)
             if size < 0:
-                return self._reply(400, {"error": {"message": "bad request: negative Content-Length"}})
+                return self._reply(400, {"error": {"message": "bad request: negative Content-Length"}}, close=True)
             if size > MAX_BODY_BYTES:
-                self.close_connection = True  # the unread body must not be parsed as the next request
                 return self._reply(413, {"error": {"message": f"request body of {size} bytes; at most "
-                                                              f"{MAX_BODY_BYTES}"}})
+                                                              f"{MAX_BODY_BYTES}"}}, close=True)
             try:
                 request = parse_request(json.loads(self.rfile.read(size) or b"{}"))
             except (ValueError, RecursionError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
                 return self._reply(400, {"error": {"message": f"bad request: {e}"}})
             try:
                 with lock:
+                    if client_gone(self.connection):  # it gave up while waiting for the lock: skip the work
+                        self.close_connection = True
+                        return
                     texts = llm.complete(**request)
+                    info = getattr(llm, "last", None)
+            except ContextOverflow as e:
+                return self._reply(400, {"error": {"message": f"bad request: {e}", "type": "invalid_request_error",
+                                                   "code": "context_length_exceeded"}})
             except Exception as e:
                 return self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
+            reasons = info.finish_reasons if info else ["stop"] * len(texts)
+            usage = {}
+            if info:
+                done = sum(info.completion_tokens)
+                usage = {"prompt_tokens": info.prompt_tokens, "completion_tokens": done,
+                         "total_tokens": info.prompt_tokens + done}
             self._reply(200, {
                 "id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model_name,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-                            for i, t in enumerate(texts)],
-                "usage": {}})
+                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": r}
+                            for i, (t, r) in enumerate(zip(texts, reasons))],
+                "usage": usage})
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

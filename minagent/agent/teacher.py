@@ -68,7 +68,8 @@ def _done_ids(path: Path) -> set:
             good.append(line)
         except (ValueError, KeyError):
             continue
-    if len(good) != sum(1 for x in lines if x.strip()):
+    if len(good) != sum(1 for x in lines if x.strip()) or (raw and not raw.endswith(b"\n")):
+        # a torn line dropped, or a whole last line whose newline never made it: the next append would glue onto it
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(b"".join(g + b"\n" for g in good))
         os.replace(tmp, path)
@@ -79,7 +80,9 @@ def _append(path: Path, obj: dict):
     data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (a signal, a full disk just before ENOSPC)
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -117,8 +120,13 @@ def read_questions(path, gold: bool = True) -> list[dict]:
             raise ValueError('no gold answer: give "answer" (free text), or "choices" and "correct" (a letter)')
         return item
     rows, _ = read_jsonl(path, question)
+    seen = {}
     for where, item in rows:
         item.setdefault("id", where.rsplit(":", 1)[1])
+        qid = str(item["id"])
+        if qid in seen:  # distill would take the second for already done, results would pair them wrongly
+            raise ValueError(f"{where}: id {item['id']!r} is used again (first at {seen[qid]}); ids must be unique")
+        seen[qid] = where
     return [item for _, item in rows]
 
 

@@ -354,9 +354,11 @@ def exam_command_line(work: Path, s: dict) -> str:
 
 def _evaluate(d: Path, system: System, model_dir: Path, dom, heldout, search, ev: dict, progress: bool):
     from ..agent.llm import MinagentLLM
+    from ..chat import agent_settings
     from ..tokenizer import load_tokenizer
     from ..weights import load_model
-    llm = MinagentLLM(load_model(model_dir), load_tokenizer(model_dir), max_len=ev["max_len"])
+    llm = MinagentLLM(load_model(model_dir), load_tokenizer(model_dir), max_len=ev["max_len"],
+                      **agent_settings(model_dir))
     cfg = AgentConfig(max_steps=ev["max_steps"], max_tokens=ev["max_tokens"], seed=0)
     scores = evaluate_system(system, llm, heldout, d / "results.jsonl", search,
                              agent_system=lambda mc: formats.agent_system(dom.product, mc), agent_config=cfg,

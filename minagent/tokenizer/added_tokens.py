@@ -47,7 +47,7 @@ _ALPHABETIC_SYMBOLS = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169),
 
 
 def _is_word_char(ch: str) -> bool:
-    """What the tokenizers library's single_word rule counts as a word character: the Unicode `\w` of Rust's
+    """What the tokenizers library's single_word rule counts as a word character: the Unicode `\\w` of Rust's
     regex crate, i.e. Alphabetic (letters, letter numerals like Ⅻ, Ⓐ), any mark, decimal digits, connector
     punctuation (_ ‿) and the zero-width joiners. Not str.isalnum(): that takes ² and ½ and leaves out marks."""
     cat = unicodedata.category(ch)

@@ -29,7 +29,9 @@ Segments = list[tuple[str, bool]]
 
 # HF appends this tag to the final message for continue_final_message and cuts the render there; so do we.
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
-_DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system(?:\\n|\n)((?:\\.|[^'\"{}\\])*?)<\|im_end\|>")
+_JINJA_STRING = re.compile(r"'((?:\\.|[^'\\])*)'" + r'|"((?:\\.|[^"\\])*)"')  # a Jinja string literal
+_DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", re.DOTALL)
+_LEADING_BOS = re.compile(r"\s*\{\{-?\s*bos_token\s*-?\}\}")
 
 
 def _check(messages) -> list[dict]:
@@ -49,10 +51,11 @@ class ChatML:
     """<|im_start|>role\\ncontent<|im_end|>\\n per message."""
     default_system: str | None = None
     qwen_tool_turns: bool = False
+    bos_token: str | None = None  # a template that opens with {{ bos_token }} (InternLM2-style)
     name: str = "chatml"
 
     def render_segments(self, messages: list[dict], add_generation_prompt: bool) -> Segments:
-        out: Segments = []
+        out: Segments = [(self.bos_token, False)] if self.bos_token else []
         if self.default_system is not None and messages[0]["role"] != "system":
             out.append((f"<|im_start|>system\n{self.default_system}<|im_end|>\n", False))
         for i, m in enumerate(messages):
@@ -120,6 +123,17 @@ def _unescape_jinja(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), text)
 
 
+def _default_system(template: str) -> str | None:
+    """The system prompt a ChatML template writes when the conversation has none: a whole
+    `<|im_start|>system\\n...<|im_end|>` inside one of its Jinja string literals (either quote; braces, quotes and
+    backslashes in the text are fine once the literal is unescaped)."""
+    for single, double in _JINJA_STRING.findall(template):
+        m = _DEFAULT_SYSTEM.search(_unescape_jinja(single or double))
+        if m:
+            return m.group(1)
+    return None
+
+
 def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token: str | None = None):
     """Pick the Python renderer for a Jinja template text (or, without one, for the special tokens present)."""
     if template:
@@ -127,9 +141,15 @@ def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token
             if "<think>" in template:
                 return Unsupported("Qwen3-style thinking template (only Qwen2/2.5 and SmolLM2 ChatML are "
                                    "implemented)")
-            m = _DEFAULT_SYSTEM.search(template)
-            return ChatML(default_system=_unescape_jinja(m.group(1)) if m else None,
-                          qwen_tool_turns="<tool_response>" in template)
+            bos = None
+            if "bos_token" in template:
+                if not _LEADING_BOS.match(template) or template.count("bos_token") > 1:
+                    return Unsupported("a ChatML template that uses bos_token other than as its first output")
+                if not bos_token:
+                    return Unsupported("the template opens with {{ bos_token }} but the tokenizer has no bos_token")
+                bos = bos_token
+            return ChatML(default_system=_default_system(template), qwen_tool_turns="<tool_response>" in template,
+                          bos_token=bos)
         if "<|start_header_id|>" in template:
             bos = bos_token or "<|begin_of_text|>"
             if "Cutting Knowledge Date" in template:

@@ -50,11 +50,19 @@ def set_rng_state(state: dict):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def remove_partial_checkpoints(root: Path) -> None:
+    """Delete what a run killed while writing a checkpoint left behind (.tmp-* directories: up to a whole model
+    plus optimizer state). Only the writing process (rank 0) calls this, and only it creates them."""
+    for p in root.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def save_checkpoint(ckpt_root: str | Path, step: int, model, optimizer, settings: dict, extra: dict,
                     keep: int = 2) -> Path:
     root = Path(ckpt_root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
+    remove_partial_checkpoints(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model).items()}
     save_file(tensors, str(tmp / "trainable.safetensors"))

@@ -47,14 +47,20 @@ def _sft_rows(cfg: TrainConfig, tokenizer, data: str, fraction: float, log):
     trajectories = read_trajectories(data, cfg.on_bad_line, cfg.observation_role, log)
     train_idx, eval_idx = split_indices(len(trajectories), fraction, cfg.seed)
 
-    def rows_for(idx):
+    def rows_for(idx, split):
         if len(idx) == 0:
             return None
-        examples = encode_trajectories([trajectories[i] for i in idx], tokenizer, cfg.max_length, cfg.truncation,
-                                       log)
+        try:
+            examples = encode_trajectories([trajectories[i] for i in idx], tokenizer, cfg.max_length,
+                                           cfg.truncation, log)
+        except TrainingDataError as e:
+            if split == "train" or not str(e).startswith("every trajectory"):
+                raise
+            log(f"WARNING: no held-out evaluation rows: {e}")  # the run can train; it only loses its eval loss
+            return None
         return pack_examples([(e.ids, e.trainable) for e in examples], cfg.max_length, _pad_id(tokenizer))
 
-    return rows_for(train_idx), rows_for(eval_idx)
+    return rows_for(train_idx, "train"), rows_for(eval_idx, "eval")
 
 
 def build_rows(cfg: TrainConfig, tokenizer, log=print) -> tuple[PackedRows, PackedRows | None]:

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..chat import OBSERVATION_ROLES
+
 
 def _f(default, help_text, **kw):
     return field(default=default, metadata={"help": help_text, **kw})
@@ -39,8 +41,8 @@ class TrainConfig:
                                  "(keep the start), fail (stop)", choices=("drop", "truncate", "fail"))
     on_bad_line: str = _f("fail", "a malformed JSONL line: fail (stop with file:line) or skip (report and go on)",
                           choices=("fail", "skip"))
-    observation_role: str = _f("user", "chat role that tool/observation messages are rendered with",
-                               choices=("user", "tool"))
+    observation_role: str = _f("user", "chat role that tool/observation messages are rendered with (an SFT "
+                               "export records it for the agent)", choices=OBSERVATION_ROLES)
     batch_size: int = _f(4, "rows per micro-batch per process")
     grad_accum: int = _f(1, "micro-batches per optimizer step (global batch = batch_size * grad_accum * "
                             "processes rows)")
@@ -125,11 +127,26 @@ def load_recipe(name_or_path: str) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object of settings")
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name: f for f in fields(TrainConfig)}
     out = {}
     for k, v in raw.items():
         key = k.replace("-", "_")
         if key not in known:
             raise ValueError(f"{path}: unknown setting {k!r}; known: {', '.join(sorted(known))}")
-        out[key] = v
+        out[key] = _checked(path, k, v, known[key])
     return out
+
+
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _checked(path, key: str, value, f):
+    """A recipe file's value of the field's type ("lr": "1e-3" or "export": "false" would fail late or mean the
+    opposite); null only where the field's default is None (e.g. max_steps: from the epochs)."""
+    if value is None and f.default is None:
+        return value
+    kinds = _JSON_TYPES[f.type]
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ValueError(f"{path}: setting {key!r} must be a JSON {f.type}"
+                         f"{' or null' if f.default is None else ''}, got {value!r}")
+    return value

@@ -1,4 +1,10 @@
-"""Learning rate: linear warmup from 0, then cosine decay to min_lr_ratio * peak.
+"""Learning rate: linear warmup, then cosine decay to min_lr_ratio * peak.
+
+Warmup step s (0-based) runs at peak * (s + 1) / warmup: the first update already moves the weights (peak / warmup)
+and the last warmup step reaches the peak. transformers' get_cosine_with_min_lr_schedule_with_warmup runs step s
+at peak * s / warmup, spending its first step at rate 0; ours is its warmup one step ahead, and from the end of
+warmup on the two are equal step for step (tests/test_training_loop.py checks both against it). With warmup 1
+(what the trainer's default of 3% of the steps rounds to below ~50 steps) there is no warmup at all.
 
 A pure function of the step (no scheduler object), so resuming needs only the step number and a resumed run
 sets exactly the rate the uninterrupted run would have.

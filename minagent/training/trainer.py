@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from minagent.chat import write_agent_settings
 from minagent.config import ModelConfig
 from minagent.lora import LoraConfig, base_state_dict, inject_lora, load_adapter, merge_lora, save_adapter
 from minagent.tokenizer import load_tokenizer
 from minagent.weights import DTYPES, load_model, save_hf_checkpoint
-from .checkpoint import latest_checkpoint, resume_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, remove_partial_checkpoints, resume_checkpoint, save_checkpoint
 from .errors import CheckpointStateError
 from .data import build_rows
 from .distributed import all_reduce_sum, init_distributed, micro_batches, same_on_all_ranks, shutdown, step_rows
@@ -168,6 +169,8 @@ def export(model, cfg: TrainConfig, out: Path, log=print) -> dict:
         src = Path(cfg.model) / name
         if src.is_file():
             shutil.copyfile(src, final / "model" / name)
+    if cfg.stage == "sft":  # how the agent must render observations for this model (minagent.chat.agent_settings)
+        write_agent_settings(final / "model", cfg.observation_role)
     log(f"exported {', '.join(f'{k}: {v}' for k, v in paths.items())}")
     return paths
 
@@ -205,6 +208,8 @@ def run(cfg: TrainConfig, stop_after_step: int | None = None) -> dict:
         start_step = 0
         ckpt_root = out / "checkpoints"
         if cfg.resume:
+            if env.is_main and ckpt_root.is_dir():
+                remove_partial_checkpoints(ckpt_root)  # a kill while one was being written
             resumed = resume_checkpoint(ckpt_root, model, optimizer, settings, log)
             if resumed is None:
                 log(f"--resume: no checkpoint in {ckpt_root}; starting from step 0")

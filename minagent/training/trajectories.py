@@ -11,8 +11,9 @@ message is {"role": ..., "content": str}; roles:
 
 Only assistant content and its end-of-turn token are trained: the system prompt, the task, the observations and
 the template's own headers are context. The conversation is rendered by the model's chat template as segments
-(text, trained?) and each segment is encoded on its own; the boundaries fall on special tokens or right after
-"<|im_start|>assistant\\n", where generation starts anyway, so the trained ids are exactly what the model
+(text, trained?); adjacent segments with the same flag are joined and each run is encoded on its own, so the
+boundaries fall where training starts or stops: right after "<|im_start|>assistant\\n" (where generation starts
+anyway) and on the end-of-turn special token, so the trained ids are exactly what the model
 would generate after the same prompt.
 
 Too long (more than max_length tokens) is handled by the truncation policy:
@@ -63,6 +64,10 @@ def _validate(obj, observation_role: str) -> list[dict]:
             raise ValueError(f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}")
         if not isinstance(content, str):
             raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
+        for key in ("tool_calls", "function_call"):  # OpenAI-format calls: dropping them would train empty turns
+            if m.get(key):
+                raise ValueError(f"messages[{i}].{key}: tool calls are not supported (write the call into the "
+                                 "assistant content, as CodeAct steps do, and return results as role 'tool')")
         if role in ("tool", "observation"):
             role = observation_role
         out.append({"role": role, "content": content})
@@ -85,10 +90,23 @@ def read_trajectories(path: str | Path, on_bad_line: str = "fail", observation_r
     return [Trajectory(where, messages) for where, messages in rows]
 
 
+def _joined(segments):
+    """Adjacent segments with the same flag as one text: encoded apart, a boundary that is not a special token (two
+    consecutive Qwen tool results: `</tool_response>` | `\\n<tool_response>`) would get other ids than the whole
+    rendered text gets at inference."""
+    out = []
+    for text, flag in segments:
+        if out and out[-1][1] == flag:
+            out[-1] = (out[-1][0] + text, flag)
+        else:
+            out.append((text, flag))
+    return out
+
+
 def encode_trajectory(tokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
     """Token ids of the chat-templated conversation and, per token, whether it is trained."""
     ids, trainable = [], []
-    for text, is_assistant in tokenizer.chat_segments(messages, add_generation_prompt=False):
+    for text, is_assistant in _joined(tokenizer.chat_segments(messages, add_generation_prompt=False)):
         # Llama-3's template carries BOS as text; everything else is encoded without added specials, as
         # apply_chat_template output is at inference.
         piece = tokenizer.encode(text, add_special_tokens=False, parse_special=True)
