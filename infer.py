@@ -108,8 +108,10 @@ def main(argv=None):
     index.add_argument("--encoder", default=None, help="BERT sentence-encoder directory for --dense")
     index.add_argument("--lm", default=None, help="use a causal LM checkpoint's mean-pooled hidden states instead")
     index.add_argument("--append", action="store_true", help="add new files to an existing index")
-    index.add_argument("--max-chars", type=number(int, 1), default=1200, help="passage length limit in characters")
-    index.add_argument("--overlap", type=number(int, 0), default=200, help="characters shared by consecutive passages")
+    index.add_argument("--max-chars", type=number(int, 1), default=None,
+                       help="passage length limit in characters (1200; with --append, the index's own)")
+    index.add_argument("--overlap", type=number(int, 0), default=None,
+                       help="characters shared by consecutive passages (200; with --append, the index's own)")
     index.add_argument("--variant", default="lucene", help="BM25 variant: lucene|robertson|bm25+|bm25l|atire")
     index.add_argument("--k1", type=float, default=0.9)
     index.add_argument("--b", type=float, default=0.4)
@@ -207,7 +209,11 @@ def main(argv=None):
             within = " and ".join(f"--{k} {v!r}" for k, v in (("source", args.source), ("section", args.section)) if v)
             print(f"no passage matches {args.query!r}" + (f" among those passing {within}" if within else ""),
                   file=sys.stderr)
-        print("\n".join(json.dumps(h, ensure_ascii=False) for h in hits) if args.json else format_hits(hits))
+        if args.json:
+            for h in hits:  # (no hits: no line at all, so a JSON-lines reader reads nothing)
+                print(json.dumps(h, ensure_ascii=False))
+        elif hits:
+            print(format_hits(hits))
     elif args.command in ("ask", "exam", "distill"):
         mode = getattr(args, "mode", "agent")  # (only exam has modes)
         if args.index is None and mode == "rag":

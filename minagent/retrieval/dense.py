@@ -82,7 +82,7 @@ class DenseIndex:
             data = data[:, ids_map] if self.dtype == "float32" else data[ids_map]
         n = data.shape[1] if self.dtype == "float32" else data.shape[0]
         k = min(k, n)
-        if k == 0:
+        if k == 0 or len(q) == 0:
             empty = np.zeros((len(q), 0))
             out = empty.astype(np.int64), empty.astype(np.float32)
             return (out[0][0], out[1][0]) if single else out
@@ -104,7 +104,7 @@ def _topk_dim_major(q, data, k):
     rows = n if len(q) == 1 else max(k, min(n, _BLOCK_BYTES // (4 * len(q))))
     buf = np.empty((len(q), min(rows, n)), np.float32)
     best_s, best_i = [], []
-    with _one_torch_thread(len(q) > 1):
+    with _one_torch_thread():
         for start in range(0, n, rows):
             block = data[:, start:start + rows]
             s = np.matmul(q, block, out=buf[:, :block.shape[1]])
@@ -130,27 +130,50 @@ def _one_torch_thread(active=True):
 
 
 def _block_topk(s, k, group=None):
-    """The k best (scores, column indices) of each row of a score block s [B, n], unsorted.
+    """The k best (scores, column indices) of each row of a score block s [B, n], unsorted; among equal scores at
+    the cut, the lowest columns (what _keep_best's order promises: identical passages come back in index order,
+    the same for k and k + 1, single and batched).
 
     Exact, and ~2.5x faster than torch.topk over the whole block: the row is cut into groups of `group`
     columns, and the k best values of a row always lie in its k groups with the highest maxima (a value left
     out would sit in a group whose maximum is beaten by k other groups, each holding a value at least as
     large). So: one max per group, top-k of the maxima, top-k of the k x group candidates they cover. A tail
-    shorter than a group, and blocks with too few groups, go through plain torch.topk."""
+    shorter than a group, and blocks with too few groups, go through plain torch.topk. torch.topk picks among
+    ties at the cut arbitrarily, so a row where the k-th score occurs more often than it kept (seen from the
+    candidates and the group maxima, no second pass over the block) is redone exactly."""
     b, n = s.shape
     group = group or _GROUP
     groups = n // group
     if groups < 4 * k:
-        return torch.topk(s, min(k, n), dim=1, sorted=False)
+        cs, ci = torch.topk(s, min(k, n), dim=1, sorted=False)
+        tied = (s >= cs.amin(1, keepdim=True)).sum(1) > cs.shape[1]
+        return _lowest_columns_at_ties(s, cs, ci, tied)
     head = s[:, :groups * group].view(b, groups, group)
-    top_groups = torch.topk(head.amax(-1), k, dim=1, sorted=False).indices                 # [B, k]
+    maxima = head.amax(-1)
+    top_groups = torch.topk(maxima, k, dim=1, sorted=False).indices                        # [B, k]
     cand = head[torch.arange(b)[:, None], top_groups].reshape(b, k * group)
     cand_cols = (top_groups[:, :, None] * group + torch.arange(group)).reshape(b, k * group)
     if groups * group < n:
         cand = torch.cat([cand, s[:, groups * group:]], 1)
         cand_cols = torch.cat([cand_cols, torch.arange(groups * group, n).expand(b, -1)], 1)
     cs, ci = torch.topk(cand, k, dim=1, sorted=False)
-    return cs, torch.gather(cand_cols, 1, ci)
+    kth = cs.amin(1, keepdim=True)
+    tied = ((cand >= kth).sum(1) > k) | ((maxima >= kth).sum(1) > (torch.gather(maxima, 1, top_groups) >= kth).sum(1))
+    return _lowest_columns_at_ties(s, cs, torch.gather(cand_cols, 1, ci), tied)
+
+
+def _lowest_columns_at_ties(s, cs, ci, tied):
+    """Redo the rows flagged `tied` exactly: every column scoring at least the row's k-th score, the k best by
+    (descending score, ascending column)."""
+    if not bool(tied.any()):
+        return cs, ci
+    cs, ci = cs.clone(), ci.clone()
+    k = cs.shape[1]
+    for r in torch.nonzero(tied).flatten().tolist():
+        cols = torch.nonzero(s[r] >= cs[r].min()).flatten()  # ascending columns
+        order = torch.argsort(s[r, cols], descending=True, stable=True)[:k]
+        cs[r], ci[r] = s[r, cols[order]], cols[order]
+    return cs, ci
 
 
 def _topk_rows_batched(q, data, k):
@@ -175,6 +198,8 @@ def _topk_fp16_single(q, data, k):
     qt = torch.from_numpy(q[0])
     rough = base @ qt.to(torch.float16)
     short = torch.topk(rough, min(base.shape[0], 2 * k + 16)).indices
+    if (rough >= rough[short].min()).sum() > len(short):  # ties at the shortlist's cut: keep them all (rare)
+        short = torch.nonzero(rough >= rough[short].min()).flatten()
     exact = base[short].float() @ qt
     return _keep_best(exact[None], short[None], k)
 

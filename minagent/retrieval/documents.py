@@ -44,21 +44,23 @@ def read_utf8(path):
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-_ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+# Markdown (CommonMark): an optional closing run of # only after a space ("# C#" is the heading "C#")
+_ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _ASCIIDOC_ONE_LINE = re.compile(r"^(={1,6})[ \t]+(\S.*?)[ \t]*$")
-_FENCE = re.compile(r"^(```|~~~)")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _UNDERLINE_LEVEL = {"=": 1, "-": 2, "~": 3, "^": 4, "+": 5}
 
 
-def _underline_level(title_line, line):
-    """Level of a setext/AsciiDoc title underline (`line` under `title_line`), or None."""
+def _underline_level(title_line, line, markdown=False):
+    """Level of a setext/AsciiDoc title underline (`line` under `title_line`), or None. Markdown's setext
+    underlines are = or - of any length; AsciiDoc's five characters need 3 or more and about the title's length."""
     s = line.rstrip()
-    if len(s) < 3 or s[0] not in _UNDERLINE_LEVEL or s.strip(s[0]):
+    if not s or s[0] not in ("=-" if markdown else _UNDERLINE_LEVEL) or s.strip(s[0]):
         return None
     title = title_line.strip()
     if not title or title[0] in "=-~^+|`*" or title_line[:1].isspace():
         return None
-    if abs(len(s) - len(title_line.rstrip())) > 3:     # AsciiDoc: underline about as long as the title
+    if not markdown and (len(s) < 3 or abs(len(s) - len(title_line.rstrip())) > 3):
         return None
     return _UNDERLINE_LEVEL[s[0]]
 
@@ -71,19 +73,28 @@ def find_text_headings(text, markdown):
     for line in lines:
         offsets.append(pos)
         pos += len(line) + 1
-    in_fence = False
+    fence = None  # the open code fence's character and length: only a run of the same, as long, closes it
     prev_blank = True
     for i, line in enumerate(lines):
-        if markdown and _FENCE.match(line):
-            in_fence = not in_fence
-        if in_fence:
+        m = _FENCE.match(line) if markdown else None
+        if m:
+            run = m.group(1)
+            if fence is None and not (run[0] == "`" and "`" in m.group(2)):  # (backticks in a ``` info string:
+                fence = (run[0], len(run))                                   #  inline code, not a fence)
+                prev_blank = False
+                continue
+            if fence is not None and run[0] == fence[0] and len(run) >= fence[1] and not m.group(2).strip():
+                fence = None
+                prev_blank = False
+                continue
+        if fence is not None:
             prev_blank = False
             continue
         m = _ATX.match(line) if markdown else _ASCIIDOC_ONE_LINE.match(line)
         if m and (markdown or prev_blank):
             headings.append((len(m.group(1)), m.group(2).strip(), offsets[i]))
         elif i + 1 < len(lines) and lines[i].strip():
-            level = _underline_level(line, lines[i + 1])
+            level = _underline_level(line, lines[i + 1], markdown)
             if level is not None and (prev_blank or i == 0):
                 headings.append((level, line.strip(), offsets[i]))
         prev_blank = not line.strip()

@@ -124,7 +124,7 @@ class _TextExtractor:
         if tag in _HEADING_TAGS and self._heading is not None:
             level, start, pieces = self._heading
             self._heading = None
-            text = _SPACES.sub(" ", "".join(pieces)).strip()
+            text = " ".join("".join(pieces).split())  # (str.split: no-break spaces too, "Chapter&nbsp;1.")
             if text:
                 self.headings.append((level, text, start))
             self._newline(blank=True)

@@ -116,7 +116,7 @@ class Retriever:
         if self._encoder is None:
             if self.encoder_spec is None:
                 raise RetrievalError("this index has no dense vectors (built without --dense); "
-                                     "rebuild with --dense or search with mode='bm25'")
+                                     "rebuild with --dense or search with mode='bm25' (--mode bm25)")
             from .encoder import encoder_from_spec
             self._encoder = encoder_from_spec(self.encoder_spec)
         return self._encoder
@@ -130,17 +130,18 @@ class Retriever:
     # -- searching ------------------------------------------------------------------------------------------
     def filter_mask(self, source=None, section=None):
         """Boolean mask of passages whose source matches the glob(s) `source` and whose section path contains
-        `section` (case-insensitive). None when there is no filter."""
+        `section` (case-insensitive, any run of white space, no-break spaces included, matching one space: HTML
+        headings often hold &nbsp;). None when there is no filter."""
         if source is None and section is None:
             return None
         key = (tuple(source) if isinstance(source, (list, tuple)) else source, section)
         mask = self._mask_cache.get(key)
         if mask is None:
             globs = [source] if isinstance(source, str) else list(source or [])
-            needle = section.lower() if section else None
+            needle = _loose(section) if section else None
             mask = np.fromiter(
                 ((not globs or any(fnmatchcase(p.source, g) for g in globs))
-                 and (needle is None or needle in p.section.lower()) for p in self.passages),
+                 and (needle is None or needle in _loose(p.section)) for p in self.passages),
                 dtype=bool, count=len(self.passages))
             self._mask_cache[key] = mask
         return mask
@@ -262,29 +263,53 @@ class Retriever:
         return cls(passages, analyzer, {t: i for i, t in enumerate(vocab_list)}, bm25, dense, spec, meta=meta)
 
 
+def _loose(text):
+    """Lowercase, every run of white space (\\s: no-break spaces too) as one space: how section filters compare."""
+    return " ".join(text.lower().split())
+
+
 def _text_key(text):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 # -- the functions behind `python infer.py index|search` ------------------------------------------------------
 
-def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None, lm_dir=None, max_chars=1200,
-                overlap=200, variant="lucene", k1=0.9, b=0.4, stopwords=False, stem=True, dense_dtype="float32",
+CHUNKING_DEFAULTS = {"max_chars": 1200, "overlap": 200}
+
+
+def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None, lm_dir=None, max_chars=None,
+                overlap=None, variant="lucene", k1=0.9, b=0.4, stopwords=False, stem=True, dense_dtype="float32",
                 progress=True):
     """Chunk every .txt/.md/.html file under corpus_dir and write a search index to out_dir (atomically).
 
     dense: also embed passages — with all-MiniLM-L6-v2, or the BERT sentence encoder in encoder_dir, or (lm_dir)
     the mean-pooled hidden states of a causal LM checkpoint.
-    append: add the files of corpus_dir that out_dir does not hold yet to the existing index (its settings win).
+    max_chars / overlap: passage length and overlap in characters (None: 1200 / 200).
+    append: add the files of corpus_dir that out_dir does not hold yet to the existing index. Its own settings
+    win: new files are chunked as its files were (a max_chars or overlap given that differs is an error), and
+    its BM25 variant, parameters and encoder are kept. Appended passages come after the old ones, so among
+    passages of equal score the order can differ from a fresh build's (ties go to the lower passage number).
     Re-running on an existing dense index reuses the stored embeddings of unchanged passages.
     Returns a summary dict (passages, files, terms, dense, seconds).
     """
     t0 = time.perf_counter()
-    passages, n_files = chunk_corpus(corpus_dir, max_chars, overlap, progress=progress)
+    if (encoder_dir or lm_dir) and not dense:
+        raise RetrievalError("--encoder and --lm choose the dense encoder: they need --dense")
+    chunking = dict(CHUNKING_DEFAULTS)
+    old = None
     if append:
         if not is_index_dir(out_dir):
             raise IndexFormatError(f"--append: {out_dir!r} is not an existing index")
         old = Retriever.load(out_dir)
+        chunking.update(old.meta.get("chunking", {}))
+        for name, given in (("max_chars", max_chars), ("overlap", overlap)):
+            if given is not None and given != chunking[name]:
+                raise RetrievalError(f"--append: the index was chunked with {name.replace('_', '-')} "
+                                     f"{chunking[name]}; new files must be chunked the same way (got {given})")
+    else:
+        chunking.update({k: v for k, v in (("max_chars", max_chars), ("overlap", overlap)) if v is not None})
+    passages, n_files = chunk_corpus(corpus_dir, chunking["max_chars"], chunking["overlap"], progress=progress)
+    if append:
         known = {p.source for p in old.passages}
         new = [p for p in passages if p.source not in known]
         # files the index holds whose text changed (or that are gone): append keeps their old passages, so say so
@@ -314,8 +339,7 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
                     cache = old.embedding_cache()
             except IndexFormatError:
                 pass                              # a corrupt old index is simply rebuilt
-        meta = {"chunking": {"max_chars": max_chars, "overlap": overlap},
-                "corpus": os.path.abspath(corpus_dir)}
+        meta = {"chunking": chunking, "corpus": os.path.abspath(corpus_dir)}
         r = Retriever.from_passages(passages, dense=dense, encoder=encoder,
                                     analyzer=Analyzer(stopwords=stopwords, stem=stem), variant=variant, k1=k1,
                                     b=b, dense_dtype=dense_dtype, embed_cache=cache, progress=progress, meta=meta)
