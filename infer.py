@@ -170,6 +170,8 @@ def main(argv=None):
     serve.add_argument("--oracle", default=None, help="serve the oracle teacher for this questions JSONL instead")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=number(int, 0, 65535), default=8000, help="0: any free port")
+    serve.add_argument("--max-len", type=number(int, 16), default=4096,
+                       help="context in tokens (prompt + reply); the KV cache is allocated for it")
     add_draft_arg(serve)
 
     distill = sub.add_parser("distill", help="teacher trajectories (FTP + rejection filtering), resumable")
@@ -244,7 +246,7 @@ def main(argv=None):
         from minagent.agent import commands
 
         commands.serve(args.model, host=args.host, port=args.port, oracle=args.oracle,
-                       draft_tokens=args.draft_tokens)
+                       draft_tokens=args.draft_tokens, max_len=args.max_len)
     return 0
 
 

@@ -29,7 +29,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         to W @ X.T (below); other 1-row products split as above. Every other product of at least
         PLAIN_MIN_MACS multiply-adds goes to oneDNN's linear on the plain weight (kernels/onednn_linear.py; no
         extra memory), under torch.inference_mode() (generation and the agent
-        run there; training and no_grad code keep MKL), and so do 2-8-row products of any size (a decode step
+        run there; no_grad code keeps MKL, and products that need gradients take oneDNN's training path,
+        kernels/onednn_linear.py), and so do 2-8-row products of any size (a decode step
         streams its weights from memory, where oneDNN reads even the small ones faster). MKL's sgemm on AMD
         does not use AVX-512, oneDNN does: on a 2-core AMD EPYC with AVX-512 (2026-11-23),
         prefill-sized products ([512, 576] x SmolLM2's matrices) ran at 430-460 GFLOP/s against 190-210 with
@@ -55,10 +56,10 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the
         weight memory).
 
-Left to F.linear: training and no_grad code (outside inference mode), small products (weights under 2^18
-elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512, the Intel
-policy's 1-3 rows, one thread for few rows (but amd-avx512's W @ X.T), non-CPU devices and dtypes other than
-fp32 (bf16/fp16 go through oneDNN already, which threads on its own).
+Left to F.linear: no_grad code outside inference mode, training outside amd-avx512, small products (weights
+under 2^18 elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512,
+the Intel policy's 1-3 rows, one thread for few rows (but amd-avx512's W @ X.T), non-CPU devices and dtypes
+other than fp32 (bf16/fp16 go through oneDNN already, which threads on its own).
 """
 from __future__ import annotations
 

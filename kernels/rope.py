@@ -116,6 +116,8 @@ def _tables(cos, sin, q):
     if cos.dim() == 2:
         cos, sin = cos[None], sin[None]
     cos, sin = _last_dim_contiguous(cos), _last_dim_contiguous(sin)
+    if cos.stride() != sin.stride():  # the kernel reads both tables with cos's strides
+        cos, sin = cos.contiguous(), sin.contiguous()
     return cos.expand(B, T, D), sin.expand(B, T, D)
 
 

@@ -336,9 +336,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
 UNSUPPORTED_PEFT_FIELDS = ("alora_invocation_tokens", "velora_config", "monteclora_config", "kasa_config",
                            "use_bdlora", "arrow_config", "target_parameters", "exclude_modules", "lora_bias",
                            "trainable_token_indices", "layer_replication", "megatron_config", "loftq_config",
-                           "corda_config", "eva_config", "lora_ga_config", "use_qalora")
+                           "corda_config", "lora_ga_config", "use_qalora")
 # initialisations that leave the base weights as they are (the adapter file alone then defines the model)
-PLAIN_INITS = (True, False, "gaussian", "orthogonal", "mica")
+PLAIN_INITS = (True, False, "gaussian", "orthogonal", "mica", "eva")  # (EVA: A from activations, base untouched)
 
 
 def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
@@ -363,6 +363,7 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
             raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); only plain LoRA (W x + scale B A x) "
                                "is supported")
     init = raw.get("init_lora_weights", True)
+    init = init.lower() if isinstance(init, str) else init  # (peft compares the names case-insensitively)
     if init not in PLAIN_INITS:  # PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA: peft rewrites the base weights on load
         raise AdapterError(f"{path}: init_lora_weights={init!r} is not supported: that initialisation changes the "
                            f"base weights, which peft redoes on load (supported: {', '.join(map(repr, PLAIN_INITS))})")

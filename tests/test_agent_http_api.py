@@ -16,7 +16,7 @@ import torch
 from minagent import load_model, load_tokenizer
 from minagent.agent import Agent, AgentConfig, HTTPChatLLM, LLMError, ScriptedLLM, distill
 from minagent.agent.llm import ContextOverflow, MinagentLLM
-from minagent.agent.server import make_server
+from minagent.agent.server import make_server, parse_request
 
 MSGS = [{"role": "user", "content": "Tell me a long story about a cat."}]
 
@@ -314,3 +314,87 @@ def test_resume_after_a_last_line_without_its_newline_keeps_every_line_readable(
     out.write_bytes(out.read_bytes().rstrip(b"\n"))  # complete last line, newline lost
     distill(qs, agent, out, log=None)
     assert len(read_trajectories(out)) == 3
+
+
+@pytest.mark.parametrize("extra", [{"presence_penalty": 0.0}, {"frequency_penalty": 0}, {"stream": False},
+                                   {"logprobs": False}, {"response_format": {"type": "text"}}, {"tool_choice": "none"},
+                                   {"stream": None}, {"user": "u1"}])
+def test_fields_set_to_their_off_value_are_accepted(extra):
+    """What clients send by default (0.0 penalties, stream false) must not be refused as unsupported."""
+    from minagent.agent.server import parse_request
+    assert parse_request({"messages": MSGS, **extra})["messages"] == MSGS
+
+
+# -- clients as they really send: floats for zeros, nulls for unused fields, half-closed sockets, warming servers
+
+@pytest.mark.parametrize("extra", [{"presence_penalty": 0.0}, {"frequency_penalty": 0.0}, {"best_of": 1.0},
+                                   {"top_logprobs": 0.0}])
+def test_off_values_sent_as_floats_are_not_refused(extra):
+    """json.dumps(0.0) is '0.0': a Python client passing presence_penalty=0.0 (the OpenAI default value) asks for
+    nothing unsupported, yet `type(0.0) is not type(0)` refuses it (server.py:48)."""
+    parse_request({"messages": MSGS, **extra})
+
+
+def test_tool_choice_auto_without_tools_is_not_refused():
+    """tool_choice "auto" with no tools offers nothing to call: the same as "none" (OpenAI and vLLM accept it)."""
+    parse_request({"messages": MSGS, "tool_choice": "auto"})
+
+
+@pytest.mark.parametrize("body", [{"max_tokens": 7, "max_completion_tokens": None},
+                                  {"max_tokens": None, "max_completion_tokens": 7}])
+def test_a_null_token_limit_does_not_disagree_with_the_other(body):
+    """Clients that serialize every field (pydantic request models, exclude_none=False) send the unused one as
+    null; server.py:77 compares None != 7 and refuses 'max_tokens and max_completion_tokens disagree'."""
+    assert parse_request({"messages": MSGS, **body})["max_tokens"] == 7
+
+
+def test_half_closed_client_still_gets_its_answer():
+    """A client may shut down its sending side after the request (HTTP allows a half-close: nc -N, socat,
+    some HTTP/1.0 tools). client_gone() reads that EOF as 'the client left' and drops the request unanswered,
+    even when nothing was queued (the lock was free)."""
+    srv = make_server(ScriptedLLM(lambda m, n, p: ["hello"] * n), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        data = json.dumps({"messages": MSGS}).encode()
+        s = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+        s.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+        assert raw.startswith(b"HTTP/1.1 200"), raw[:80]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_transient_error_on_models_does_not_pin_the_model_name_to_default():
+    """served_model: any HTTPError on GET /models (a 503 while a vLLM behind a proxy warms up, a 429) sets
+    self.model = "default" for good (llm.py:356-357); every later request then names a model vLLM does not
+    serve (404). Only a server without the route (404/405) should get "default" permanently."""
+    state = {"models_calls": 0}
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            state["models_calls"] += 1
+            if state["models_calls"] == 1:
+                body, code = b'{"error": "loading"}', 503
+            else:
+                body, code = json.dumps({"data": [{"id": "real-model"}]}).encode(), 200
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        llm = HTTPChatLLM(f"http://127.0.0.1:{srv.server_address[1]}/v1", retries=0)
+        llm.served_model()
+        assert llm.served_model() == "real-model"
+    finally:
+        srv.shutdown()
+        srv.server_close()

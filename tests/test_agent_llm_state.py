@@ -140,3 +140,19 @@ def test_finish_reasons_and_token_counts(tiny):
     assert llm.last.finish_reasons == ["stop"] * 3
     llm.complete(LOOPY, max_tokens=6, n=2, temperature=0.0)
     assert llm.last.finish_reasons == ["length"] * 2 and llm.last.completion_tokens == [6, 6]
+
+
+def test_sessions_forget_kv_after_weights_are_replaced_by_assignment(tiny):
+    """load_state_dict(assign=True) swaps in new tensors, whose version counters start at 0 again: the check
+    compares the storages too."""
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024, draft_tokens=0)
+    llm.complete(LOOPY, max_tokens=10)
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    name = "model.layers.0.self_attn.k_proj.weight"
+    try:
+        model.load_state_dict({**old, name: old[name] * 3.0}, assign=True)
+        msgs = LOOPY + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "and then?"}]
+        assert llm.complete(msgs, max_tokens=10)[0] == plain(model, tok, llm.prompt_ids(msgs), 10)
+    finally:
+        model.load_state_dict(old, assign=True)

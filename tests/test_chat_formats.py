@@ -4,6 +4,7 @@ as inference encodes the same conversation, and the observation role carried fro
 Oracle: transformers' apply_chat_template (Jinja) on the same template text, and the same HF fast tokenizer
 encoding the whole rendered text."""
 import json
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
@@ -11,6 +12,7 @@ from tokenizers import Tokenizer as HFTokenizer
 import tokenizer_templates as templates
 import tokenizer_tiny as tiny
 from minagent.tokenizer import load_tokenizer
+from minagent.tokenizer.chat_templates import detect_chat_template
 from minagent.training.data import _sft_rows
 from minagent.training.recipe import TrainConfig
 from minagent.training.trajectories import encode_trajectory, read_trajectories
@@ -140,3 +142,15 @@ def test_the_observation_role_a_model_was_trained_with_reaches_the_agent(tmp_pat
     (model_dir / AGENT_SETTINGS_FILE).write_text('{"observation_role": "observer"}')
     with pytest.raises(ValueError, match="observation_role must be one of"):
         load_llm(str(model_dir))
+
+
+SMOLLM2_CONFIG = Path(__file__).resolve().parent.parent / "models" / "SmolLM2-135M-Instruct" / "tokenizer_config.json"
+
+
+@pytest.mark.skipif(not SMOLLM2_CONFIG.is_file(), reason="SmolLM2 tokenizer_config.json not present")
+def test_apostrophe_in_a_jinja_comment_keeps_the_default_system():
+    template = json.loads(SMOLLM2_CONFIG.read_text())["chat_template"]
+    want = detect_chat_template(template, set()).default_system
+    assert want  # 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'
+    commented = "{#- the model's default system prompt -#}\n" + template
+    assert detect_chat_template(commented, set()).default_system == want  # (the quote in the comment paired wrongly)

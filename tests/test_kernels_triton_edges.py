@@ -187,3 +187,15 @@ def test_fp64_takes_the_torch_path_even_when_triton_is_forced():
     g = torch.Generator().manual_seed(1)
     x, w = torch.randn(5, 24, generator=g, dtype=torch.float64), torch.randn(24, generator=g, dtype=torch.float64)
     assert torch.equal(kernels.rms_norm(x, w, 1e-6), rms_norm_reference(x, w, 1e-6))
+
+
+def test_rope_with_sin_strided_unlike_cos_matches_the_torch_path():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 2, 5, 8, generator=g), torch.randn(1, 1, 5, 8, generator=g)
+    cos = torch.randn(5, 8, generator=g)
+    sin = torch.randn(5, 16, generator=g)[:, :8]  # last dim contiguous, row stride 16 (cos: 8)
+    with kernels.use_backend("torch"):
+        want_q, want_k = kernels.apply_rope(q, k, cos, sin)
+    got_q, got_k = kernels.apply_rope(q, k, cos, sin)  # (the fixture forces Triton; sin was read with cos's strides)
+    torch.testing.assert_close(got_q, want_q)
+    torch.testing.assert_close(got_k, want_k)

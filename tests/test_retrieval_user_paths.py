@@ -102,3 +102,27 @@ def test_append_refuses_other_chunking_and_encoder_flags_need_dense(tmp_path):
     build_index(str(corpus), str(tmp_path / "idx"), append=True, max_chars=300, progress=False)  # the same: fine
     with pytest.raises(Exception, match="need --dense"):
         build_index(str(corpus), str(tmp_path / "other"), encoder_dir="somewhere", progress=False)
+
+
+@pytest.mark.parametrize("text", ["Steps\n\n1. Install the package first\n---\n\nMore text\n",
+                                  "Intro\n\n> A quoted remark from the docs\n---\n\nNext\n",
+                                  "Intro\n\n<!-- a comment that is long -->\n---\n"])
+def test_thematic_break_after_a_list_item_or_quote_is_not_a_setext_heading(text):
+    """CommonMark (markdown-it-py): no heading in any of these ('---' is a thematic break after a list item, a
+    block quote or an HTML block), though setext underlines may have any length."""
+    assert find_text_headings(text, markdown=True) == []
+
+
+def test_append_to_an_index_without_chunking_meta_accepts_the_settings_it_was_built_with(tmp_path):
+    """An index saved by the library API (Retriever.from_passages(...).save) records no "chunking": append takes
+    the settings given (and warns when there are none) instead of assuming 1200/200."""
+    import shutil
+    from pathlib import Path
+    from minagent.retrieval.chunker import chunk_corpus
+    from minagent.retrieval.index import Retriever, build_index
+    corpus = tmp_path / "c"
+    shutil.copytree(Path(__file__).parent / "data" / "manuals", corpus)
+    ps, _ = chunk_corpus(str(corpus), 500, 50, progress=False)
+    Retriever.from_passages(ps, progress=False).save(str(tmp_path / "ix"))
+    (corpus / "extra.txt").write_text("A new file about git reflog.\n" * 40)
+    build_index(str(corpus), str(tmp_path / "ix"), append=True, max_chars=500, overlap=50, progress=False)

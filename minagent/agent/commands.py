@@ -98,7 +98,7 @@ def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bo
 
 
 def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: str | None = None,
-          draft_tokens: int | None = None):
+          draft_tokens: int | None = None, max_len: int = 4096):
     """Serve a model directory, or with oracle=QUESTIONS.jsonl the oracle teacher for those questions (a
     perfect teacher with known answers: how the CLI's distill/serve round trip is tested without a big model)."""
     from .server import make_server
@@ -107,7 +107,7 @@ def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: 
         llm = oracle_teacher({q["question"]: {"answer": q.get("correct") or q["answer"]}
                               for q in read_questions(oracle)})
     elif model:
-        llm = load_llm(model, draft_tokens=draft_tokens)
+        llm = load_llm(model, draft_tokens=draft_tokens, max_len=max_len)
     else:
         raise ValueError("serve needs a model directory or an oracle questions file")
     try:

@@ -119,6 +119,9 @@ class MinagentLLM:
     forward (see minagent/prompt_lookup.py; the last `draft_ngram` tokens are looked up in the conversation);
     the agent bench decodes 2.3-2.7 tokens per forward that way, same answers. 0: one token per forward.
     Sampled completions always decode one token per forward.
+    Cached K/V are dropped when a parameter's storage or version counter has changed since they were computed (an
+    optimizer step, a LoRA merge, load_state_dict); a write torch does not count (through `.data`, a fused
+    optimizer) is not seen: call `llm.sessions.clear()` after one.
     """
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True, draft_tokens: int = 4,
@@ -154,8 +157,8 @@ class MinagentLLM:
         if len(ids) + max_tokens > self.max_len:
             raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
                            f"{self.max_len} tokens (raise max_len or lower max_steps / passage length)")
-        weights = sum(p._version for p in self.model.parameters())  # grows with any in-place change
-        if weights != self._weights_seen:  # a training step or a LoRA merge: cached K/V are stale
+        weights = [(p.data_ptr(), p._version) for p in self.model.parameters()]  # moves with in-place changes
+        if weights != self._weights_seen:  # a training step, a LoRA merge, a reload: cached K/V are stale
             for old in self.sessions.values():
                 old.ids = []
             self._weights_seen = weights
@@ -353,8 +356,10 @@ class HTTPChatLLM:
             req = urllib.request.Request(self.base + "/models", headers=headers)
             with urllib.request.urlopen(req, timeout=min(self.timeout, 10.0)) as r:
                 self.model = str(json.loads(r.read().decode("utf-8"))["data"][0]["id"])
-        except urllib.error.HTTPError:  # it answered, without a model list
-            self.model = "default"
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 405, 501):  # it answered: no such route
+                self.model = "default"
+            return "default"  # (a 503 while warming up, a 429: ask again next time)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError, IndexError,
                 TypeError):
             return "default"

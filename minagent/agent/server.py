@@ -34,8 +34,17 @@ MAX_N = 64                  # completions per request (SAG uses 4-8)
 # what is not offered: refused when asked for (a value other than the listed "off" ones), never silently ignored
 UNSUPPORTED = {"stream": (None, False), "logprobs": (None, False), "top_logprobs": (None, 0),
                "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None,),
-               "response_format": (None, {"type": "text"}), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
-               "logit_bias": (None, {}), "best_of": (None, 1), "echo": (None, False)}
+               "response_format": (None, {"type": "text"}), "presence_penalty": (None, 0),
+               "frequency_penalty": (None, 0), "logit_bias": (None, {}), "best_of": (None, 1), "echo": (None, False)}
+
+
+def _same(value, off) -> bool:
+    """value is the "off" setting `off`: None is None, False is False (not 0), a number equals it (0 and 0.0)."""
+    if off is None or isinstance(off, bool):
+        return value is off
+    if isinstance(off, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == off
+    return value == off
 
 
 def parse_request(body) -> dict:
@@ -45,7 +54,10 @@ def parse_request(body) -> dict:
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     for name, off in UNSUPPORTED.items():
-        if name in body and not any(body[name] == o and type(body[name]) is type(o) for o in off):
+        if name in ("tool_choice", "function_call") and body.get(name) in ("auto", "none") \
+                and not body.get("tools") and not body.get("functions"):
+            continue  # "auto" with no tools to choose from asks for nothing
+        if name in body and not any(_same(body[name], o) for o in off):
             raise ValueError(f"{name}={body[name]!r:.60} is not supported by this server")
     messages = body.get("messages")
     if not (isinstance(messages, list) and messages and all(
@@ -74,8 +86,8 @@ def parse_request(body) -> dict:
     prefix = ""
     if body.get("continue_final_message") and messages[-1]["role"] == "assistant":
         prefix = messages.pop()["content"]
-    if "max_completion_tokens" in body and "max_tokens" in body \
-            and body["max_completion_tokens"] != body["max_tokens"]:
+    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is not None \
+            and body["max_completion_tokens"] != body["max_tokens"]:  # (null: not given, as pydantic clients send)
         raise ValueError("max_tokens and max_completion_tokens disagree; give one")
     limit = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return dict(messages=messages, stop=stop, n=number("n", int, 1, 1, MAX_N),
@@ -145,12 +157,19 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             except (ValueError, RecursionError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
                 return self._reply(400, {"error": {"message": f"bad request: {e}"}})
             try:
-                with lock:
-                    if client_gone(self.connection):  # it gave up while waiting for the lock: skip the work
+                waited = not lock.acquire(blocking=False)
+                if waited:
+                    lock.acquire()
+                try:
+                    # it queued behind another request and gave up meanwhile: skip the work (only then: a client
+                    # that half-closes its side after sending, as `nc -N` does, reads the same, and is served)
+                    if waited and client_gone(self.connection):
                         self.close_connection = True
                         return
                     texts = llm.complete(**request)
                     info = getattr(llm, "last", None)
+                finally:
+                    lock.release()
             except ContextOverflow as e:
                 return self._reply(400, {"error": {"message": f"bad request: {e}", "type": "invalid_request_error",
                                                    "code": "context_length_exceeded"}})

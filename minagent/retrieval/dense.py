@@ -131,8 +131,9 @@ def _one_torch_thread(active=True):
 
 def _block_topk(s, k, group=None):
     """The k best (scores, column indices) of each row of a score block s [B, n], unsorted; among equal scores at
-    the cut, the lowest columns (what _keep_best's order promises: identical passages come back in index order,
-    the same for k and k + 1, single and batched).
+    the cut, the lowest columns (what _keep_best's order promises: passages of exactly equal score come back in
+    index order, the same for k and k + 1. A single query's matrix-vector product may round identical vectors'
+    scores an ulp apart; then they are not equal, and the higher wins, as in faiss).
 
     Exact, and ~2.5x faster than torch.topk over the whole block: the row is cut into groups of `group`
     columns, and the k best values of a row always lie in its k groups with the highest maxima (a value left

@@ -49,6 +49,7 @@ _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _ASCIIDOC_ONE_LINE = re.compile(r"^(={1,6})[ \t]+(\S.*?)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _UNDERLINE_LEVEL = {"=": 1, "-": 2, "~": 3, "^": 4, "+": 5}
+_OTHER_BLOCK = re.compile(r"^ {0,3}(\d{1,9}[.)](\s|$)|[-+*](\s|$)|>|<|#)")  # Markdown blocks a setext title is not
 
 
 def _underline_level(title_line, line, markdown=False):
@@ -59,6 +60,8 @@ def _underline_level(title_line, line, markdown=False):
         return None
     title = title_line.strip()
     if not title or title[0] in "=-~^+|`*" or title_line[:1].isspace():
+        return None
+    if markdown and _OTHER_BLOCK.match(title_line):  # a list item, quote, HTML or ATX line is not a setext title
         return None
     if not markdown and (len(s) < 3 or abs(len(s) - len(title_line.rstrip())) > 3):
         return None

@@ -11,6 +11,7 @@ starts fast.
 import hashlib
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 
@@ -301,7 +302,13 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
         if not is_index_dir(out_dir):
             raise IndexFormatError(f"--append: {out_dir!r} is not an existing index")
         old = Retriever.load(out_dir)
-        chunking.update(old.meta.get("chunking", {}))
+        recorded = old.meta.get("chunking")
+        if recorded is None:  # (saved through the API without it: take what is given, else the defaults)
+            chunking.update({k: v for k, v in (("max_chars", max_chars), ("overlap", overlap)) if v is not None})
+            if max_chars is None or overlap is None:
+                warnings.warn(f"--append: {out_dir!r} does not record how it was chunked; new files are chunked "
+                              f"with max-chars {chunking['max_chars']}, overlap {chunking['overlap']}")
+        chunking.update(recorded or {})
         for name, given in (("max_chars", max_chars), ("overlap", overlap)):
             if given is not None and given != chunking[name]:
                 raise RetrievalError(f"--append: the index was chunked with {name.replace('_', '-')} "

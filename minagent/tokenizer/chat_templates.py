@@ -30,6 +30,8 @@ Segments = list[tuple[str, bool]]
 # HF appends this tag to the final message for continue_final_message and cuts the render there; so do we.
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
 _JINJA_STRING = re.compile(r"'((?:\\.|[^'\\])*)'" + r'|"((?:\\.|[^"\\])*)"')  # a Jinja string literal
+_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+_JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", re.DOTALL)
 _LEADING_BOS = re.compile(r"\s*\{\{-?\s*bos_token\s*-?\}\}")
 
@@ -127,10 +129,11 @@ def _default_system(template: str) -> str | None:
     """The system prompt a ChatML template writes when the conversation has none: a whole
     `<|im_start|>system\\n...<|im_end|>` inside one of its Jinja string literals (either quote; braces, quotes and
     backslashes in the text are fine once the literal is unescaped)."""
-    for single, double in _JINJA_STRING.findall(template):
-        m = _DEFAULT_SYSTEM.search(_unescape_jinja(single or double))
-        if m:
-            return m.group(1)
+    for block in _JINJA_CODE.findall(_JINJA_COMMENT.sub("", template)):  # literals live in {{ }} and {% %} only
+        for single, double in _JINJA_STRING.findall(block):
+            m = _DEFAULT_SYSTEM.search(_unescape_jinja(single or double))
+            if m:
+                return m.group(1)
     return None
 
 
