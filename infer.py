@@ -112,9 +112,10 @@ def main(argv=None):
                        help="passage length limit in characters (1200; with --append, the index's own)")
     index.add_argument("--overlap", type=number(int, 0), default=None,
                        help="characters shared by consecutive passages (200; with --append, the index's own)")
-    index.add_argument("--variant", default="lucene", help="BM25 variant: lucene|robertson|bm25+|bm25l|atire")
-    index.add_argument("--k1", type=float, default=0.9)
-    index.add_argument("--b", type=float, default=0.4)
+    index.add_argument("--variant", default=None,
+                       help="BM25 variant: lucene|robertson|bm25+|bm25l|atire (lucene; with --append, the index's)")
+    index.add_argument("--k1", type=float, default=None, help="BM25 k1 (0.9; with --append, the index's)")
+    index.add_argument("--b", type=float, default=None, help="BM25 b (0.4; with --append, the index's)")
 
     search = sub.add_parser("search", help="search an index")
     search.add_argument("--index", required=True, help="index directory (infer.py index --out)")
@@ -142,6 +143,8 @@ def main(argv=None):
         p.add_argument("--extractor", action="store_true", help="condense long search results first")
         p.add_argument("--timeout", type=number(float, 0, low_open=True), default=10.0,
                        help="sandbox seconds per code cell")
+        p.add_argument("--max-len", type=number(int, 16), default=4096,
+                       help="context in tokens (prompt + replies); a conversation past it ends that question")
         add_draft_arg(p)
 
     ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
@@ -233,15 +236,16 @@ def main(argv=None):
                              timeout=args.timeout)
         if args.command == "ask":
             commands.ask(args.model, args.index, args.question, config, extractor=args.extractor,
-                         draft_tokens=args.draft_tokens, k=args.k, system_file=args.system_file)
+                         draft_tokens=args.draft_tokens, k=args.k, system_file=args.system_file,
+                         max_len=args.max_len)
         elif args.command == "exam":  # one path for every mode and setting: the same output, the same rules
             from minagent.microdomain.evaluate import exam_command
 
             exam_command(args.model, args.exam, args.out, args.mode, args.index, args.k, args.system_file, config,
-                         args.extractor, args.split, draft_tokens=args.draft_tokens)
+                         args.extractor, args.split, draft_tokens=args.draft_tokens, max_len=args.max_len)
         else:
             commands.distill_questions(args.teacher, args.index, args.questions, args.out, ftp=not args.no_ftp,
-                                       config=config, draft_tokens=args.draft_tokens)
+                                       config=config, draft_tokens=args.draft_tokens, max_len=args.max_len)
     elif args.command == "serve":
         from minagent.agent import commands
 

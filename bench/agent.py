@@ -151,7 +151,6 @@ def main():
     print(f"model {args.model}, {len(questions)} questions, max_steps {args.max_steps}, "
           f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages, "
           f"{'sessions kept across questions' if KEEP_SESSIONS else 'each question starts cold'}")
-    results = {}
     if args.only != "sag":
         workloads = {"both": ("free", "search"), "all": ("free", "search", "manual", "every")}.get(
             args.workload, (args.workload,))
@@ -164,19 +163,17 @@ def main():
             prefix = "" if workload == "free" else SEARCH_PREFIX
             wrap = SearchEveryStep if workload == "every" else (lambda llm: llm)
             if args.only in (None, "reuse"):
-                results = reuse_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts, wrap)
-                report(results, "KV-cache reuse")
+                report(reuse_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts, wrap),
+                       "KV-cache reuse")
             if args.only in (None, "drafts") and args.drafts > 0:
                 report(drafts_ab(model, tok, tool, questions, base, args.rounds, prefix, args.drafts, wrap),
                        "prompt-lookup drafts")
-    else:
-        results["KV reuse"] = run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts), search,
-                                  questions, base)
     if args.sag > 1 and args.only in (None, "sag"):
+        # N=1 and N=args.sag on the same workload (the free one), each run here: the baseline is never a reading
+        # of another workload or another run's order
         sag_cfg = AgentConfig(**{**base.__dict__, "sag": args.sag, "seed": 0})
+        one = run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts), search, questions, base)
         r = run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts), search, questions, sag_cfg)
-        one = results.get("KV reuse") or run(MinagentLLM(model, tok, max_len=8192, draft_tokens=args.drafts),
-                                             search, questions, base)
         print("\n| SAG | steps | s/step | tool calls asked | tool calls run |\n| --- | --- | --- | --- | --- |")
         print(f"| off (N=1) | {one['steps']} | {one['seconds'] / one['steps']:.2f} | {one['tool_calls']} | "
               f"{one['tool_calls_run']} |")

@@ -6,12 +6,15 @@ Each (library, method) pair runs in its own subprocess, so one measurement's all
 next one's peak. A step is forward + backward + AdamW update on random tokens (all positions trained).
   minagent: load_model -> LoRA (or full) -> the training objective (chunked fused linear cross-entropy)
   transformers: AutoModelForCausalLM -> peft.get_peft_model (or full) -> model(input_ids, labels=...).loss
-LoRA: r=16, alpha=32, dropout 0.05, all linear layers but lm_head, on both sides. Same dtype (fp32 on CPU,
-bf16 weights + autocast on GPU), same optimizer (AdamW, foreach off on CPU).
-Memory: on GPU torch.cuda.max_memory_allocated during the steps; on CPU the peak resident set size, sampled every
-millisecond by a thread, above the resident size once the weights are loaded and touched by one forward (so the
-weights are not counted, whether a library copies them or maps the file). Both include the optimizer state,
-the gradients and the activations. Prints one table and the minagent/transformers ratios.
+LoRA: r=16, alpha=32, dropout 0.05, all linear layers but lm_head, on both sides. Same dtype (fp32 on CPU; on GPU
+bf16 weights + autocast for LoRA, fp32 weights + autocast for full fine-tuning), same optimizer (AdamW, foreach
+off on CPU).
+Memory: on GPU torch.cuda.max_memory_allocated during the steps, weights included (which pulls GPU ratios toward
+1); on CPU the peak resident set size, sampled every millisecond by a thread, above the resident size once the
+weights are loaded and touched by one forward (so the weights are not counted, whether a library copies them or
+maps the file). Both include the optimizer state, the gradients and the activations. Prints one table and the
+minagent/transformers ratios. Each side is one sample (one subprocess, minagent first): a machine whose load
+changes during the run biases one side, so compare runs taken on a quiet machine (the load average is printed).
 """
 import argparse
 import json
@@ -184,7 +187,7 @@ def main():
     device = next(iter(results.values()))["device"]
     packing = f", {args.packed} documents per row (SFT-like)" if args.packed else ""
     print(f"model {args.model}, batch {args.batch} x seq {args.seq}{packing}, {args.steps} timed steps, {device}, "
-          f"{args.threads} threads")
+          f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'method':6} {'library':12} {'tokens/s':>10} {'peak MiB':>10} {'trainable':>12} {'loss':>8}")
     for (library, method), r in results.items():
         print(f"{method:6} {library:12} {r['tokens_per_s']:10.1f} {r['peak_bytes'] / 2**20:10.1f} "

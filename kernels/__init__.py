@@ -7,8 +7,9 @@ Every op has a Triton kernel and a short pure-PyTorch reference side by side in 
     rope.py             rotary embedding (rotate-half) forward/backward
     silu_mul.py         SwiGLU's silu(gate) * up forward/backward
     cross_entropy.py    fused linear + cross-entropy, chunked so the logits never exist in full
-    matvec.py           few-row linear on CPU (decoding): the weight's rows split over the threads
-    onednn_linear.py    opt-in few-row linear on oneDNN's prepacked weights (MINAGENT_MATVEC=onednn)
+    matvec.py           CPU fp32 linear by per-CPU policy: few rows split over the threads, W @ X.T, or oneDNN
+    onednn_linear.py    oneDNN's linear (AMD with AVX-512): inference, and training with its gradients; opt-in
+                        prepacked weights (MINAGENT_MATVEC=onednn)
     dispatch.py         which path runs; _triton.py imports Triton if it is installed
     compile_check.py    compiles every kernel for an NVIDIA GPU on a machine without one
 
@@ -21,7 +22,7 @@ The op modules load on first use, not on `import kernels`, so importing the pack
 import torch
 
 from .dispatch import BACKENDS, get_backend, set_backend, use_backend, use_triton
-from .matvec import linear  # x @ W.T (+ b): F.linear, with few-row (decoding) products split over CPU threads
+from .matvec import linear  # x @ W.T (+ b): F.linear, or a faster CPU fp32 path by policy (matvec.py)
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # the kernels compute in fp32 at most
 

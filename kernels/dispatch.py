@@ -4,8 +4,9 @@ The choice, from the environment variable MINAGENT_KERNELS or from code (`set_ba
 
     auto    (default) Triton when the tensors are on a CUDA device and Triton is installed; else PyTorch.
             Calls smaller than kernels.AUTO_MIN_ELEMENTS (decoding sizes) run PyTorch there too.
-    triton  always Triton. On CPU tensors this runs Triton's interpreter, which the process must have asked
-            for before Triton was imported (TRITON_INTERPRET=1); otherwise this raises and says so.
+    triton  always Triton, float64 excepted (the kernels compute in fp32: fp64 keeps the PyTorch path). On CPU
+            tensors this runs Triton's interpreter, which the process must have asked for before Triton was
+            imported (TRITON_INTERPRET=1); otherwise this raises and says so.
     torch   always the PyTorch reference.
 
 `import kernels` never imports Triton: the op modules (each a reference beside its kernel) load on an op's

@@ -52,8 +52,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         slower (28.6 -> 38.5 ms at batch 1), so those stay with F.linear; at 4-8 rows MKL's small-M sgemm reads
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
-    onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512 without W @ X.T, and 2-8 rows run on oneDNN's
-        prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the
+    onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512 without W @ X.T and without the training path, and
+        2-8 rows run on oneDNN's prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the
         weight memory).
 
 Left to F.linear: no_grad code outside inference mode, training outside amd-avx512, small products (weights

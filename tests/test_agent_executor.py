@@ -139,3 +139,17 @@ def test_a_full_context_ends_the_question_not_the_exam():
         return [step("print('long')")]
     r = Agent(ScriptedLLM(script), {}).run("q")
     assert r.answer is None and r.steps == 1 and "does not fit the context" in r.error
+
+
+def test_the_extractor_keeps_the_search_tools_own_default_k():
+    """`search(q)` under --extractor must return what the tool returns without it (a student trained on one
+    passage per search was shown three: the wrapper's own k=3 used to replace the tool's default)."""
+    seen = []
+
+    def search(query, k=1):
+        seen.append(k)
+        return "passage"
+    wrapped = ContextExtractor(ScriptedLLM(["x"]), min_chars=10**6).wrap(search, "question?")
+    wrapped("q")
+    wrapped("q", 4)
+    assert seen == [1, 4]

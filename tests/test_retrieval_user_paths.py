@@ -100,6 +100,10 @@ def test_append_refuses_other_chunking_and_encoder_flags_need_dense(tmp_path):
     with pytest.raises(Exception, match="chunked with max-chars 300"):
         build_index(str(corpus), str(tmp_path / "idx"), append=True, max_chars=500, progress=False)
     build_index(str(corpus), str(tmp_path / "idx"), append=True, max_chars=300, progress=False)  # the same: fine
+    with pytest.raises(Exception, match="scores with variant 'lucene'"):
+        build_index(str(corpus), str(tmp_path / "idx"), append=True, variant="robertson", progress=False)
+    with pytest.raises(Exception, match="scores with k1 0.9"):
+        build_index(str(corpus), str(tmp_path / "idx"), append=True, k1=2.0, progress=False)
     with pytest.raises(Exception, match="need --dense"):
         build_index(str(corpus), str(tmp_path / "other"), encoder_dir="somewhere", progress=False)
 

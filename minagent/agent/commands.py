@@ -53,11 +53,12 @@ def print_event(kind: str, text: str):
 
 def ask(model: str, index_dir: str | None, question: str, config: AgentConfig | None = None,
         extractor: bool = False, choices: dict | None = None, draft_tokens: int | None = None, k: int = 3,
-        system_file: str | None = None):
+        system_file: str | None = None, max_len: int = 4096):
     """One question; prints each step, observation and the final answer as they come. Returns the RunResult.
-    k and system_file: a student's search k and system prompt (what it was trained with; see `exam`)."""
+    k and system_file: a student's search k and system prompt (what it was trained with; see `exam`).
+    max_len: the model's context in tokens (prompt + reply), what its KV cache is allocated for."""
     system = Path(system_file).read_text(encoding="utf-8").strip() if system_file else None
-    agent = build_agent(load_llm(model, draft_tokens=draft_tokens), index_dir, config, extractor,
+    agent = build_agent(load_llm(model, draft_tokens=draft_tokens, max_len=max_len), index_dir, config, extractor,
                         on_event=print_event, k=k, system=system)
     return agent.run(question, choices)
 
@@ -90,9 +91,10 @@ def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = N
 
 
 def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bool = True,
-                      config: AgentConfig | None = None, log=print, draft_tokens: int | None = None) -> dict:
+                      config: AgentConfig | None = None, log=print, draft_tokens: int | None = None,
+                      max_len: int = 4096) -> dict:
     """teacher: a model directory or an OpenAI-compatible base URL (http://host:port/v1)."""
-    llm = load_llm(teacher, draft_tokens=draft_tokens)
+    llm = load_llm(teacher, draft_tokens=draft_tokens, max_len=max_len)
     agent = build_agent(llm, index_dir, config)
     return distill(read_questions(questions_path), agent, out_path, ftp_llm=llm if ftp else None, log=log)
 

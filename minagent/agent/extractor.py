@@ -26,6 +26,6 @@ class ContextExtractor:
         return f"Relevant text from the passages:\n{text}" if text else passages
 
     def wrap(self, search, question: str):
-        def search_extracted(query: str, k: int = 3) -> str:
-            return self.extract(question, search(query, k))
+        def search_extracted(query: str, k: int | None = None) -> str:  # (None: the search tool's own default k)
+            return self.extract(question, search(query) if k is None else search(query, k))
         return search_extracted

@@ -3,8 +3,9 @@
     llm.complete(messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None, prefix="")
         -> list of n completion texts
 
-`messages` is the chat so far ([{"role", "content"}]); role "tool" (an observation) is shown to the model as a
-user turn, the way the training loader renders it. `prefix` is text the assistant turn is forced to start with
+`messages` is the chat so far ([{"role", "content"}]); role "tool" (an observation) is shown to the model with
+the backend's `observation_role`: a user turn by default, the way the training loader renders it, or the tool
+turn a model trained with --observation-role tool records in its export (minagent.chat.agent_settings). `prefix` is text the assistant turn is forced to start with
 (the first-thought prefix); the returned text is what comes AFTER it. Every backend cuts its text before the
 first stop string, so the agent sees the same thing whichever backend runs.
 
@@ -117,7 +118,7 @@ class MinagentLLM:
     n > 1 completions (SAG's candidates) are decoded as one batch of n rows over a copy of the cached prompt.
     draft_tokens > 0 (default 4): a greedy completion checks up to that many prompt-lookup draft tokens per
     forward (see minagent/prompt_lookup.py; the last `draft_ngram` tokens are looked up in the conversation);
-    the agent bench decodes 2.3-2.7 tokens per forward that way, same answers. 0: one token per forward.
+    the agent bench decodes 2.2-2.9 tokens per forward that way, same answers. 0: one token per forward.
     Sampled completions always decode one token per forward.
     Cached K/V are dropped when a parameter's storage or version counter has changed since they were computed (an
     optimizer step, a LoRA merge, load_state_dict); a write torch does not count (through `.data`, a fused
@@ -296,8 +297,9 @@ class HTTPChatLLM:
     base_url is the part before /chat/completions, e.g. http://127.0.0.1:8000/v1. `model` names the served model;
     left out, the first one GET {base_url}/models lists is used (vLLM answers 404 to a name it does not serve).
     api_key defaults to $OPENAI_API_KEY. A dropped connection, a timeout, an unreadable reply or a 5xx/429 answer
-    is retried up to `retries` times with exponential backoff (backoff, 2*backoff, ... capped at max_backoff),
-    waiting at least what a Retry-After header asks (up to max_backoff); other 4xx answers are errors at once
+    (HTTP 408, 425, 429, 500, 502, 503, 504: RETRYABLE_STATUS) is retried up to `retries` times with exponential
+    backoff (backoff, 2*backoff, ... capped at max_backoff), waiting at least what a Retry-After header asks (up
+    to max_backoff); other statuses are errors at once
     (retrying a bad request cannot help), and one that says the conversation exceeds the context (vLLM's and
     `infer.py serve`'s "context_length_exceeded") is ContextOverflow, as the local backend raises: the agent ends
     that question and a distill run goes on. A reply must hold n choices (llama.cpp's server ignores n).

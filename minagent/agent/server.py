@@ -5,13 +5,13 @@
 
 So a minagent model can be the teacher of another (HTTPChatLLM on the other side), and other tools can call it.
 Honoured request fields: messages, n, temperature, top_p, max_tokens (or max_completion_tokens, the openai
-client's current name), stop, seed, and vLLM's continue_final_message (with add_generation_prompt false: the last
-assistant message is continued); each is checked first (a 400 names the field; n <= 64, bodies <= 32 MB), so a
-malformed request never reaches the model. Fields asking for what is not offered (stream, logprobs, tools,
+client's current name), stop, seed, and vLLM's continue_final_message (the last assistant message is continued;
+add_generation_prompt is not read); each is checked first (a 400 names the field; n <= 64; a body over 32 MB is a
+413), so a malformed request never reaches the model. Fields asking for what is not offered (stream, logprobs, tools,
 response_format, penalties) are refused with a 400 naming them, not ignored: an ignored `stream: true` leaves
 the openai client with zero chunks and no error. A conversation that does not fit the context is a 400 with code
 "context_length_exceeded" (as vLLM answers), which HTTPChatLLM turns back into ContextOverflow. Replies carry
-finish_reason ("stop" or "length") and token usage. Requests are served one at a time (one model, one KV
+finish_reason ("stop" or "length") and, from a model backend (not the oracle's scripted one), token usage. Requests are served one at a time (one model, one KV
 cache); a request whose client has gone by the time its turn comes is dropped, so retries of a timed-out request
 do not queue behind each other. Binds where told: keep it on 127.0.0.1 unless the network is trusted — there is
 no authentication.

@@ -126,7 +126,7 @@ def write_csv(results: list[tuple[str, dict]], path) -> Path:
 
 def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
                  system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
-                 split: str | None = None, log=print, draft_tokens: int | None = None) -> dict:
+                 split: str | None = None, log=print, draft_tokens: int | None = None, max_len: int = 4096) -> dict:
     """`infer.py exam --mode ...`: one model, one way of asking, every question of an exam JSONL (optionally
     only one split); prints and returns the scores. system_file: the agent's system prompt (the multiple-choice
     line is appended for multiple-choice questions), e.g. the one the recipe trained with."""
@@ -147,7 +147,7 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
         agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
     system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
-    llm = load_llm(str(model), draft_tokens=draft_tokens)
+    llm = load_llm(str(model), draft_tokens=draft_tokens, max_len=max_len)
     result = evaluate_system(system, llm, items, out_path, search, agent_system, agent_config,
                              extractor_min_chars=None)
     if log:

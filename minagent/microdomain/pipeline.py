@@ -42,7 +42,7 @@ from .oracle import cot_trace, extractor_examples, oracle_llm
 from .tiers import tier_settings
 
 
-RECIPE_VERSION = 2  # bump when a stage's code changes what it writes: every cached stage is then redone
+RECIPE_VERSION = 3  # bump when a stage's code changes what it writes: every cached stage is then redone
                     # (2: CoT traces filtered for held-out names too)
 
 
@@ -343,12 +343,13 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
 
 def exam_command_line(work: Path, s: dict) -> str:
     """The `infer.py exam` call that reruns the agent-distilled row by hand, on every held-out question: the
-    student, the system prompt it was trained with, and the tier's search k, steps and tokens (the CLI's defaults
+    student, the system prompt it was trained with, and the tier's search k, steps, tokens and context (the CLI's defaults
     differ, and a student trained on one-passage observations scores far lower when shown three)."""
     args = ["python", "infer.py", "exam", "--model", model_of(work / "sft"), "--exam", work / "domain" / "exam.jsonl",
             "--split", "heldout", "--index", work / "index" / "bm25", "--system-file",
             work / "eval" / "agent_system.txt", "--k", s["search"]["k"], "--max-steps", s["eval"]["max_steps"],
-            "--max-tokens", s["eval"]["max_tokens"], "--out", work / "eval" / "by_hand.jsonl"]
+            "--max-tokens", s["eval"]["max_tokens"], "--max-len", s["eval"]["max_len"],
+            "--out", work / "eval" / "by_hand.jsonl"]
     return shlex.join(str(a) for a in args)
 
 

@@ -2,13 +2,15 @@
 
 float32 vectors are stored dimension-major, as a [D, N] matrix: a single query is then q @ V, a matrix-vector
 product that streams each row of V (one dimension across all passages) in order. That is a pure
-memory-bandwidth job at 100k x 384, and this layout runs it ~1.4x faster than faiss's per-vector loop here.
+memory-bandwidth job at 100k x 384, and this layout runs it 1.26-1.4x faster than faiss's per-vector loop here
+(one thread, AMD EPYC machines, bench/RESULTS.md).
 Batches are scored against blocks of passages with one matmul per block (numpy's OpenBLAS: ~25% faster than
 torch's MKL on AMD CPUs) and each block's k best are kept (_block_topk: group maxima first, then an exact
 top-k of the few groups that can hold them), so memory stays bounded at any batch size.
-In both batched paths (fp32 and fp16) that top-k runs on one torch thread: with two thread pools (OpenBLAS's
-and torch's OpenMP) taking turns on the same cores, each pool's idle threads spin while the other works, and a
-2-thread batch ran 15-20% slower.
+In the fp32 paths (single and batched) and the fp16 batched one that top-k runs on one torch thread: with two
+thread pools (OpenBLAS's and torch's OpenMP) taking turns on the same cores, each pool's idle threads spin while
+the other works: a 2-thread batch ran 15-20% slower, a single fp32 query 2.6x slower (8.1 ms against 3.0 on the
+AMD EPYC, 2026-11-24).
 
 float16 storage (half the memory) keeps passage-major [N, D] rows: a single query is one fp16 matrix-vector
 product that picks a shortlist, rescored in float32; batches upcast a block at a time.

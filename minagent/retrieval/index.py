@@ -279,13 +279,14 @@ CHUNKING_DEFAULTS = {"max_chars": 1200, "overlap": 200}
 
 
 def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None, lm_dir=None, max_chars=None,
-                overlap=None, variant="lucene", k1=0.9, b=0.4, stopwords=False, stem=True, dense_dtype="float32",
+                overlap=None, variant=None, k1=None, b=None, stopwords=False, stem=True, dense_dtype="float32",
                 progress=True):
     """Chunk every .txt/.md/.html file under corpus_dir and write a search index to out_dir (atomically).
 
     dense: also embed passages — with all-MiniLM-L6-v2, or the BERT sentence encoder in encoder_dir, or (lm_dir)
     the mean-pooled hidden states of a causal LM checkpoint.
     max_chars / overlap: passage length and overlap in characters (None: 1200 / 200).
+    variant / k1 / b: the BM25 variant and parameters (None: "lucene", 0.9, 0.4).
     append: add the files of corpus_dir that out_dir does not hold yet to the existing index. Its own settings
     win: new files are chunked as its files were (a max_chars or overlap given that differs is an error), and
     its BM25 variant, parameters and encoder are kept. Appended passages come after the old ones, so among
@@ -313,6 +314,11 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
             if given is not None and given != chunking[name]:
                 raise RetrievalError(f"--append: the index was chunked with {name.replace('_', '-')} "
                                      f"{chunking[name]}; new files must be chunked the same way (got {given})")
+        for name, given, held in (("variant", variant, old.bm25.variant), ("k1", k1, old.bm25.k1),
+                                  ("b", b, old.bm25.b)):
+            if given is not None and given != held:
+                raise RetrievalError(f"--append: the index scores with {name} {held!r}; appending keeps it "
+                                     f"(got {given!r}; rebuild without --append to change it)")
     else:
         chunking.update({k: v for k, v in (("max_chars", max_chars), ("overlap", overlap)) if v is not None})
     passages, n_files = chunk_corpus(corpus_dir, chunking["max_chars"], chunking["overlap"], progress=progress)
@@ -348,8 +354,9 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
                 pass                              # a corrupt old index is simply rebuilt
         meta = {"chunking": chunking, "corpus": os.path.abspath(corpus_dir)}
         r = Retriever.from_passages(passages, dense=dense, encoder=encoder,
-                                    analyzer=Analyzer(stopwords=stopwords, stem=stem), variant=variant, k1=k1,
-                                    b=b, dense_dtype=dense_dtype, embed_cache=cache, progress=progress, meta=meta)
+                                    analyzer=Analyzer(stopwords=stopwords, stem=stem),
+                                    variant=variant or "lucene", k1=0.9 if k1 is None else k1,
+                                    b=0.4 if b is None else b, dense_dtype=dense_dtype, embed_cache=cache, progress=progress, meta=meta)
         r.save(out_dir)
         added, extra = len(passages), {}
     return {"passages": len(r.passages), "added": added, "files": n_files, "terms": len(r.terms.vocab),
