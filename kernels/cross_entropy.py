@@ -193,10 +193,10 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         w_t = w.t().contiguous() if on_onednn and grad_h is not None else None  # oneDNN reads no strided weight
         for start in range(0, len(h), chunk):
             hc, tc = h[start:start + chunk], t[start:start + chunk]
-            logits = onednn_linear.product(hc, w) if on_onednn else hc @ w.T
+            logits = onednn_linear.linear_plain(hc, w) if on_onednn else hc @ w.T
             loss += ce_chunk(logits, tc, ignore_index, grad_scale).sum()
             if w_t is not None:
-                grad_h[start:start + chunk] = onednn_linear.product(logits, w_t)
+                grad_h[start:start + chunk] = onednn_linear.linear_plain(logits, w_t)
             elif grad_h is not None:
                 torch.matmul(logits, w, out=grad_h[start:start + chunk])
             if grad_w is not None:

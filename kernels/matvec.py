@@ -53,8 +53,8 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
         only ~12 GB/s and two blocks per thread help (batch 8: 61.9 -> 54.5 ms a step; one per thread: 59.3).
 
     onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512 without W @ X.T and without the training path, and
-        2-8 rows run on oneDNN's prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards of 5-8 rows, 2x the
-        weight memory).
+        2-8 rows run on oneDNN's prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards
+        of 5-8 rows, 2x the weight memory).
 
 Left to F.linear: no_grad code outside inference mode, training outside amd-avx512, small products (weights
 under 2^18 elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512,

@@ -30,8 +30,9 @@ AVX-512 (2026-11-24, [rows, K] x [N, K], 1024-4096 rows of SmolLM2's and the tin
 gradient 1.6-5x faster than MKL; weight gradient 1.2-1.6x faster at 576 x 576 and wider, 0.75-1.17x below.
 bench/train.py, SmolLM2-135M, 2 x 512 tokens: LoRA 1.25x -> 1.63-1.71x transformers + peft's tokens/s, full
 fine-tuning 1.14x -> 1.34x with the weight gradient on MKL, 1.46x with it here (same losses, same peak memory).
-Results differ from MKL's by fp32 rounding (relative 1e-6). A backward that builds a graph (create_graph=True, for a second derivative) runs
-on torch's own differentiable ops; forward-mode AD, torch.func transforms and no_grad code keep F.linear.
+Results differ from MKL's by fp32 rounding (relative 1e-6). A backward that builds a graph (create_graph=True,
+for a second derivative) runs on torch's own differentiable ops; forward-mode AD, torch.func transforms and no_grad
+code keep F.linear. The fused loss (kernels/cross_entropy.py) forms its own gradients and calls linear_plain.
 
 The packed copy is found by the weight's address, shape and strides, and used only while it belongs to the same
 storage (a weak reference: a new model loaded where a freed one lived gets its own copy) at the same version
@@ -101,7 +102,8 @@ def _plain_bias(bias: torch.Tensor | None, n_out: int) -> bool:
 
 
 def linear_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., K] @ weight[N, K].T (+ bias), oneDNN's linear on the plain weight."""
+    """x [..., K] @ weight[N, K].T (+ bias), oneDNN's linear on the plain weight (no gate and no autograd: callers
+    check usable_plain, or form their own gradients as the fused loss does)."""
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
 
 
@@ -137,12 +139,6 @@ class _TrainableLinear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(0)
         return grad_x, grad_w, grad_b
-
-
-def product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [M, K] @ weight[N, K].T on oneDNN, for code that forms its own gradients (the fused loss's chunks): no
-    autograd, no gate; the weight must be contiguous."""
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, None, "none", [], "")
 
 
 def linear_trainable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,9 +5,10 @@
 
 `messages` is the chat so far ([{"role", "content"}]); role "tool" (an observation) is shown to the model with
 the backend's `observation_role`: a user turn by default, the way the training loader renders it, or the tool
-turn a model trained with --observation-role tool records in its export (minagent.chat.agent_settings). `prefix` is text the assistant turn is forced to start with
-(the first-thought prefix); the returned text is what comes AFTER it. Every backend cuts its text before the
-first stop string, so the agent sees the same thing whichever backend runs.
+turn a model trained with --observation-role tool records in its export (minagent.chat.agent_settings).
+`prefix` is text the assistant turn is forced to start with (the first-thought prefix); the returned text is what
+comes AFTER it. Every backend cuts its text before the first stop string, so the agent sees the same thing
+whichever backend runs.
 
 Backends:
   ScriptedLLM   returns given strings (tests: the unit under test is the agent, not a model)
@@ -369,9 +370,9 @@ class HTTPChatLLM:
             self.log(f"{self.base}: serving model {self.model!r}")
         return self.model
 
-    def _request(self, url: str, body: dict | None = None) -> dict:
-        """POST body (GET without one) as JSON; the decoded JSON reply, with retries (see the class)."""
-        data = None if body is None else json.dumps(body).encode()
+    def _request(self, url: str, body: dict) -> dict:
+        """POST body as JSON; the decoded JSON reply, with retries (see the class)."""
+        data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -385,7 +386,7 @@ class HTTPChatLLM:
             self.requests += 1
             wait = 0.0
             try:
-                req = urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
+                req = urllib.request.Request(url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
                     return json.loads(r.read().decode("utf-8"))
             except urllib.error.HTTPError as e:

@@ -11,10 +11,10 @@ add_generation_prompt is not read); each is checked first (a 400 names the field
 response_format, penalties) are refused with a 400 naming them, not ignored: an ignored `stream: true` leaves
 the openai client with zero chunks and no error. A conversation that does not fit the context is a 400 with code
 "context_length_exceeded" (as vLLM answers), which HTTPChatLLM turns back into ContextOverflow. Replies carry
-finish_reason ("stop" or "length") and, from a model backend (not the oracle's scripted one), token usage. Requests are served one at a time (one model, one KV
-cache); a request whose client has gone by the time its turn comes is dropped, so retries of a timed-out request
-do not queue behind each other. Binds where told: keep it on 127.0.0.1 unless the network is trusted — there is
-no authentication.
+finish_reason ("stop" or "length") and, from a model backend (not the oracle's scripted one), token usage.
+Requests are served one at a time (one model, one KV cache); a request that waited its turn and whose client has
+gone meanwhile is dropped, so retries of a timed-out request do not queue behind each other. Binds where told:
+keep it on 127.0.0.1 unless the network is trusted — there is no authentication.
 """
 from __future__ import annotations
 

@@ -343,8 +343,8 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
 
 def exam_command_line(work: Path, s: dict) -> str:
     """The `infer.py exam` call that reruns the agent-distilled row by hand, on every held-out question: the
-    student, the system prompt it was trained with, and the tier's search k, steps, tokens and context (the CLI's defaults
-    differ, and a student trained on one-passage observations scores far lower when shown three)."""
+    student, the system prompt it was trained with, and the tier's search k, steps, tokens and context (the CLI's
+    defaults differ, and a student trained on one-passage observations scores far lower when shown three)."""
     args = ["python", "infer.py", "exam", "--model", model_of(work / "sft"), "--exam", work / "domain" / "exam.jsonl",
             "--split", "heldout", "--index", work / "index" / "bm25", "--system-file",
             work / "eval" / "agent_system.txt", "--k", s["search"]["k"], "--max-steps", s["eval"]["max_steps"],

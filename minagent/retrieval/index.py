@@ -356,7 +356,8 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
         r = Retriever.from_passages(passages, dense=dense, encoder=encoder,
                                     analyzer=Analyzer(stopwords=stopwords, stem=stem),
                                     variant=variant or "lucene", k1=0.9 if k1 is None else k1,
-                                    b=0.4 if b is None else b, dense_dtype=dense_dtype, embed_cache=cache, progress=progress, meta=meta)
+                                    b=0.4 if b is None else b, dense_dtype=dense_dtype, embed_cache=cache,
+                                    progress=progress, meta=meta)
         r.save(out_dir)
         added, extra = len(passages), {}
     return {"passages": len(r.passages), "added": added, "files": n_files, "terms": len(r.terms.vocab),
