@@ -143,8 +143,9 @@ def main(argv=None):
         p.add_argument("--extractor", action="store_true", help="condense long search results first")
         p.add_argument("--timeout", type=number(float, 0, low_open=True), default=10.0,
                        help="sandbox seconds per code cell")
-        p.add_argument("--max-len", type=number(int, 16), default=4096,
-                       help="context in tokens (prompt + replies); a conversation past it ends that question")
+        p.add_argument("--max-len", type=number(int, 16), default=None,
+                       help="context in tokens (prompt + replies); a conversation past it ends that question "
+                            "(the model's max_position_embeddings, at most 4096)")
         add_draft_arg(p)
 
     ask = sub.add_parser("ask", help="answer one question with the ReAct/CodeAct agent")
@@ -173,8 +174,9 @@ def main(argv=None):
     serve.add_argument("--oracle", default=None, help="serve the oracle teacher for this questions JSONL instead")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=number(int, 0, 65535), default=8000, help="0: any free port")
-    serve.add_argument("--max-len", type=number(int, 16), default=4096,
-                       help="context in tokens (prompt + reply); the KV cache is allocated for it")
+    serve.add_argument("--max-len", type=number(int, 16), default=None,
+                       help="context in tokens (prompt + reply); the KV cache is allocated for it (the model's "
+                            "max_position_embeddings, at most 4096)")
     add_draft_arg(serve)
 
     distill = sub.add_parser("distill", help="teacher trajectories (FTP + rejection filtering), resumable")

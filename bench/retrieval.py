@@ -26,6 +26,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import argparse      # noqa: E402
+import contextlib    # noqa: E402
 import importlib.util  # noqa: E402
 import json          # noqa: E402
 import resource      # noqa: E402
@@ -304,8 +305,10 @@ def bench_dense(n, dim, have):
 
 
 def blas_threads(n):
-    """numpy's BLAS threads (our dense matmuls run there), through threadpoolctl; None when it is not installed
-    (the script pins OPENBLAS_NUM_THREADS=1, so without it numpy stays on one thread)."""
+    """numpy's BLAS threads (our dense matmuls run there), through threadpoolctl. Without it numpy stays on the
+    one thread the script pins (OPENBLAS_NUM_THREADS=1): fine for n = 1, and bench_dense skips the 2-thread rows."""
+    if importlib.util.find_spec("threadpoolctl") is None:
+        return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=n)
 

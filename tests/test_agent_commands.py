@@ -2,6 +2,8 @@
 model over a real (tiny) BM25 index directory."""
 import json
 
+import pytest
+
 from minagent.agent import AgentConfig, HTTPChatLLM, ScriptedLLM
 from minagent.agent.commands import load_llm, run_exam
 from minagent.retrieval import build_index
@@ -99,3 +101,14 @@ def test_serving_on_a_taken_port_or_oracle_without_answers_says_why(tmp_path):
     questions.write_text('{"question": "a?"}\n')
     with pytest.raises(ValueError, match=r"q\.jsonl:1: no gold answer"):
         serve(None, port=0, oracle=str(questions))
+
+
+def test_the_context_defaults_to_the_model_and_more_is_refused(tiny_dir):
+    """--max-len: the model's max_position_embeddings (at most 4096) when not given; past it, RoPE would run on
+    positions the model never saw, so a larger value is refused rather than silently extrapolated."""
+    from minagent.config import ModelConfig
+    limit = ModelConfig.from_hf(tiny_dir).max_position_embeddings
+    assert load_llm(str(tiny_dir)).max_len == min(limit, 4096)
+    assert load_llm(str(tiny_dir), max_len=16).max_len == 16
+    with pytest.raises(ValueError, match=f"has {limit} positions"):
+        load_llm(str(tiny_dir), max_len=limit + 1)

@@ -239,3 +239,21 @@ def test_tier_overrides_of_the_wrong_kind_are_refused_before_anything_runs():
         tier_settings("tiny", {"sft.lr_rate": 1e-3})
     # null lifts a limit (the smollm2 tier's GPU advice: --set cpt.max_steps=null)
     assert tier_settings("smollm2", {"cpt.max_steps": None})["cpt"]["max_steps"] is None
+
+
+def test_a_question_that_overflows_the_context_ends_alone_in_every_mode(tmp_path):
+    """As the agent does: a direct (closed-book, rag, cot) question whose prompt does not fit is scored wrong with
+    its error, and the exam goes on (it used to stop the whole run and lose the answered questions)."""
+    from minagent.agent.llm import ContextOverflow
+
+    def script(messages, n, prefix):
+        if "too long" in messages[-1]["content"]:
+            raise ContextOverflow("conversation of 5000 tokens + 48 new does not fit the context of 2048 tokens")
+        return ["Answer: 4"] * n
+    items = [{"id": "a", "question": "too long " * 3, "answer": "4"}, {"id": "b", "question": "2+2?", "answer": "4"}]
+    for mode in ("closed-book", "cot"):
+        scores = evaluate_system(System(mode, "model", mode), ScriptedLLM(script), items, tmp_path / f"{mode}.jsonl",
+                                 progress=False)
+        rows = [json.loads(line) for line in (tmp_path / f"{mode}.jsonl").read_text().splitlines()]
+        assert [r["correct"] for r in rows] == [False, True] and "does not fit" in rows[0]["error"]
+        assert scores["n"] == 2

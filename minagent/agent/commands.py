@@ -18,17 +18,27 @@ from .teacher import distill, read_questions
 from .tools import make_search
 
 
-def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int = 4096,
+DEFAULT_MAX_LEN = 4096  # context (and KV cache) of a local model unless asked: its own, at most this
+
+
+def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int | None = None,
              draft_tokens: int | None = None):
     """A model directory -> MinagentLLM (draft_tokens: prompt-lookup drafts per greedy forward, 0 = off, None =
     MinagentLLM's default; observations rendered with the role the model's SFT export recorded, else as user
-    turns); an http(s):// URL (…/v1) -> HTTPChatLLM."""
+    turns); an http(s):// URL (…/v1) -> HTTPChatLLM (the server decides its context: max_len is not used).
+    max_len: the context in tokens, prompt + reply, what the KV cache is allocated for (None: the model's
+    max_position_embeddings, at most DEFAULT_MAX_LEN); more than the model's positions is refused."""
     if model.startswith(("http://", "https://")):
         return HTTPChatLLM(model, log=print)
     from .. import load_model, load_tokenizer
     from ..chat import agent_settings
     drafts = {} if draft_tokens is None else {"draft_tokens": draft_tokens}
-    return MinagentLLM(load_model(model, dtype=dtype, device=device), load_tokenizer(model), max_len=max_len,
+    net = load_model(model, dtype=dtype, device=device)
+    limit = net.config.max_position_embeddings
+    if max_len is not None and max_len > limit:
+        raise ValueError(f"--max-len {max_len}: {model} has {limit} positions (max_position_embeddings); "
+                         "RoPE past them is not what it was trained on")
+    return MinagentLLM(net, load_tokenizer(model), max_len=max_len or min(limit, DEFAULT_MAX_LEN),
                        **drafts, **agent_settings(model))  # observations rendered as the model was trained
 
 
@@ -53,10 +63,10 @@ def print_event(kind: str, text: str):
 
 def ask(model: str, index_dir: str | None, question: str, config: AgentConfig | None = None,
         extractor: bool = False, choices: dict | None = None, draft_tokens: int | None = None, k: int = 3,
-        system_file: str | None = None, max_len: int = 4096):
+        system_file: str | None = None, max_len: int | None = None):
     """One question; prints each step, observation and the final answer as they come. Returns the RunResult.
     k and system_file: a student's search k and system prompt (what it was trained with; see `exam`).
-    max_len: the model's context in tokens (prompt + reply), what its KV cache is allocated for."""
+    max_len: the model's context in tokens (prompt + reply; see load_llm)."""
     system = Path(system_file).read_text(encoding="utf-8").strip() if system_file else None
     agent = build_agent(load_llm(model, draft_tokens=draft_tokens, max_len=max_len), index_dir, config, extractor,
                         on_event=print_event, k=k, system=system)
@@ -92,7 +102,7 @@ def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = N
 
 def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bool = True,
                       config: AgentConfig | None = None, log=print, draft_tokens: int | None = None,
-                      max_len: int = 4096) -> dict:
+                      max_len: int | None = None) -> dict:
     """teacher: a model directory or an OpenAI-compatible base URL (http://host:port/v1)."""
     llm = load_llm(teacher, draft_tokens=draft_tokens, max_len=max_len)
     agent = build_agent(llm, index_dir, config)
@@ -100,7 +110,7 @@ def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bo
 
 
 def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: str | None = None,
-          draft_tokens: int | None = None, max_len: int = 4096):
+          draft_tokens: int | None = None, max_len: int | None = None):
     """Serve a model directory, or with oracle=QUESTIONS.jsonl the oracle teacher for those questions (a
     perfect teacher with known answers: how the CLI's distill/serve round trip is tested without a big model)."""
     from .server import make_server

@@ -8,6 +8,8 @@ one. Off by default; on with `infer.py exam --extractor` for the ablation.
 """
 from __future__ import annotations
 
+import inspect
+
 from .prompts import EXTRACTOR_SYSTEM
 
 
@@ -28,4 +30,8 @@ class ContextExtractor:
     def wrap(self, search, question: str):
         def search_extracted(query: str, k: int | None = None) -> str:  # (None: the search tool's own default k)
             return self.extract(question, search(query) if k is None else search(query, k))
+        try:  # the tool's own signature, so the tool cache binds search('q') and search('q', its default k) alike
+            search_extracted.__signature__ = inspect.signature(search)
+        except (TypeError, ValueError):
+            pass
         return search_extracted

@@ -158,7 +158,7 @@ class MinagentLLM:
         ids = self.prompt_ids(messages, prefix)
         if len(ids) + max_tokens > self.max_len:
             raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
-                           f"{self.max_len} tokens (raise max_len or lower max_steps / passage length)")
+                           f"{self.max_len} tokens (raise max_len, --max-len, or lower max_steps / passage length)")
         weights = [(p.data_ptr(), p._version) for p in self.model.parameters()]  # moves with in-place changes
         if weights != self._weights_seen:  # a training step, a LoRA merge, a reload: cached K/V are stale
             for old in self.sessions.values():

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..agent.executor import Agent, AgentConfig
 from ..agent.extractor import ContextExtractor
+from ..agent.llm import ContextOverflow
 from ..agent.multiple_choice import is_correct, to_letter
 from ..agent.tools import make_search
 from . import formats
@@ -53,7 +54,10 @@ def answer_one(system: System, llm, item: dict, search=None, agent: Agent | None
         max_tokens = max_tokens * 3
     else:
         raise ValueError(f"unknown evaluation mode {system.mode!r}; expected closed-book, rag, cot or agent")
-    reply = _direct(llm, messages, max_tokens)
+    try:
+        reply = _direct(llm, messages, max_tokens)
+    except ContextOverflow as e:  # this question only, as the agent ends it: the exam goes on
+        return {"answer": None, "letter": None, "correct": False, "reply": "", "error": str(e), "messages": messages}
     answer = formats.parse_reply(reply, cot=system.mode == "cot")
     letter = to_letter(answer, item["choices"]) if item.get("choices") else None
     return {"answer": answer, "letter": letter, "correct": is_correct(answer, item), "reply": reply,
@@ -126,7 +130,8 @@ def write_csv(results: list[tuple[str, dict]], path) -> Path:
 
 def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
                  system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
-                 split: str | None = None, log=print, draft_tokens: int | None = None, max_len: int = 4096) -> dict:
+                 split: str | None = None, log=print, draft_tokens: int | None = None,
+                 max_len: int | None = None) -> dict:
     """`infer.py exam --mode ...`: one model, one way of asking, every question of an exam JSONL (optionally
     only one split); prints and returns the scores. system_file: the agent's system prompt (the multiple-choice
     line is appended for multiple-choice questions), e.g. the one the recipe trained with."""

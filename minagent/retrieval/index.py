@@ -355,7 +355,7 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
         meta = {"chunking": chunking, "corpus": os.path.abspath(corpus_dir)}
         r = Retriever.from_passages(passages, dense=dense, encoder=encoder,
                                     analyzer=Analyzer(stopwords=stopwords, stem=stem),
-                                    variant=variant or "lucene", k1=0.9 if k1 is None else k1,
+                                    variant="lucene" if variant is None else variant, k1=0.9 if k1 is None else k1,
                                     b=0.4 if b is None else b, dense_dtype=dense_dtype, embed_cache=cache,
                                     progress=progress, meta=meta)
         r.save(out_dir)
