@@ -108,6 +108,8 @@ def main(argv=None):
     index.add_argument("--encoder", default=None, help="BERT sentence-encoder directory for --dense")
     index.add_argument("--lm", default=None, help="use a causal LM checkpoint's mean-pooled hidden states instead")
     index.add_argument("--append", action="store_true", help="add new files to an existing index")
+    index.add_argument("--on-bad-file", default="fail", choices=["fail", "skip"],
+                       help="a file that is not UTF-8: stop, naming it, or report it and index the rest")
     index.add_argument("--max-chars", type=number(int, 1), default=None,
                        help="passage length limit in characters (1200; with --append, the index's own)")
     index.add_argument("--overlap", type=number(int, 0), default=None,
@@ -204,6 +206,7 @@ def main(argv=None):
 
         print(build_index(args.corpus, args.out, dense=args.dense, append=args.append, encoder_dir=args.encoder,
                           lm_dir=args.lm, max_chars=args.max_chars, overlap=args.overlap, variant=args.variant,
+                          on_bad_file=args.on_bad_file,
                           k1=args.k1, b=args.b))
     elif args.command == "search":
         import json

@@ -149,6 +149,11 @@ def test_bad_corpora_leave_nothing_behind(tmp_path):
         build_index(bad, str(out), progress=False)
     assert not out.exists()
     assert [p for p in os.listdir(tmp_path) if p.startswith(".idx")] == []      # no temp dirs left
+    said = []  # --on-bad-file skip: reported by name, the rest indexed
+    passages, files = chunk_corpus(bad, progress=False, on_bad_file="skip", log=said.append)
+    assert files == 1 and {p.source for p in passages} == {"a.md"} and "latin1.txt" in said[0]
+    summary = build_index(bad, str(out), progress=False, on_bad_file="skip")
+    assert summary["files"] == 1 and search_index(str(out), "text")[0]["source"] == "a.md"
 
 
 def test_failed_rebuild_keeps_the_old_index(corpus, tmp_path):

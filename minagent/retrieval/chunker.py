@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from .documents import list_corpus_files, read_document
-from .errors import EmptyCorpusError
+from .errors import CorpusDecodeError, EmptyCorpusError
 
 
 @dataclass
@@ -113,13 +113,26 @@ def chunk_document(doc, max_chars=1200, overlap=200):
     return out
 
 
-def chunk_corpus(corpus_dir, max_chars=1200, overlap=200, extensions=None, progress=True):
-    """Read and chunk every supported file under corpus_dir. Returns (passages, number of files read)."""
+def chunk_corpus(corpus_dir, max_chars=1200, overlap=200, extensions=None, progress=True, on_bad_file="fail",
+                 log=print):
+    """Read and chunk every supported file under corpus_dir. Returns (passages, number of files read).
+    on_bad_file: a file that is not UTF-8 stops the build ("fail", the error names it and its line) or is
+    reported and left out ("skip": a corpus of mixed encodings still indexes what it can)."""
+    if on_bad_file not in ("fail", "skip"):
+        raise ValueError(f"on_bad_file must be 'fail' or 'skip', got {on_bad_file!r}")
     kwargs = {} if extensions is None else {"extensions": extensions}
     files = list_corpus_files(corpus_dir, **kwargs)
-    passages = []
+    passages, read = [], 0
     for path, source in tqdm(files, desc="chunking", unit="file", disable=not progress):
-        passages.extend(chunk_document(read_document(path, source), max_chars, overlap))
+        try:
+            doc = read_document(path, source)
+        except CorpusDecodeError as e:
+            if on_bad_file == "fail":
+                raise
+            log(f"skipped: {e}")
+            continue
+        read += 1
+        passages.extend(chunk_document(doc, max_chars, overlap))
     if not passages:
         raise EmptyCorpusError(f"corpus directory {corpus_dir!r}: {len(files)} files but no text in any of them")
-    return passages, len(files)
+    return passages, read

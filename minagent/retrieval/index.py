@@ -280,13 +280,14 @@ CHUNKING_DEFAULTS = {"max_chars": 1200, "overlap": 200}
 
 def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None, lm_dir=None, max_chars=None,
                 overlap=None, variant=None, k1=None, b=None, stopwords=False, stem=True, dense_dtype="float32",
-                progress=True):
+                progress=True, on_bad_file="fail"):
     """Chunk every .txt/.md/.html file under corpus_dir and write a search index to out_dir (atomically).
 
     dense: also embed passages — with all-MiniLM-L6-v2, or the BERT sentence encoder in encoder_dir, or (lm_dir)
     the mean-pooled hidden states of a causal LM checkpoint.
     max_chars / overlap: passage length and overlap in characters (None: 1200 / 200).
     variant / k1 / b: the BM25 variant and parameters (None: "lucene", 0.9, 0.4).
+    on_bad_file: "fail" (a non-UTF-8 file stops the build, named) or "skip" (it is reported and left out).
     append: add the files of corpus_dir that out_dir does not hold yet to the existing index. Its own settings
     win: new files are chunked as its files were (a max_chars or overlap given that differs is an error), and
     its BM25 variant, parameters and encoder are kept. Appended passages come after the old ones, so among
@@ -321,7 +322,8 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
                                      f"(got {given!r}; rebuild without --append to change it)")
     else:
         chunking.update({k: v for k, v in (("max_chars", max_chars), ("overlap", overlap)) if v is not None})
-    passages, n_files = chunk_corpus(corpus_dir, chunking["max_chars"], chunking["overlap"], progress=progress)
+    passages, n_files = chunk_corpus(corpus_dir, chunking["max_chars"], chunking["overlap"], progress=progress,
+                                     on_bad_file=on_bad_file)
     if append:
         known = {p.source for p in old.passages}
         new = [p for p in passages if p.source not in known]
