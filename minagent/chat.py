@@ -1,6 +1,7 @@
 """Chat with a checkpoint: render messages with the model's chat template, generate, stop at end of turn.
 
-This is the smallest useful loop over model + tokenizer + generation, and what `infer.py chat` calls.
+This is the smallest useful loop over model + tokenizer + generation, and what `infer.py chat` calls. It also
+holds the one chat setting training and the agent must agree on: the role observations are rendered with.
 """
 from __future__ import annotations
 
@@ -30,10 +31,15 @@ OBSERVATION_ROLES = ("user", "tool")
 AGENT_SETTINGS_FILE = "minagent_agent.json"  # written next to an SFT export's weights
 
 
+def checked_observation_role(role, where: str = "observation_role") -> str:
+    if role not in OBSERVATION_ROLES:
+        raise ValueError(f"{where} must be one of {OBSERVATION_ROLES}, got {role!r}")
+    return role
+
+
 def write_agent_settings(model_dir, observation_role: str) -> None:
     """Record, atomically, how the agent must render observations for the model in model_dir."""
-    if observation_role not in OBSERVATION_ROLES:
-        raise ValueError(f"observation_role must be one of {OBSERVATION_ROLES}, got {observation_role!r}")
+    checked_observation_role(observation_role)
     path = Path(model_dir) / AGENT_SETTINGS_FILE
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"observation_role": observation_role}) + "\n", encoding="utf-8")
@@ -51,6 +57,4 @@ def agent_settings(model_dir) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable ({e}); expected {{\"observation_role\": \"user\" or \"tool\"}}") from e
     role = settings.get("observation_role", "user") if isinstance(settings, dict) else None
-    if role not in OBSERVATION_ROLES:
-        raise ValueError(f"{path}: observation_role must be one of {OBSERVATION_ROLES}, got {role!r}")
-    return {"observation_role": role}
+    return {"observation_role": checked_observation_role(role, f"{path}: observation_role")}

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..chat import OBSERVATION_ROLES
+from ..chat import checked_observation_role
 from ..generation import SamplingParams, sample_next
 from ..inference import inference_forward
 from ..prompt_lookup import NgramIndex
@@ -56,8 +56,7 @@ def render_messages(messages: list[dict], observation_role: str = "user") -> lis
     """Observations (role tool/observation) get `observation_role`: "user" turns, as the training loader shows them
     by default, or "tool" for a model trained with --observation-role tool (its export records that:
     `agent_settings`)."""
-    if observation_role not in OBSERVATION_ROLES:
-        raise ValueError(f"observation_role must be one of {OBSERVATION_ROLES}, got {observation_role!r}")
+    checked_observation_role(observation_role)
     return [{"role": observation_role if m["role"] in ("tool", "observation") else m["role"],
              "content": m["content"]} for m in messages]
 
@@ -131,8 +130,7 @@ class MinagentLLM:
         if draft_tokens < 0 or draft_ngram < 1:
             raise ValueError(f"draft_tokens must be >= 0 and draft_ngram >= 1, got {draft_tokens} and "
                              f"{draft_ngram}")
-        render_messages([], observation_role)  # checks the role
-        self.observation_role = observation_role
+        self.observation_role = checked_observation_role(observation_role)
         self.model, self.tok, self.max_len, self.reuse = model, tokenizer, max_len, reuse_cache
         self.draft_tokens, self.draft_ngram = draft_tokens, draft_ngram
         self.sessions: dict[str, _Session] = {}
@@ -314,8 +312,7 @@ class HTTPChatLLM:
                  observation_role: str = "user"):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        render_messages([], observation_role)  # checks the role
-        self.observation_role = observation_role
+        self.observation_role = checked_observation_role(observation_role)
         self.base = base_url.rstrip("/")
         self.url = self.base + "/chat/completions"
         self.model = model
