@@ -175,8 +175,10 @@ def test_offline_networking_code_still_runs(box):
 
 
 def test_what_a_cell_leaves_behind_cannot_take_the_run_down():
-    """A "timeout helper" alarm armed in a committed cell is cancelled when the cell ends; a thread that kills the
-    process later costs the variables (the model is told), never the caller."""
+    """A "timeout helper" alarm armed in a committed cell is cancelled when the cell ends, and so are its threads:
+    a timer thread that would kill the process later never fires, and a thread writing in a loop stops writing
+    when its cell ends (what it wrote until then is kept). A process that dies between cells all the same costs
+    the variables (the model is told), never the caller."""
     with Sandbox(timeout=3) as b:
         r = b.run("import signal\ndef on_alarm(*a):\n    raise TimeoutError('too slow')\n"
                   "signal.signal(signal.SIGALRM, on_alarm)\nsignal.alarm(1)\nv = 1")
@@ -184,10 +186,65 @@ def test_what_a_cell_leaves_behind_cannot_take_the_run_down():
         time.sleep(1.5)
         assert b.run("v").value == "1"
         b.run("import threading, os\nthreading.Timer(0.05, os._exit, (1,)).start()")
-        time.sleep(2)  # (the next cell forks without the thread: the timer must have fired by then)
+        time.sleep(0.5)
+        assert b.run("print(v)").output == "1\n"  # not a crash: the timer was stopped with its cell
+        r = b.run("import threading, time\ndef tick():\n    while True:\n        open('ticks', 'a').write('.')\n"
+                  "        time.sleep(0.01)\nthreading.Thread(target=tick).start()\ntime.sleep(0.2)")
+        assert r.error is None
+        first = b.run("print(len(open('ticks').read()))").output
+        time.sleep(0.3)
+        assert b.run("print(len(open('ticks').read()))").output == first and int(first) >= 5
+        assert b.run("import threading\nthreading.active_count()").value == "1"
+        b.run("import posix, time\nme = posix.getpid()\nif posix.fork() == 0:\n    time.sleep(0.3)\n"
+              "    posix.kill(me, 9)\n    posix._exit(0)")  # a grandchild (past the guards) kills the holder later
+        time.sleep(1)
         r = b.run("print(v)")
         assert r.breach == "crash" and "variables from earlier steps are lost" in r.error
         assert b.run("print(6 * 7)").output == "42\n"
+
+
+def test_candidates_get_their_own_files_at_the_same_path():
+    """SAG candidates cannot see each other's files; the winner's files are kept, a loser's vanish; the path, the
+    cwd a cell moved to, HOME and TMPDIR stay the same from cell to cell."""
+    with Sandbox(timeout=3) as box:
+        box.run("import os\nopen('shared.txt', 'w').write('base')\nos.makedirs('sub', exist_ok=True)")
+        a = box.run_candidate("open('shared.txt', 'a').write('+a')\nopen('only_a.txt', 'w').write('a')\n"
+                              "print(open('shared.txt').read(), os.getcwd() == os.environ['HOME'] == os.environ['TMPDIR'])")
+        b = box.run_candidate("import tempfile\nfd, name = tempfile.mkstemp()\n"
+                              "print(open('shared.txt').read(), os.path.exists('only_a.txt'))\nos.getcwd()")
+        assert (a.output, b.output) == ("base+a True\n", "base False\n")  # b saw neither of a's writes
+        c = box.run_candidate("os.getcwd()")
+        assert c.value == b.value  # every candidate works at the same path
+        box.commit(a.cid)
+        r = box.run("print(open('shared.txt').read(), sorted(os.listdir()))")
+        assert r.output == "base+a ['only_a.txt', 'shared.txt', 'sub']\n"  # a's files; b's temp file is gone
+        box.run("os.chdir('sub')")
+        assert box.run("os.path.basename(os.getcwd())").value == "sub"  # a cell's chdir persists like a variable
+        box.run("os.chdir('..')")
+        box.run_candidate("open('discarded.txt', 'w').write('x')")
+        box.discard()
+        assert box.run("os.path.exists('discarded.txt')").value == "False"
+
+
+def test_what_cannot_be_copied_or_a_removed_directory_does_not_stop_the_sandbox():
+    """A FIFO cannot be copied into a candidate's files, and a cell may delete its own working directory: the
+    candidates still run, the variables are kept."""
+    with Sandbox(timeout=3) as box:
+        assert box.run("import os\nos.mkfifo('pipe')\nopen('kept.txt', 'w').write('k')\nv = 5").error is None
+        a = box.run_candidate("print(sorted(os.listdir()), v)")
+        b = box.run_candidate("import shutil\nshutil.rmtree(os.getcwd())\nv = 6")
+        assert "'kept.txt'" in a.output and a.output.endswith(" 5\n") and b.error is None
+        box.commit(b.cid)
+        r = box.run("open('new.txt', 'w').write('n')\nprint(sorted(os.listdir()), v)")
+        assert (r.output, r.error) == ("['new.txt'] 6\n", None)
+
+
+def test_a_killed_cell_leaves_no_files_behind(box):
+    r = box.run("open('partial.txt', 'w').write('half')\nwhile True:\n    pass")
+    assert r.breach == "timeout"
+    r = box.run("hog = open('partial2.txt', 'w').write('half') and bytearray(1 << 30)")
+    assert r.breach == "memory"
+    assert box.run("import os\nos.path.exists('partial.txt'), os.path.exists('partial2.txt')").value == "(False, False)"
 
 
 def test_exits_huge_answers_and_rebound_tools_are_explained(box):

@@ -4,8 +4,8 @@ Candidates that fail to parse or whose code raises are dropped; the rest are gro
 produced (printed output, trailing value, final answer) and one step of the largest group wins (ties: the
 group whose first member was sampled first). Unlike the reference, which runs every candidate on the shared
 live state and then re-executes the winner:
-  - each candidate runs in its own fork of the sandbox state, so candidates cannot see each other's variables
-    (files in the working directory are shared: see sandbox.py);
+  - each candidate runs in its own fork of the sandbox state and its own copy of the working directory, so
+    candidates cannot see each other's variables or files;
   - identical tool calls (the same search from several candidates) are served once, from the ToolBox cache;
   - the winner's process becomes the state holder: it is never executed twice;
   - with a minagent model the N candidates are decoded together, as one batch over the cached conversation

@@ -26,10 +26,11 @@ Security model — what the sandbox does, and what it does not:
     namespace a determined program can reach the network, and even with one it can write anywhere the user
     running the agent may write. For untrusted models run the agent itself inside a container or VM; this
     sandbox limits accidents and resource exhaustion, not attackers.
-  - What a cell leaves behind: alarms and signal handlers are reset when it ends; a thread keeps running, and
-    if it kills the process the next call restarts the sandbox (variables lost, the model told). Tool calls
-    have their own cap (`tool_timeout` seconds per cell). SAG candidates fork the variables, not the files of
-    the working directory, which they share.
+  - What a cell leaves behind: alarms, signal handlers and threads end with the cell; should the process die
+    between cells anyway, the next call restarts the sandbox (variables lost, the model told). Tool calls have
+    their own cap (`tool_timeout` seconds per cell). Files: each candidate works on its own copy of the working
+    directory (`workdir`: the cells' cwd, HOME and TMPDIR) at the same path, so candidates cannot see each
+    other's files and a discarded or killed cell's writes vanish with its variables.
 """
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ class Sandbox:
         self.tool_timeout = tool_timeout  # seconds of tool calls one cell may spend (not counted in timeout)
         self.max_file_mb, self.network_namespace = max_file_mb, network_namespace
         self.proc = None
-        self.tmpdir = None
+        self.tmpdir = self.workdir = None
         self.restarts = -1
         self._next_id = 0
         self._buf = b""
@@ -158,12 +159,14 @@ class Sandbox:
     def _spawn(self) -> dict | None:
         self.close()
         self.tmpdir = tempfile.mkdtemp(prefix="minagent-sandbox-")
+        self.workdir = os.path.join(self.tmpdir, "work")  # the cells' cwd, HOME and TMPDIR
+        os.mkdir(self.workdir)
         cfg = dict(tmpdir=self.tmpdir, tools=sorted(self.toolbox.tools), memory_bytes=self.memory_mb << 20,
                    max_file_bytes=self.max_file_mb << 20, max_output=self.max_output,
                    network_namespace=bool(self.network_namespace))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tmpdir, "TMPDIR": self.tmpdir,
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir, "TMPDIR": self.workdir,
                "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-I", str(CHILD), json.dumps(cfg)], cwd=self.tmpdir,
+        self.proc = subprocess.Popen([sys.executable, "-I", str(CHILD), json.dumps(cfg)], cwd=self.workdir,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
         self._buf = b""
@@ -184,7 +187,7 @@ class Sandbox:
             self.proc = None
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
+            self.tmpdir = self.workdir = None
 
     def __enter__(self):
         return self

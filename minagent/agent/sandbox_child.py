@@ -4,13 +4,14 @@ Process layout: the first process is the *holder* of the agent's Python state (i
 runs in a fork() of the holder, a *candidate*, on a copy-on-write copy of that state, so a cell that crashes,
 blows its memory or time limit, or loses a self-consistency vote leaves the state untouched. When the parent
 commits a candidate, that candidate becomes the new holder (the old one just waits for it to exit), so a
-winning cell is never run twice.
+winning cell is never run twice. Files get the same treatment (WorkingFiles): each candidate works on its own
+copy of the working directory, so the directory and the variables always move together.
 
 Wire protocol: one JSON object per line. The parent writes to our stdin; we write to our stdout. Both are moved
 to private fds at start-up, and fds 0/1/2 are pointed at /dev/null and a log file, so code that writes to fd 1
-cannot corrupt the protocol. Messages parent -> holder: run {id, code, timeout}, commit {id}, discard {};
-candidate -> parent: started {id, pid}, call {tool, args, kwargs} (answered by {ok} or {error}), result {...};
-holder -> parent: died {id, status} when a candidate died before reporting.
+cannot corrupt the protocol. Messages parent -> holder: run {id, code, timeout}, commit {id}, drop {id},
+discard {}; candidate -> parent: started {id, pid}, call {tool, args, kwargs} (answered by {ok} or {error}),
+result {...}; holder -> parent: died {id, status} when a candidate died before reporting.
 
 Guards (see sandbox.py for what they do and do not stop) are installed before any user code runs.
 """
@@ -127,14 +128,16 @@ def guard_processes():
         sys.modules[name] = None
 
 
-TMP = os.path.realpath(CONFIG["tmpdir"])
+ROOT = os.path.realpath(CONFIG["tmpdir"])  # holds the log, the working directory and SAG's file snapshots
+WORK = os.path.join(ROOT, "work")           # the cells' working directory, HOME and TMPDIR: writes go here
+_holder_moving_files = False                # the holder's own snapshot work, outside WORK, is let through
 
 
-def _inside_tmp(path, dir_fd=None):
+def _inside_work(path, dir_fd=None):
     """Does `path` (relative to dir_fd when given, as the *at() calls shutil.rmtree makes) name a place inside
     the working directory?"""
-    if isinstance(path, int):
-        return True  # an already-open fd
+    if isinstance(path, int) or _holder_moving_files:
+        return True  # an already-open fd, or the holder's own bookkeeping
     path = os.fsdecode(path)
     if dir_fd is not None and not os.path.isabs(path):
         try:
@@ -142,11 +145,11 @@ def _inside_tmp(path, dir_fd=None):
         except (OSError, ValueError, TypeError):
             return False  # cannot tell where that fd points: refuse
     p = os.path.realpath(path)
-    return p == TMP or p.startswith(TMP + os.sep)
+    return p == WORK or p.startswith(WORK + os.sep)
 
 
 def _outside(what, path):
-    return PermissionError(f"{what}({path!r}) is not allowed outside the working directory {TMP}: "
+    return PermissionError(f"{what}({path!r}) is not allowed outside the working directory {WORK}: "
                            "nothing was changed there")
 
 
@@ -155,13 +158,13 @@ def guard_writes():
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
     def open_(file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+") and not _inside_tmp(file):
-            raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {TMP}")
+        if any(c in mode for c in "wax+") and not _inside_work(file):
+            raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {WORK}")
         return real_open(file, mode, *args, **kwargs)
 
     def os_open(path, flags, *args, dir_fd=None, **kwargs):
-        if flags & write_flags and not _inside_tmp(path, dir_fd):
-            raise PermissionError(f"writing {path!r} is not allowed: write inside the working directory {TMP}")
+        if flags & write_flags and not _inside_work(path, dir_fd):
+            raise PermissionError(f"writing {path!r} is not allowed: write inside the working directory {WORK}")
         return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
     class _SameClass(type):  # files open() returns are real FileIO objects: isinstance(f, io.FileIO) stays True
@@ -173,8 +176,8 @@ def guard_writes():
 
     class FileIO(real_file_io, metaclass=_SameClass):
         def __init__(self, file, mode="r", *args, **kwargs):
-            if any(c in mode for c in "wax+") and not _inside_tmp(file):
-                raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {TMP}")
+            if any(c in mode for c in "wax+") and not _inside_work(file):
+                raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {WORK}")
             super().__init__(file, mode, *args, **kwargs)
 
     import _io
@@ -188,7 +191,7 @@ def guard_writes():
         def f(*args, **kwargs):
             fds = (kwargs.get("src_dir_fd", kwargs.get("dir_fd")), kwargs.get("dst_dir_fd", kwargs.get("dir_fd")))
             for p, fd in zip(args[:n_paths], fds):
-                if not _inside_tmp(p, fd):
+                if not _inside_work(p, fd):
                     raise _outside(f"os.{name}", p)
             return real(*args, **kwargs)
         setattr(os, name, f)
@@ -207,10 +210,126 @@ def guard_writes():
 
     def connect(database, *args, **kwargs):
         name = os.fsdecode(database) if not isinstance(database, int) else database
-        if kwargs.get("uri") or (name not in (":memory:", "") and not _inside_tmp(name)):
+        if kwargs.get("uri") or (name not in (":memory:", "") and not _inside_work(name)):
             raise _outside("sqlite3.connect", database)
         return real_connect(database, *args, **kwargs)
     sqlite3.connect = connect
+
+
+# ---- the working directory's files, per candidate -----------------------------------------------------------
+def _as_holder(fn):
+    """Let the holder's own file moves (outside WORK, where the guards stop cells) through the write guards."""
+    def moving_files(*args, **kwargs):
+        global _holder_moving_files
+        _holder_moving_files = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _holder_moving_files = False
+    return moving_files
+
+
+class WorkingFiles:
+    """Gives each pending candidate its own copy of the working directory's files, at the same path, so that
+    self-consistency candidates cannot see or spoil each other's files, and a losing, crashed or killed
+    candidate's writes vanish with its variables.
+
+    Candidates run one after another, so one path serves them all: before the first candidate the committed
+    files are copied to ROOT/.base; each candidate runs in WORK (the first in the committed files themselves,
+    later ones in a fresh copy of .base), which is renamed to ROOT/.candidate-ID when it reports. Commit renames the winner's copy back to WORK (the winner's process,
+    whose cwd is that directory, sees no change of path); discard puts .base back. The copies are the price:
+    small for the few files an agent writes."""
+
+    BASE = os.path.join(ROOT, ".base")
+
+    @staticmethod
+    def _candidate(cid):
+        return os.path.join(ROOT, f".candidate-{cid}")
+
+    @_as_holder
+    def before_candidate(self):
+        if not os.path.isdir(self.BASE):
+            _copy_files(WORK, self.BASE)
+        else:
+            _remove(WORK)
+            _copy_files(self.BASE, WORK)
+
+    @_as_holder
+    def after_candidate(self, cid, reported):
+        if not reported:  # it died while writing: its files are not wanted
+            _remove(WORK)
+        elif os.path.isdir(WORK) and not os.path.islink(WORK):
+            os.rename(WORK, self._candidate(cid))
+        else:  # the code removed or replaced the directory itself
+            _remove(WORK)
+            os.mkdir(self._candidate(cid))
+
+    @_as_holder
+    def settle(self, cids, keep=None, pending=False):
+        """Remove the copies of candidates `cids` except `keep`. Unless others are still pending, WORK then
+        becomes the winner's files (keep) or the committed ones."""
+        for cid in cids:
+            if cid != keep:
+                _remove(self._candidate(cid))
+        if not pending and os.path.isdir(self.BASE):
+            _remove(WORK)
+            if keep is not None:
+                os.rename(self._candidate(keep), WORK)
+                _remove(self.BASE)
+            else:
+                os.rename(self.BASE, WORK)
+
+
+def _copy_files(src, dst):
+    """shutil.copytree that leaves out what cannot be copied (a FIFO, a file the code made unreadable) instead of
+    failing: the holder must not die of what a cell left in its directory."""
+    import shutil
+    try:
+        shutil.copytree(src, dst, symlinks=True)
+    except shutil.Error:  # raised at the end, after everything else was copied
+        pass
+    except OSError:  # src itself cannot be read
+        os.makedirs(dst, exist_ok=True)
+
+
+def _remove(path):
+    """Delete a file or a tree; what cannot be deleted (a directory a cell made read-only) is moved aside."""
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if os.path.lexists(path):
+        os.rename(path, os.path.join(ROOT, f".removed-{os.getpid()}-{len(os.listdir(ROOT))}"))
+
+
+FILES = WorkingFiles()
+CWD = "."  # the holder's working directory, relative to WORK (a cell may chdir): each candidate starts there
+
+
+def _cwd_in_work():
+    try:
+        here = os.getcwd()
+    except OSError:  # the code removed the directory it was in
+        return "."
+    return os.path.relpath(here, WORK) if here == WORK or here.startswith(WORK + os.sep) else here
+
+
+def _stop_threads_left_running():
+    """Threads a cell started do not outlive it (like its alarms): they would run on in the holder, beside the
+    next candidates, for ever. Python cannot kill a thread, so this process forks itself — the child has only
+    this thread and the same memory — and exits, taking its threads along; the child carries on. What the
+    threads did until now is kept."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+        threads = threading.active_count()
+    if threads > 1 and _fork() != 0:
+        _exit(0)
 
 
 # ---- running a cell ------------------------------------------------------------------------------------------
@@ -319,11 +438,17 @@ def _reset_signals():
 
 
 def candidate(msg, state, ctrl_r, done_w):
+    global CWD
+    try:
+        os.chdir(os.path.join(WORK, CWD))
+    except OSError:
+        os.chdir(WORK)
     send({"op": "started", "id": msg["id"], "pid": os.getpid()})
     cpu = int(msg["timeout"]) + 2  # a CPU-time backstop; the parent's wall-clock kill is the main limit
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, hard))
     result = run_cell(msg["code"], state)
+    _stop_threads_left_running()
     result["id"] = msg["id"]
     send(result)
     _write(done_w, b"1")
@@ -333,6 +458,7 @@ def candidate(msg, state, ctrl_r, done_w):
     if decision != b"c" or result["breach"]:
         _exit(0)
     resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+    CWD = _cwd_in_work()  # the old holder has renamed our copy of the files to WORK by now
     send({"op": "ack"})
     serve(state)  # this process now holds the state
 
@@ -343,6 +469,7 @@ def serve(state):
         msg = receive()
         op = msg["op"]
         if op == "run":
+            FILES.before_candidate()
             ctrl_r, ctrl_w = _pipe()
             done_r, done_w = _pipe()
             pid = _fork()
@@ -357,32 +484,40 @@ def serve(state):
             _close(done_w)
             finished = _read(done_r, 1)  # EOF: it died before reporting
             _close(done_r)
+            FILES.after_candidate(msg["id"], bool(finished))
             if finished:
                 pending[msg["id"]] = (pid, ctrl_w)
             else:
                 _close(ctrl_w)
                 _, status = _waitpid(pid, 0)
+                if not pending:
+                    FILES.settle([])
                 send({"op": "died", "id": msg["id"], "status": status})
         elif op == "drop":  # one pending candidate is not wanted (it breached a limit)
             pid, fd = pending.pop(msg["id"], (None, None))
             if pid is not None:
-                _write(fd, b"d")
-                _close(fd)
-                _waitpid(pid, 0)
+                _end(pid, fd, b"d")
+                FILES.settle([msg["id"]], pending=bool(pending))
             send({"op": "ack"})
         elif op in ("commit", "discard"):
             keep = msg.get("id") if op == "commit" else None
+            keep = keep if keep in pending else None
             for cid, (pid, fd) in pending.items():
-                _write(fd, b"c" if cid == keep else b"d")
-                _close(fd)
                 if cid != keep:
-                    _waitpid(pid, 0)
-            winner = pending.get(keep)
-            pending = {}
-            if winner is not None:  # the winner serves from now on; we only wait for it
-                _, status = _waitpid(winner[0], 0)
+                    _end(pid, fd, b"d")
+            FILES.settle(list(pending), keep)
+            if keep is not None:  # the winner serves from now on; we only wait for it
+                _end(*pending[keep], b"c")
                 _exit(0)
+            pending = {}
             send({"op": "ack"})
+
+
+def _end(pid, ctrl_fd, decision):
+    """Tell a pending candidate its fate (c: commit, d: drop) and wait for it to exit."""
+    _write(ctrl_fd, decision)
+    _close(ctrl_fd)
+    _waitpid(pid, 0)
 
 
 def main():
@@ -391,7 +526,7 @@ def main():
     guard_network()
     guard_processes()
     guard_writes()
-    os.environ.update(HOME=TMP, TMPDIR=TMP)
+    os.environ.update(HOME=WORK, TMPDIR=WORK)
     TOOLS.update({name: make_tool(name) for name in CONFIG["tools"]}, final_answer=final_answer)
     state = {"__name__": "__main__", "__builtins__": builtins, **TOOLS}
     SIGNAL_HANDLERS.update({sig: signal.getsignal(sig) for sig in signal.valid_signals()
