@@ -328,8 +328,13 @@ def _stop_threads_left_running():
     except OSError:
         import threading
         threads = threading.active_count()
-    if threads > 1 and _fork() != 0:
-        _exit(0)
+    if threads > 1:
+        try:
+            child = _fork()
+        except OSError:  # no process to spare: keep the threads rather than lose the cell
+            return
+        if child != 0:
+            _exit(0)
 
 
 # ---- running a cell ------------------------------------------------------------------------------------------
