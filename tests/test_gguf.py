@@ -348,6 +348,56 @@ def test_convert_refuses_metadata_that_does_not_fit(tmp_path, changes, message):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
 
 
+def _tiktoken_style_gguf(path, pre: str, metadata: dict | None = None):
+    """A tokenizer-only GGUF whose vocabulary is tiktoken-style ranks (as Llama-3's), merges written the way HF's
+    tiktoken converter writes them (every split of a token into two tokens). ' grab' is a token that no merge
+    builds. Returns (path, the same vocabulary as a tiktoken.Encoding: Llama-3's own tokenizer)."""
+    import tiktoken
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from minagent.gguf.tokenizer import LLAMA3_SPLIT
+
+    b2u = bytes_to_unicode()
+    ranks = {bytes([b]): b for b in range(256)}
+    for piece in [b" t", b"he", b" the", b"ab", b" grab", b"<|begin_of_text|>"]:
+        ranks[piece] = len(ranks)
+    def as_gguf(piece):  # GGUF (and tokenizer.json) spell byte-level tokens in GPT-2's byte-to-unicode alphabet
+        return piece.decode() if piece.startswith(b"<|") else "".join(b2u[c] for c in piece)
+
+    by_rank = sorted(ranks, key=ranks.get)
+    merges = [f"{as_gguf(p[:i])} {as_gguf(p[i:])}" for p in by_rank if not p.startswith(b"<|")
+              for i in range(1, len(p)) if p[:i] in ranks and p[i:] in ranks]
+    types = [3 if p.startswith(b"<|") else 1 for p in by_rank]
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
+            "tokenizer.ggml.tokens": [as_gguf(p) for p in by_rank],
+            "tokenizer.ggml.token_type": (types, gguf.GGUFValueType.ARRAY),
+            "tokenizer.ggml.merges": merges, "tokenizer.ggml.bos_token_id": ranks[b"<|begin_of_text|>"],
+            **(metadata or {})}
+    enc = tiktoken.Encoding("tiny", pat_str=LLAMA3_SPLIT, special_tokens={},
+                            mergeable_ranks={p: r for p, r in ranks.items() if not p.startswith(b"<|")})
+    return write_gguf(path, {}, meta), enc
+
+
+def test_llama3_tokenizer_takes_vocabulary_words_whole_like_tiktoken(tmp_path):
+    """llama.cpp sets ignore_merges for the Llama-3 pre-tokenizer names (src/llama-vocab.cpp), as HF's Llama-3
+    tokenizer.json does: Llama-3's vocabulary comes from tiktoken, which takes a pre-token found in the
+    vocabulary whole even where no merge builds it. Oracle: tiktoken on the same vocabulary."""
+    from tokenizers import Tokenizer
+
+    from minagent.gguf.tokenizer import write_tokenizer_files
+    from minagent.tokenizer import load_tokenizer
+
+    path, tiktoken_enc = _tiktoken_style_gguf(tmp_path / "vocab.gguf", "llama-bpe")
+    write_tokenizer_files(GGUFFile(path), tmp_path)
+    hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    ours = load_tokenizer(tmp_path / "tokenizer.json")
+    for text in [" grab the", "I grab xyz, the ab 123", "grab"]:
+        want = tiktoken_enc.encode(text)
+        assert hf.encode(text, add_special_tokens=False).ids == want, text
+        assert ours.encode(text) == want, text
+    assert tiktoken_enc.encode(" grab") == [260]  # one token, though no merge makes it
+
+
 def test_convert_into_the_folder_of_its_input_is_refused(tmp_path):
     path = tiny_model_gguf(tmp_path / "tiny.gguf", "llama")
     with pytest.raises(ValueError, match="holds the input .*tiny.gguf; replacing the directory would delete it"):

@@ -12,6 +12,10 @@ pre-tokenizer (and normalizer) of that HF tokenizer here:
   llama-bpe, llama3, ...      Llama-3 split regex (digits in runs of up to 3), then byte-level
   qwen2, deepseek-r1-qwen     NFC, then Qwen2's split regex (single digits), then byte-level
 
+The Llama-3 names also switch on `ignore_merges` (llama.cpp sets it for them in llama-vocab.cpp, and HF's
+Llama-3 tokenizer.json has it): a pre-token that is itself in the vocabulary is one token even where no chain
+of merges builds it, as tiktoken (Llama-3's own tokenizer) encodes it.
+
 An unknown name is an error rather than a guess: a wrong split silently changes token ids.
 """
 from __future__ import annotations
@@ -51,6 +55,8 @@ PRE_TOKENIZERS = {
     "qwen2": (_NFC, _split_then_bytes(QWEN2_SPLIT)),
     "deepseek-r1-qwen": (_NFC, _split_then_bytes(QWEN2_SPLIT)),
 }
+# tokenizer.ggml.pre names for which llama.cpp takes a pre-token found in the vocabulary whole (ignore_merges)
+IGNORE_MERGES = {"llama-bpe", "llama3", "llama-v3"}
 
 
 def _meta(g, key, default=None):
@@ -111,7 +117,8 @@ def tokenizer_json(g) -> dict:
         "post_processor": _post_processor(g, tokens),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": pre in IGNORE_MERGES,
                   "vocab": vocab, "merges": list(merges)},
     }
 
