@@ -398,6 +398,28 @@ def test_llama3_tokenizer_takes_vocabulary_words_whole_like_tiktoken(tmp_path):
     assert tiktoken_enc.encode(" grab") == [260]  # one token, though no merge makes it
 
 
+@pytest.mark.parametrize("pre,add_bos,expect_bos", [("llama-bpe", None, True), ("llama-bpe", False, False),
+                                                     ("gpt-2", None, False), ("gpt-2", True, True)])
+def test_bos_follows_llama_cpp_when_the_file_does_not_say(tmp_path, pre, add_bos, expect_bos):
+    """Without tokenizer.ggml.add_bos_token, llama.cpp adds BOS for the Llama-3 pre-tokenizer names and not for
+    GPT-2-style ones (src/llama-vocab.cpp); the key, where present, decides. Oracle for the text: tiktoken."""
+    from tokenizers import Tokenizer
+
+    from minagent.gguf.tokenizer import write_tokenizer_files
+    from minagent.tokenizer import load_tokenizer
+
+    meta = {} if add_bos is None else {"tokenizer.ggml.add_bos_token": add_bos}
+    path, tiktoken_enc = _tiktoken_style_gguf(tmp_path / "vocab.gguf", pre, meta)
+    write_tokenizer_files(GGUFFile(path), tmp_path)
+    bos = GGUFFile(path).metadata["tokenizer.ggml.bos_token_id"]  # <|begin_of_text|>
+    want = [bos] * expect_bos + tiktoken_enc.encode("the ab")
+    if pre == "llama-bpe":
+        assert Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode("the ab").ids == want
+        assert load_tokenizer(tmp_path).encode("the ab", add_special_tokens=True) == want
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["add_bos_token"] is expect_bos and config["bos_token"] == "<|begin_of_text|>"
+
+
 def test_convert_into_the_folder_of_its_input_is_refused(tmp_path):
     path = tiny_model_gguf(tmp_path / "tiny.gguf", "llama")
     with pytest.raises(ValueError, match="holds the input .*tiny.gguf; replacing the directory would delete it"):

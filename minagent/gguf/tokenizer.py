@@ -56,7 +56,9 @@ PRE_TOKENIZERS = {
     "deepseek-r1-qwen": (_NFC, _split_then_bytes(QWEN2_SPLIT)),
 }
 # tokenizer.ggml.pre names for which llama.cpp takes a pre-token found in the vocabulary whole (ignore_merges)
-IGNORE_MERGES = {"llama-bpe", "llama3", "llama-v3"}
+# and adds BOS when the file has no tokenizer.ggml.add_bos_token (Llama-3 GGUFs written before the converter
+# recorded it)
+IGNORE_MERGES = ADD_BOS_BY_DEFAULT = {"llama-bpe", "llama3", "llama-v3"}
 
 
 def _meta(g, key, default=None):
@@ -66,6 +68,11 @@ def _meta(g, key, default=None):
 def special_token_ids(g) -> tuple[int | None, int | None, int | None]:
     """(bos, eos, pad) token ids from the metadata, None where absent."""
     return tuple(_meta(g, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding"))
+
+
+def add_bos_token(g) -> bool:
+    """Whether llama.cpp adds BOS: tokenizer.ggml.add_bos_token, else its default for the pre-tokenizer name."""
+    return bool(_meta(g, "tokenizer.ggml.add_bos_token", _meta(g, "tokenizer.ggml.pre") in ADD_BOS_BY_DEFAULT))
 
 
 def _error(g, message):
@@ -126,7 +133,7 @@ def tokenizer_json(g) -> dict:
 def _post_processor(g, tokens) -> dict:
     """Adds BOS/EOS around every encoded text when the GGUF says llama.cpp would; otherwise adds nothing."""
     bos, eos, _ = special_token_ids(g)
-    front = [tokens[bos]] if _meta(g, "tokenizer.ggml.add_bos_token", False) and bos is not None else []
+    front = [tokens[bos]] if add_bos_token(g) and bos is not None else []
     back = [tokens[eos]] if _meta(g, "tokenizer.ggml.add_eos_token", False) and eos is not None else []
     if not front and not back:
         return {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
@@ -146,7 +153,7 @@ def tokenizer_config(g, tok_json: dict) -> dict:
     tokens = _meta(g, "tokenizer.ggml.tokens")
     names = {"bos_token": "bos", "eos_token": "eos", "unk_token": "unknown", "pad_token": "padding"}
     config = {"tokenizer_class": "PreTrainedTokenizerFast",
-              "add_bos_token": bool(_meta(g, "tokenizer.ggml.add_bos_token", False)),
+              "add_bos_token": add_bos_token(g),
               "add_eos_token": bool(_meta(g, "tokenizer.ggml.add_eos_token", False)),
               "clean_up_tokenization_spaces": False}
     for field, key in names.items():
