@@ -340,6 +340,10 @@ def test_convert_refuses_unknown_tensor_and_existing_dir(tmp_path):
     ({"llama.attention.layer_norm_rms_epsilon": "x"}, r"cannot convert: ValueError"),
     # an older GGUF without the pre-tokenizer label: llama.cpp's default splitting has no tokenizer.json here
     ({"tokenizer.ggml.pre": None}, r"tokenizer\.ggml\.pre is missing"),
+    # special token ids outside the vocabulary: named, not a bare IndexError, and -1 never picks the last token
+    ({"tokenizer.ggml.bos_token_id": 264}, r"tokenizer\.ggml\.bos_token_id is 264, not a token id \(the "
+                                           r"vocabulary has 264 tokens\)"),
+    ({"tokenizer.ggml.eos_token_id": (-1, gguf.GGUFValueType.INT32)}, r"tokenizer\.ggml\.eos_token_id is -1, not"),
 ])
 def test_convert_refuses_metadata_that_does_not_fit(tmp_path, changes, message):
     path = tiny_model_gguf(tmp_path / "bad.gguf", "llama", meta_changes=changes)

@@ -65,9 +65,22 @@ def _meta(g, key, default=None):
     return g.metadata.get(key, default)
 
 
+def special_token_id(g, name: str) -> int | None:
+    """tokenizer.ggml.{name}_token_id, None where absent. An id that is not a token of tokenizer.ggml.tokens is
+    an error naming the key (it would otherwise surface as a bare IndexError, or as -1 picking the last token)."""
+    key = f"tokenizer.ggml.{name}_token_id"
+    token_id, tokens = _meta(g, key), _meta(g, "tokenizer.ggml.tokens")
+    if token_id is None:
+        return None
+    n = len(tokens) if isinstance(tokens, list) else None
+    if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0 or (n is not None and token_id >= n):
+        raise _error(g, f"{key} is {token_id!r}, not a token id" + (f" (the vocabulary has {n} tokens)" if n else ""))
+    return token_id
+
+
 def special_token_ids(g) -> tuple[int | None, int | None, int | None]:
     """(bos, eos, pad) token ids from the metadata, None where absent."""
-    return tuple(_meta(g, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding"))
+    return tuple(special_token_id(g, k) for k in ("bos", "eos", "padding"))
 
 
 def add_bos_token(g) -> bool:
@@ -157,7 +170,7 @@ def tokenizer_config(g, tok_json: dict) -> dict:
               "add_eos_token": bool(_meta(g, "tokenizer.ggml.add_eos_token", False)),
               "clean_up_tokenization_spaces": False}
     for field, key in names.items():
-        token_id = _meta(g, f"tokenizer.ggml.{key}_token_id")
+        token_id = special_token_id(g, key)
         if token_id is not None:
             config[field] = tokens[token_id]
     arch = _meta(g, "general.architecture")
