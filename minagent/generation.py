@@ -8,6 +8,7 @@ with any tail that could still become a stop string held back — a streamed rep
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Callable, Sequence
 
 import torch
@@ -25,6 +26,19 @@ class SamplingParams:
     seed: int | None = None
     stop_ids: Sequence[int] = ()
     stop_strings: Sequence[str] = ()
+
+    def __post_init__(self):
+        """Out-of-range settings are an error naming the field, as transformers' warpers and GenerationConfig
+        make them: otherwise a negative temperature silently decoded greedily, a negative top_k or a top_p above 1
+        silently switched the filter off, and max_new_tokens=-1 failed as "KV cache full"."""
+        checks = [("max_new_tokens", self.max_new_tokens, "an integer >= 0",
+                   isinstance(self.max_new_tokens, Integral) and self.max_new_tokens >= 0),
+                  ("temperature", self.temperature, "a number >= 0 (0 = greedy)", 0 <= self.temperature < float("inf")),
+                  ("top_k", self.top_k, "an integer >= 0 (0 = off)", isinstance(self.top_k, Integral) and self.top_k >= 0),
+                  ("top_p", self.top_p, "a number in [0, 1] (1 = off)", 0 <= self.top_p <= 1)]
+        for name, value, expected, ok in checks:
+            if not ok:
+                raise ValueError(f"SamplingParams.{name} must be {expected}, got {value!r}")
 
 
 @dataclass
@@ -98,6 +112,11 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
     params = params or SamplingParams()
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
+    vocab = model.model.embed_tokens.num_embeddings
+    for row, p in enumerate(prompts):
+        if min(p) < 0 or max(p) >= vocab:  # (the embedding lookup's own error says only "index out of range")
+            raise ValueError(f"prompt {row} holds token id {min(p) if min(p) < 0 else max(p)}, outside the "
+                             f"model's vocabulary of {vocab} ids")
     if (params.stop_strings or on_text) and tokenizer is None:
         raise ValueError("stop strings and streaming need a tokenizer to decode the text")
     device = model.lm_head.weight.device

@@ -5,6 +5,7 @@ hand-checkable toy tokenizer (token i decodes to one known character) so the exp
 """
 import pytest
 import torch
+from transformers import GenerationConfig
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from minagent import load_model
@@ -85,3 +86,28 @@ def test_bad_generation_arguments_are_explained(hf_checkpoint):
         generate(model, [[1]], SamplingParams(stop_strings=["x"]))
     with pytest.raises(ValueError, match="padding_side"):
         generate(model, [[1], [1, 2]], padding_side="middle")
+
+
+@pytest.mark.parametrize("field,value,hf_rejects", [
+    ("temperature", -0.5, lambda v: TemperatureLogitsWarper(v)),
+    ("temperature", float("nan"), lambda v: TemperatureLogitsWarper(v)),
+    ("top_k", -3, lambda v: TopKLogitsWarper(v)),
+    ("top_p", 1.5, lambda v: TopPLogitsWarper(v)),
+    ("top_p", -0.1, lambda v: TopPLogitsWarper(v)),
+    ("max_new_tokens", -1, lambda v: GenerationConfig(max_new_tokens=v).validate(strict=True)),
+])
+def test_out_of_range_settings_are_refused_like_transformers(field, value, hf_rejects):
+    """transformers refuses these values (ValueError); they used to be taken silently here (a negative temperature
+    decoded greedily, top_k=-3 or top_p=1.5 switched the filter off) or failed as "KV cache full"."""
+    with pytest.raises(ValueError):
+        hf_rejects(value)
+    with pytest.raises(ValueError, match=rf"SamplingParams\.{field} must be"):
+        SamplingParams(**{field: value})
+    SamplingParams(max_new_tokens=0, top_p=0.0, top_k=0, temperature=0.0)  # the edges that mean something here
+
+
+def test_prompt_ids_outside_the_vocabulary_are_named(hf_checkpoint):
+    model = load_model(hf_checkpoint("qwen3")[0])  # vocabulary of 257
+    for bad in (257, -1):
+        with pytest.raises(ValueError, match=rf"prompt 1 holds token id {bad}, outside the model's vocabulary of 257"):
+            generate(model, [[1, 2], [3, bad]], SamplingParams(max_new_tokens=2))
