@@ -23,6 +23,7 @@ from ..agent.multiple_choice import is_correct, to_letter
 from ..agent.tools import make_search
 from . import formats
 from .exam import write_jsonl
+from .partial_results import PartialResults
 
 
 @dataclass
@@ -66,10 +67,11 @@ def answer_one(system: System, llm, item: dict, search=None, agent: Agent | None
 
 def evaluate_system(system: System, llm, items: list[dict], out_path, search=None, agent_system=None,
                     agent_config: AgentConfig | None = None, progress: bool = True,
-                    extractor_min_chars: int | None = 0) -> dict:
+                    extractor_min_chars: int | None = 0, partial: PartialResults | None = None) -> dict:
     """Run one system over the items; write its results JSONL; return its scores. extractor_min_chars: search
     results shorter than this are not condensed (the recipe's students were trained condensing every one: 0;
-    None: ContextExtractor's default, what `infer.py exam --extractor` uses)."""
+    None: ContextExtractor's default, what `infer.py exam --extractor` uses). partial: answers are kept there as
+    they come and an interrupted run's are reused (partial_results.py)."""
     agent = None
     if system.mode == "agent":
         threshold = {} if extractor_min_chars is None else {"min_chars": extractor_min_chars}
@@ -78,11 +80,24 @@ def evaluate_system(system: System, llm, items: list[dict], out_path, search=Non
         cfg = AgentConfig(**{**cfg.__dict__, "sag": system.sag})
         agent = Agent(llm, {"search": search} if search else {}, cfg, extractor=extractor, system=agent_system)
     rows = []
-    for item in tqdm(items, desc=system.name, unit="q", disable=not progress, leave=False):
-        r = answer_one(system, llm, item, search, agent)
-        rows.append({"id": item["id"], "question": item["question"], "gold": formats.gold_reply(item),
-                     "hops": item.get("hops", 1), "choices": bool(item.get("choices")), **r})
-    write_jsonl(rows, out_path)
+    if partial is not None:
+        partial.open()
+    try:
+        for item in tqdm(items, desc=system.name, unit="q", disable=not progress, leave=False):
+            row = partial.answered(item) if partial is not None else None
+            if row is None:
+                r = answer_one(system, llm, item, search, agent)
+                row = {"id": item["id"], "question": item["question"], "gold": formats.gold_reply(item),
+                       "hops": item.get("hops", 1), "choices": bool(item.get("choices")), **r}
+                if partial is not None:
+                    partial.add(item, row)
+            rows.append(row)
+        write_jsonl(rows, out_path)
+    finally:
+        if partial is not None:
+            partial.close()
+    if partial is not None:
+        partial.finish()
     return scores(rows)
 
 
@@ -152,9 +167,16 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
         agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
     system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
+    settings = {"model": str(Path(str(model)).resolve()) if Path(str(model)).exists() else str(model), "mode": mode,
+                "index": None if index_dir is None else str(Path(index_dir).resolve()), "k": k,
+                "system": None if system_file is None else text, "extractor": extractor,
+                "agent": (agent_config or AgentConfig()).__dict__, "max_len": max_len}
+    partial = PartialResults(out_path, settings)
+    if partial.load() and log:
+        log(f"resuming from {partial.path}: {len(partial.done)} questions already answered")
     llm = load_llm(str(model), draft_tokens=draft_tokens, max_len=max_len)
     result = evaluate_system(system, llm, items, out_path, search, agent_system, agent_config,
-                             extractor_min_chars=None)
+                             extractor_min_chars=None, partial=partial)
     if log:
         log(format_table([(system.name, result)]))
     return result

@@ -1,0 +1,86 @@
+"""An exam's answers so far, kept on disk as they come, so an interrupted `infer.py exam` resumes.
+
+A long exam (hundreds of agent runs, SAG's N samples a step) can take hours on a CPU; a kill, a crash or a
+laptop lid must not cost the questions already answered. Each answered question is appended to
+RESULTS.jsonl.partial as {"item": the exam line, "row": its result} and flushed. A rerun with the same
+arguments reuses every row whose exam line is unchanged (a question whose text, choices or gold answer were
+edited is asked again) and asks only the rest; the finished results are then written to RESULTS.jsonl (a
+temporary name, renamed) and the partial file removed.
+
+The partial file's first line holds the run's settings (model, mode, index, search k, system prompt, agent
+settings): answers from a different run are never mixed in. A rerun with other settings is refused, naming
+what differs, rather than deleting hours of work: delete the .partial file to start over. A last line cut
+short by the kill is ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+FORMAT = "minagent-exam-partial-1"
+
+
+class PartialResults:
+    def __init__(self, out_path, settings: dict):
+        self.path = Path(out_path).with_name(Path(out_path).name + ".partial")
+        self.settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
+        self.done: dict[str, tuple[dict, dict]] = {}  # question id -> (exam item, result row)
+
+    def load(self) -> int:
+        """Read the answers of an earlier, interrupted run with these settings; the number found."""
+        if not self.path.is_file():
+            return 0
+        lines = self.path.read_bytes().split(b"\n")
+        try:
+            head = json.loads(lines[0])
+        except ValueError:
+            head = None
+        if not isinstance(head, dict) or head.get("format") != FORMAT:
+            raise ValueError(f"{self.path}: not a minagent exam's partial results (first line: {lines[0][:80]!r}); "
+                             "move it away or choose another --out")
+        theirs = head.get("settings", {})
+        differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+        if differ:
+            what = "; ".join(f"{k}: {theirs.get(k)!r} there, {self.settings.get(k)!r} now" for k in differ)
+            raise ValueError(f"{self.path} holds the answers of an interrupted run with other settings ({what}). "
+                             "Rerun with those settings to resume it, or delete the file to start over")
+        for n, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                self.done[str(entry["item"]["id"])] = (entry["item"], entry["row"])
+            except (ValueError, KeyError, TypeError):
+                if n < len(lines):  # only the last line, with no newline after it, may be cut short
+                    raise ValueError(f"{self.path}:{n}: not a result line; delete the file to start over") from None
+        return len(self.done)
+
+    def answered(self, item: dict) -> dict | None:
+        """The earlier result for this exam line, if it was asked exactly as it stands now."""
+        got = self.done.get(str(item["id"]))
+        return got[1] if got is not None and got[0] == json.loads(json.dumps(item, default=str)) else None
+
+    def open(self):
+        """Start appending: the kept answers are rewritten after the settings line (dropping a torn line)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"format": FORMAT, "settings": self.settings}) + "\n")
+            for item, row in self.done.values():
+                f.write(json.dumps({"item": item, "row": row}, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def add(self, item: dict, row: dict):
+        self._file.write(json.dumps({"item": item, "row": row}, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()
+
+    def finish(self):
+        """The results file is written: the partial answers are no longer needed."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def close(self):
+        if getattr(self, "_file", None) is not None and not self._file.closed:
+            self._file.close()

@@ -1,0 +1,90 @@
+"""An interrupted exam resumes: answers already given are kept on disk and reused, only the rest are asked, and
+the results equal an uninterrupted run's (the oracle: the same scripted model run straight through)."""
+import json
+
+import pytest
+
+from minagent.agent.llm import ScriptedLLM
+from minagent.microdomain import evaluate
+from minagent.microdomain.evaluate import System, evaluate_system
+from minagent.microdomain.partial_results import PartialResults
+
+ITEMS = [{"id": f"q{i}", "question": f"What is the value of setting_{i}?", "answer": str(10 * i)} for i in range(5)]
+ITEMS.append({"id": "mc", "question": "Which unit?", "choices": {"A": "ms", "B": "s", "C": "MB", "D": "%"},
+              "correct": "C"})
+SETTINGS = {"model": "/models/m", "mode": "closed-book", "k": 3}
+
+
+def answering(asked: list, stop_after: int | None = None):
+    def script(messages, n, prefix):
+        question = messages[-1]["content"]
+        if stop_after is not None and len(asked) == stop_after:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of the exam
+        item = next(i for i in ITEMS if i["question"] in question)
+        asked.append(item["id"])
+        return [f"Answer: {item.get('correct') or item['answer']}"] * n
+    return ScriptedLLM(script)
+
+
+def run(tmp_path, llm, items=ITEMS, settings=SETTINGS, name="results.jsonl"):
+    partial = PartialResults(tmp_path / name, settings)
+    partial.load()
+    return evaluate_system(System("s", "m", "closed-book"), llm, items, tmp_path / name, progress=False,
+                           partial=partial)
+
+
+def test_an_interrupted_exam_resumes_where_it_stopped(tmp_path):
+    straight = run(tmp_path, answering([]), name="straight.jsonl")
+    asked = []
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, answering(asked, stop_after=4))
+    assert len(asked) == 4 and not (tmp_path / "results.jsonl").exists()
+    assert len((tmp_path / "results.jsonl.partial").read_text().splitlines()) == 1 + 4  # settings + 4 answers
+    asked_again = []
+    resumed = run(tmp_path, answering(asked_again))
+    assert len(asked_again) == 2 and resumed == straight  # only the two unanswered questions were asked
+    assert (tmp_path / "results.jsonl").read_text() == (tmp_path / "straight.jsonl").read_text()
+    assert not (tmp_path / "results.jsonl.partial").exists()
+
+
+def test_an_edited_question_is_asked_again_and_a_torn_last_line_is_ignored(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, answering([], stop_after=3))
+    path = tmp_path / "results.jsonl.partial"
+    path.write_bytes(path.read_bytes() + b'{"item": {"id": "q3", "quest')  # killed while writing a line
+    edited = [dict(ITEMS[0], answer="0 ms")] + ITEMS[1:]
+    asked = []
+    s = run(tmp_path, answering(asked), items=edited)
+    assert s["n"] == 6 and sorted(asked) == ["mc", "q0", "q3", "q4"]  # q0 was edited, q3's line was torn
+
+
+def test_answers_from_other_settings_are_never_mixed_in(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, answering([], stop_after=2))
+    with pytest.raises(ValueError, match=r"results.jsonl.partial holds the answers of an interrupted run with other "
+                                         r"settings \(model: '/models/m' there, '/models/other' now\)"):
+        run(tmp_path, answering([]), settings={**SETTINGS, "model": "/models/other"})
+    (tmp_path / "x.jsonl.partial").write_text("not json\n")
+    with pytest.raises(ValueError, match=r"x.jsonl.partial: not a minagent exam's partial results"):
+        PartialResults(tmp_path / "x.jsonl", SETTINGS).load()
+    bad = tmp_path / "results.jsonl.partial"
+    lines = bad.read_text().splitlines()
+    bad.write_text("\n".join([lines[0], "{broken", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl.partial:2: not a result line"):
+        PartialResults(tmp_path / "results.jsonl", SETTINGS).load()
+
+
+def test_the_exam_command_keys_its_answers_on_every_setting_that_changes_them(tmp_path, monkeypatch):
+    """`infer.py exam` (exam_command) resumes through the same file; a different search k is refused."""
+    exam = tmp_path / "exam.jsonl"
+    exam.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    asked = []
+    monkeypatch.setattr("minagent.agent.commands.load_llm", lambda *a, **k: answering(asked, stop_after=3))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", log=None)
+    monkeypatch.setattr("minagent.agent.commands.load_llm", lambda *a, **k: answering(asked))
+    with pytest.raises(ValueError, match=r"k: 3 there, 5 now"):
+        evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", k=5, log=None)
+    logged = []
+    s = evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", log=logged.append)
+    assert s["accuracy"] == 1.0 and len(asked) == 6 and "3 questions already answered" in logged[0]
