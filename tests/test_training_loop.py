@@ -78,6 +78,24 @@ def test_killed_and_resumed_run_is_bitwise_identical(tiny_dir, tmp_path, stage):
         run(_cfg(tiny_dir, tmp_path / "killed", resume=True, **{**kw, "lr": 0.02}))
 
 
+def test_resume_refuses_training_data_that_changed_since_the_checkpoint(tiny_dir, tmp_path):
+    """The step's rows are a function of (seed, step) *over the same rows*: a --data file edited between the kill
+    and the resume would silently train on another order (oracle: the rows the checkpoint was written with)."""
+    data = write_jsonl(tmp_path / "traj.jsonl", TRAJECTORIES.read_text().splitlines())
+    kw = dict(data=str(data), max_steps=4, save_every=2, batch_size=1, export=False, eval_fraction=0.0)
+    run(_cfg(tiny_dir, tmp_path / "o", **kw), stop_after_step=3)
+    write_jsonl(data, TRAJECTORIES.read_text().splitlines()[:8])  # same path, same max_steps, fewer rows
+    with pytest.raises(CheckpointStateError, match=r"written with train_data='\d+ rows x 640 tokens, sha256 \w+' "
+                                                   r"but this run has train_data='8 rows"):
+        run(_cfg(tiny_dir, tmp_path / "o", resume=True, **kw))
+    lines = TRAJECTORIES.read_text().splitlines()
+    write_jsonl(data, [lines[0].replace("Thought:", "Thought :", 1)] + lines[1:])  # one line edited
+    with pytest.raises(CheckpointStateError, match=r"train_data="):
+        run(_cfg(tiny_dir, tmp_path / "o", resume=True, **kw))
+    write_jsonl(data, lines)
+    assert run(_cfg(tiny_dir, tmp_path / "o", resume=True, **kw))["steps"] == 4
+
+
 def test_damaged_checkpoint_falls_back_to_the_one_before(tiny_dir, tmp_path, capsys):
     """Checkpoints are written atomically, so a damaged one is damage on disk: the resume names the file, takes
     the older kept checkpoint and still ends bitwise where the uninterrupted run does (the oracle)."""

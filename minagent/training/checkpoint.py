@@ -28,7 +28,10 @@ from .errors import CheckpointStateError, CorruptCheckpointError
 RESUME_KEYS = ("stage", "model", "data", "eval_data", "eval_fraction", "method", "lora_r", "lora_alpha",
                "lora_targets", "rslora", "max_length", "truncation", "observation_role", "seed", "lr",
                "min_lr_ratio", "warmup_steps", "epochs", "max_steps", "weight_decay", "beta1", "beta2",
-               "global_batch")  # batch_size x grad_accum x processes: the data position depends on it, not its split
+               "global_batch",  # batch_size x grad_accum x processes: the data position depends on it, not its split
+               "train_data")  # PackedRows.fingerprint of the training rows: the file at --data may have changed
+# Keys added after checkpoints were first written: a checkpoint from before has none and is not refused for it.
+LATER_KEYS = ("train_data",)
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -130,6 +133,8 @@ def load_checkpoint(path: str | Path, model, optimizer, settings: dict) -> dict:
         raise CorruptCheckpointError(f"{path / 'state.json'}: expected an object with an integer \"step\" and "
                                      f"a \"settings\" object")
     for k in RESUME_KEYS:
+        if k in LATER_KEYS and k not in state["settings"]:
+            continue
         was, now = state["settings"].get(k), settings.get(k)
         if was != now:
             raise CheckpointStateError(f"{path / 'state.json'}: the checkpoint was written with {k}={was!r} but "

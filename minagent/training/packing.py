@@ -15,6 +15,7 @@ Two ways to fill rows:
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,14 @@ class PackedRows:
 
     def num_targets(self) -> int:
         return int((self.targets != IGNORE).sum())
+
+    def fingerprint(self) -> str:
+        """Row count, length and a hash of the rows' tokens, targets and document ids: what a resumed run must
+        share with the run that wrote the checkpoint (the data path alone misses a file edited in between)."""
+        h = hashlib.sha256()
+        for a in (self.tokens, self.targets, self.doc_ids):
+            h.update(np.ascontiguousarray(a, dtype=np.int64))
+        return f"{len(self)} rows x {self.length} tokens, sha256 {h.hexdigest()[:16]}"
 
     def select(self, rows) -> "PackedRows":
         rows = np.asarray(rows, dtype=np.int64)

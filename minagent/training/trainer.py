@@ -203,7 +203,8 @@ def run(cfg: TrainConfig, stop_after_step: int | None = None) -> dict:
         optimizer = make_optimizer(model, cfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"trainable parameters: {n_train:,} of {model.num_parameters():,} ({cfg.method})")
-        settings = {**cfg.to_dict(), "warmup_steps": warmup, "max_steps": total_steps, "global_batch": G}
+        settings = {**cfg.to_dict(), "warmup_steps": warmup, "max_steps": total_steps, "global_batch": G,
+                    "train_data": train_rows.fingerprint()}
 
         start_step = 0
         ckpt_root = out / "checkpoints"
