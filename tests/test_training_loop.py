@@ -343,6 +343,25 @@ def test_a_checkpoint_left_half_written_by_a_kill_is_removed(tiny_dir, tmp_path)
     assert not leftover.exists()
 
 
+@pytest.mark.parametrize("setting, value, rule", [
+    ("warmup_steps", -3, ">= 0"), ("min_lr_ratio", 2.0, r"in \[0, 1\]"), ("clip", -1.0, ">= 0"),
+    ("epochs", 0.0, "> 0"), ("epochs", float("nan"), "> 0"), ("eval_every", -1, ">= 0"),
+    ("weight_decay", -0.1, ">= 0"), ("beta2", 1.0, r"in \[0, 1\)"), ("lora_dropout", 1.0, r"in \[0, 1\)"),
+    ("lr", float("inf"), "> 0")])
+def test_out_of_range_settings_are_refused_before_any_work(tmp_path, setting, value, rule):
+    """Hand-checked against schedule.py and the loop, none of these failed; each trained something else instead:
+    warmup -3 starts the cosine part-way (step 0 at rate 0.98 * peak of 10 steps, not the warmup's), min_lr_ratio 2
+    raises the rate above the peak, clip -1 turns clipping off, epochs 0 runs one step, eval_every -1 evaluates
+    every step."""
+    from minagent.training.schedule import cosine_with_warmup
+    assert cosine_with_warmup(0, 1.0, -3, 10, 0.1) < 1.0 and cosine_with_warmup(9, 1.0, 1, 10, 2.0) > 1.0
+    cfg = TrainConfig(model=str(ROOT), data=str(TRAJECTORIES), out=str(tmp_path / "o"), **{setting: value})
+    with pytest.raises(ValueError, match=rf"--{setting.replace('_', '-')} must be {rule}"):
+        cfg.validate()
+    TrainConfig(model=str(ROOT), data=str(TRAJECTORIES), out=str(tmp_path / "o"), epochs=0.0, max_steps=3,
+                warmup_steps=0, clip=0.0, min_lr_ratio=0.0, eval_every=0).validate()  # the documented edges pass
+
+
 @pytest.mark.parametrize("setting, value", [("lr", "1e-3"), ("export", "false"), ("max_length", 1.5),
                                             ("batch_size", True), ("lora_r", None)])
 def test_recipe_file_values_of_the_wrong_type_are_refused(tmp_path, setting, value):

@@ -6,6 +6,7 @@ Settings come from three layers, later ones winning: the defaults below, a recip
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -91,8 +92,27 @@ class TrainConfig:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if self.max_steps is not None and int(self.max_steps) < 1:
             raise ValueError(f"--max-steps must be >= 1 (or left out: from --epochs), got {self.max_steps!r}")
-        if not self.lr > 0:
+        if not 0 < self.lr < math.inf:
             raise ValueError(f"--lr must be > 0, got {self.lr!r}")
+        # Out of range, these would not fail: a negative warmup starts the cosine part-way, min_lr_ratio > 1 makes
+        # the rate rise, a negative clip turns clipping off, epochs 0 runs one step, eval_every < 0 evaluates
+        # every step. (NaN fails every comparison, so each check is written to refuse it.)
+        finite = math.isfinite
+        checks = {"epochs": (lambda v: finite(v) and v > 0, "> 0"),
+                  "warmup_steps": (lambda v: v >= 0, ">= 0"),
+                  "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+                  "weight_decay": (lambda v: finite(v) and v >= 0, ">= 0"),
+                  "clip": (lambda v: finite(v) and v >= 0, ">= 0 (0 = no clipping)"),
+                  "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "eval_every": (lambda v: v >= 0, ">= 0 (0 = only at the end)")}
+        for name, (ok, rule) in checks.items():
+            v = getattr(self, name)
+            if v is None and name == "warmup_steps" or name == "epochs" and self.max_steps is not None:
+                continue  # warmup None: 3% of the steps; epochs is ignored when --max-steps is set
+            if not ok(v):
+                raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {v!r}")
         for name in ("model", "data"):
             if not Path(getattr(self, name)).exists():
                 raise FileNotFoundError(f"--{name} {getattr(self, name)}: no such file or directory")
