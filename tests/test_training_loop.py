@@ -271,6 +271,9 @@ def test_recipe_file_and_grad_checkpointing_give_the_same_run(tiny_dir, tmp_path
                                                                                 2.0, 8, 10240, 1e-4)
     with pytest.raises(SystemExit, match="recipe is for stage 'sft', not 'cpt'"):
         config_from_args(["cpt", "--recipe", "agent-distillation"])
+    recipe.write_bytes(b'{"lr": 1e-3, "data": "caf\xe9.jsonl"}')  # Latin-1: the error names the file
+    with pytest.raises(ValueError, match=r"r\.json: not UTF-8 text \(byte 0xe9 at offset 25\)"):
+        config_from_args(["sft", "--recipe", str(recipe)])
     recipe.write_text(json.dumps({"lora_rank": 4}))
     with pytest.raises(ValueError, match=r"r\.json: unknown setting 'lora_rank'"):
         config_from_args(["sft", "--recipe", str(recipe)])

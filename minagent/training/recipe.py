@@ -145,6 +145,9 @@ def load_recipe(name_or_path: str) -> dict:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:  # a ValueError too, but its message would not name the file
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); a recipe "
+                         "is a JSON file of settings") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object of settings")
     known = {f.name: f for f in fields(TrainConfig)}
