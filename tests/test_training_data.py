@@ -91,6 +91,10 @@ BAD_LINES = [
      r"messages\[1\].content must be a string"),
     ('{"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "obs"}]}',
      "no assistant turn with content"),
+    # OpenAI's format: a call's content is null; the message must say what is wrong (the call), not the null
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": null, "tool_calls": '
+     '[{"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{}"}}]}]}',
+     r"messages\[1\]\.tool_calls: tool calls are not supported"),
 ]
 
 

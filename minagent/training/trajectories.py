@@ -62,12 +62,14 @@ def _validate(obj, observation_role: str) -> list[dict]:
         role, content = m.get("role"), m.get("content")
         if not isinstance(role, str) or role not in ROLES:
             raise ValueError(f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}")
-        if not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
-        for key in ("tool_calls", "function_call"):  # OpenAI-format calls: dropping them would train empty turns
+        # OpenAI-format calls: dropping them would train empty turns. Checked before the content, which such a
+        # message usually has as null: "content must be a string" would hide what is actually wrong.
+        for key in ("tool_calls", "function_call"):
             if m.get(key):
                 raise ValueError(f"messages[{i}].{key}: tool calls are not supported (write the call into the "
                                  "assistant content, as CodeAct steps do, and return results as role 'tool')")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
         if role in ("tool", "observation"):
             role = observation_role
         out.append({"role": role, "content": content})
