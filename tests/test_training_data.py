@@ -116,6 +116,8 @@ def test_file_of_only_bad_lines_is_an_error(tmp_path):
         read_trajectories(path, on_bad_line="skip", log=lambda *_: None)
     with pytest.raises(FileNotFoundError, match="no such trajectory file"):
         read_trajectories(tmp_path / "missing.jsonl")
+    with pytest.raises(TrainingDataError, match=r"a directory; sft --data is a trajectory JSONL file"):
+        read_trajectories(MANUALS)  # it exists: not "no such file"
 
 
 def test_truncation_policies(tiny_dir):

@@ -83,6 +83,9 @@ def _validate(obj, observation_role: str) -> list[dict]:
 def read_trajectories(path: str | Path, on_bad_line: str = "fail", observation_role: str = "user",
                       log=print) -> list[Trajectory]:
     path = Path(path)
+    if path.is_dir():  # e.g. a manuals directory given to sft: "no such file" would send the user looking for it
+        raise TrainingDataError(f"{path}: a directory; sft --data is a trajectory JSONL file (one trajectory per "
+                                "line; a directory of manuals is cpt's --data)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such trajectory file (expected JSONL, one trajectory per line)")
     rows, bad = read_jsonl(path, lambda obj: _validate(obj, observation_role), on_bad_line=on_bad_line, log=log,
