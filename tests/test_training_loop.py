@@ -375,3 +375,23 @@ def test_recipe_file_values_of_the_wrong_type_are_refused(tmp_path, setting, val
         load_recipe(str(path))
     path.write_text(json.dumps({"max_steps": None, "lr": 1, "export": False}))  # null where the default is None
     assert load_recipe(str(path)) == {"max_steps": None, "lr": 1, "export": False}
+
+
+def test_cuda_rng_state_is_the_current_devices_and_old_lists_still_load(monkeypatch):
+    """Under DDP only rank 0 saves rng.pt, and every rank restores it onto its own device: the saved CUDA state must
+    be rank 0's own device's (the generator that advanced), not a list of every device's, where rank 0's copies of
+    the other devices' generators never moved. Checked on a simulated CUDA (no GPU here): which generator is read
+    and which one is written."""
+    from minagent.training import checkpoint
+    current = torch.tensor([7], dtype=torch.uint8)
+    written = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": current)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [current, torch.tensor([0], dtype=torch.uint8)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": written.append(state))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: written.append(list(states)))
+    state = checkpoint.rng_state()
+    assert torch.equal(state["cuda"], current)
+    checkpoint.set_rng_state(state)
+    checkpoint.set_rng_state({**state, "cuda": [current, torch.tensor([0], dtype=torch.uint8)]})  # an old rng.pt
+    assert len(written) == 2 and all(torch.is_tensor(w) and torch.equal(w, current) for w in written)

@@ -39,9 +39,13 @@ def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter
 
 
 def rng_state() -> dict:
+    """The RNG states to save. CUDA: the current device's generator only. Under DDP only rank 0 saves, and each
+    rank draws on its own device; every rank makes the same draws (same seed, same shapes), so rank 0's device
+    state is the right one for each rank's device — where rank 0's copies of the other devices' generators were
+    never advanced, and a machine with fewer GPUs could not take them back."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -50,7 +54,10 @@ def set_rng_state(state: dict):
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # checkpoints before 2026-11-24 saved every device's: rank 0's is first
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda)
 
 
 def remove_partial_checkpoints(root: Path) -> None:
