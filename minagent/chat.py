@@ -5,6 +5,7 @@ holds the one chat setting training and the agent must agree on: the role observ
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -17,8 +18,8 @@ def chat_reply(model, tokenizer, messages: list[dict], params: SamplingParams | 
                on_text: Callable[[str], None] | None = None) -> str:
     """The assistant's reply to `messages` ([{"role": ..., "content": ...}, ...]), streamed to on_text."""
     params = params or SamplingParams()
-    if not params.stop_ids:
-        params.stop_ids = tuple(tokenizer.stop_token_ids)
+    if not params.stop_ids:  # a copy: the caller's settings may serve another tokenizer next
+        params = dataclasses.replace(params, stop_ids=tuple(tokenizer.stop_token_ids))
     prompt = tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
     stream = (lambda _row, text: on_text(text)) if on_text else None
     return generate(model, [prompt], params, tokenizer=tokenizer, on_text=stream)[0].text

@@ -10,8 +10,10 @@ from minagent.generation import SamplingParams
 def test_smollm2_knows_the_capital_of_france(smollm2_dir):
     model, tokenizer = load_model(smollm2_dir), load_tokenizer(smollm2_dir)
     streamed = []
+    params = SamplingParams(max_new_tokens=24)
     reply = chat_reply(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
-                       SamplingParams(max_new_tokens=24), on_text=streamed.append)
+                       params, on_text=streamed.append)
     assert "Paris" in reply
+    assert params.stop_ids == ()  # the caller's settings are left as they were (they may serve another model)
     assert "".join(streamed) == reply
     assert "<|im_end|>" not in reply
