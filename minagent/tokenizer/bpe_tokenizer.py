@@ -1,7 +1,8 @@
 """A tokenizer.json with a BPE model (Qwen2/2.5, Llama-3, SmolLM2, GPT-2 style), run the way HF tokenizers does:
 
     raw text -> cut out added tokens (normalized: false) -> normalize each piece (NFC)
-             -> cut out added tokens (normalized: true) -> pre-tokenize -> BPE each piece -> ids
+             -> cut out added tokens (normalized: true, spelled as the normalizer writes them)
+             -> pre-tokenize -> BPE each piece -> ids
              [-> post-processor adds BOS etc. when add_special_tokens=True]
     ids -> token strings (added tokens by their content) -> decoder (ByteLevel: bytes -> UTF-8)
 
@@ -10,6 +11,7 @@ that names the file and the JSON field.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -107,7 +109,13 @@ class BPETokenizer:
         # plain ByteLevel decoding is just bytes per id, joined: cache each id's bytes (generation decodes often)
         self._byte_level_decoder = (spec.get("decoder") or {}).get("type") == "ByteLevel"
         self._id_bytes: dict[int, bytes] = {}
-        self.added_tokens: dict[str, AddedToken] = {t.content: t for t in added}
+        self.added_tokens: dict[str, AddedToken] = {t.content: t for t in added}  # token_to_id: as written
+        # A normalized token is looked for in normalized text, so HF normalizes its content too (Llama-2's
+        # Prepend("▁") + Replace normalizer makes "<x>" "▁<x>", Lowercase makes "<B>" "<b>"), and id_to_token /
+        # decode then give that spelling. Unnormalized, such a token could never match.
+        if self.normalizer is not None:
+            added = [dataclasses.replace(t, content=self.normalizer(t.content)) if t.normalized else t
+                     for t in added]
         self.added_by_id: dict[int, AddedToken] = {t.id: t for t in added}
         self._special_ids = frozenset(t.id for t in added if t.special)
         self._vocab_size = max([*self.model.id_to_token, *self.added_by_id], default=-1) + 1
