@@ -97,6 +97,20 @@ def test_wordpiece_ids_identical_to_hf_tokenizers(model_dir):
     assert ours.encode(long, max_length=16) == hf.encode(long).ids
 
 
+
+def test_wordpiece_special_tokens_in_text_match_hf_tokenizers(model_dir):
+    """[CLS]/[SEP]/[PAD]/[UNK]/[MASK] written in a passage are HF added tokens: matched in the raw text (case-
+    sensitive, glued or not) and encoded as their own id, as sentence-transformers' tokenizer does."""
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    hf.no_truncation()
+    hf.no_padding()
+    ours = WordPieceTokenizer.from_file(os.path.join(model_dir, "vocab.txt"))
+    for s in ["fill the [MASK] in", "a[SEP]b", "[CLS][CLS]", "[UNK] x [PAD]", "[sep] [Sep] [MASK", "日[MASK]本",
+              "Straße [SEP] café"]:
+        assert ours.encode(s) == hf.encode(s).ids, repr(s)
+    assert ours.encode("fill the [MASK] in")[3] == ours.vocab["[MASK]"]
+
 def hf_reference_embeddings(model_dir, texts):
     transformers = pytest.importorskip("transformers")
     tok = transformers.BertTokenizerFast.from_pretrained(model_dir)

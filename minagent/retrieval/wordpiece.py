@@ -6,6 +6,8 @@ Two stages, as in the original BERT code and HF `tokenizers`:
    accents (NFD, drop combining marks) and lowercase, then split on whitespace and on every punctuation char.
 2. WordPiece: greedy longest-match-first over each word; pieces after the first carry the "##" prefix; a word
    with no full segmentation (or longer than 100 chars) becomes [UNK].
+Before both, the special tokens ([CLS], [SEP], [PAD], [UNK], [MASK]) are cut out of the raw text and encoded as
+themselves, as HF's added tokens are: "use [MASK] here" has id 103 in the middle, not "[", "mask", "]".
 Results are cached per word: manuals repeat the same words endlessly. Characters added in very recent Unicode
 versions can be classified differently by Python's unicodedata and HF's Rust tables; everything else matches.
 """
@@ -54,7 +56,7 @@ _ASCII_WORDS = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 class WordPieceTokenizer:
     def __init__(self, vocab, lowercase=True, strip_accents=None, max_chars_per_word=100,
-                 unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]"):
+                 unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]"):
         self.vocab = vocab                                    # piece -> id
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents
@@ -64,6 +66,11 @@ class WordPieceTokenizer:
                 raise ValueError(f"vocab has no {name} token {tok!r}")
         self.unk_id, self.cls_id = vocab[unk_token], vocab[cls_token]
         self.sep_id, self.pad_id = vocab[sep_token], vocab[pad_token]
+        # matched in the raw text first (case-sensitive, anywhere, longest first): HF's special added tokens
+        self.special_ids = {t: vocab[t] for t in (unk_token, cls_token, sep_token, pad_token, mask_token)
+                            if t in vocab}
+        self._special_re = re.compile("(" + "|".join(map(re.escape, sorted(self.special_ids, key=len,
+                                                                            reverse=True))) + ")")
         self._cache = {}
 
     @classmethod
@@ -146,8 +153,13 @@ class WordPieceTokenizer:
     def encode(self, text, max_length=None, add_special_tokens=True):
         """Token ids of one text; with special tokens: [CLS] ... [SEP], truncated to max_length in total."""
         ids = []
-        for w in self.basic_tokenize(text):
-            ids.extend(self.word_ids(w))
+        # split() with a capturing group: odd pieces are special tokens, even pieces the text between them
+        for i, piece in enumerate(self._special_re.split(text)):
+            if i % 2:
+                ids.append(self.special_ids[piece])
+                continue
+            for w in self.basic_tokenize(piece):
+                ids.extend(self.word_ids(w))
         if add_special_tokens:
             if max_length is not None:
                 ids = ids[: max(0, max_length - 2)]
