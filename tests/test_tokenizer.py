@@ -26,6 +26,7 @@ import tokenizer_tiny as tiny
 from minagent.tokenizer import TokenizerFileNotFoundError, TokenizerFormatError, load_tokenizer
 from minagent.tokenizer.bpe_tokenizer import BPETokenizer
 from minagent.tokenizer.byte_level import BYTE_TO_CHAR
+from minagent.tokenizer.decoders import build_decoder, run_decoder
 from minagent.tokenizer.pretokenizers import GPT2_PATTERN, build_pretokenizer, run_pretokenizer
 from tokenizer_corpus import mixed_text
 
@@ -285,6 +286,18 @@ def test_digits_pretokenizer_matches_hf(individual):
     ours = build_pretokenizer({"type": "Digits", "individual_digits": individual})
     for text in ["a12 ١٢ ½Ⅻ²x", "2024-05-17", "no digits", "007"]:
         assert run_pretokenizer(ours, text) == [p for p, _ in hf.pre_tokenize_str(text)], text
+
+
+@pytest.mark.parametrize("scheme", ["always", "first", "never"])
+def test_metaspace_decoder_matches_hf(scheme):
+    """HF drops every '▁' of the first token (not one leading space) unless prepend_scheme is "never"."""
+    from tokenizers import decoders
+
+    hf = decoders.Metaspace(prepend_scheme=scheme)
+    ours = build_decoder({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme})
+    for tokens in [["\u2581\u2581", "\u2581x"], ["\u2581a\u2581b", "\u2581c"], ["\u2581hi", "\u2581\u2581"], ["a\u2581", "b"],
+                   [" a", "\u2581b"], ["\u2581"], []]:
+        assert run_decoder(ours, tokens) == hf.decode(tokens), tokens
 
 
 def test_added_token_flags_match_hf(case):

@@ -56,14 +56,11 @@ def _strip(content: str, start: int, stop: int) -> Decoder:
 
 
 def _metaspace(replacement: str, prepend_scheme: str) -> Decoder:
+    """HF's Metaspace decoder: '▁' -> ' ', except in the first token, where (unless prepend_scheme is "never")
+    every '▁' is dropped, not only a leading one ("▁▁", "▁x" -> " x"); spaces already in a token stay."""
     def run(tokens: list[str]) -> list[str]:
-        out = []
-        for i, tok in enumerate(tokens):
-            tok = tok.replace(replacement, " ")
-            if i == 0 and prepend_scheme != "never" and tok.startswith(" "):
-                tok = tok[1:]
-            out.append(tok)
-        return out
+        return [tok.replace(replacement, "" if i == 0 and prepend_scheme != "never" else " ")
+                for i, tok in enumerate(tokens)]
     return run
 
 
