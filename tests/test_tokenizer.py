@@ -300,6 +300,17 @@ def test_metaspace_decoder_matches_hf(scheme):
         assert run_decoder(ours, tokens) == hf.decode(tokens), tokens
 
 
+def test_lowercase_normalizer_matches_hf():
+    """Per character, like Rust: a word-final Σ is σ (str.lower() would give ς); İ still becomes i + U+0307."""
+    from tokenizers import normalizers
+
+    from minagent.tokenizer.normalizers import build_normalizer
+
+    ours = build_normalizer({"type": "Lowercase"})
+    for text in ["ΟΔΟΣ ΣΑΣ", "Σ", "aΣ.", "İstanbul ÀÉ", "plain"]:
+        assert ours(text) == normalizers.Lowercase().normalize_str(text), text
+
+
 def test_added_token_flags_match_hf(case):
     """lstrip/rstrip (<mask>), single_word ([WORD]), normalized (café after NFC), non-special (<tool_call>)."""
     hf, ours, specials, _ = case

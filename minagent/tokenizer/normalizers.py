@@ -24,6 +24,12 @@ def _strip_whitespace(text: str, left: bool, right: bool) -> str:
     return text[start:stop]
 
 
+def _lowercase(text: str) -> str:
+    """HF lowercases character by character (Rust's char::to_lowercase): Σ is always σ, where str.lower() writes
+    a word-final Σ as ς. Every other character lowercases the same either way."""
+    return "".join(c.lower() for c in text) if "\u03a3" in text else text.lower()
+
+
 def build_normalizer(spec: dict | None, where: str = "normalizer") -> Normalizer | None:
     """Function for a tokenizer.json normalizer spec (None when there is nothing to do).
     Raises SpecError naming `where` (the JSON path) for types we do not implement."""
@@ -35,7 +41,7 @@ def build_normalizer(spec: dict | None, where: str = "normalizer") -> Normalizer
     if kind in ("NFC", "NFD", "NFKC", "NFKD"):
         return lambda text: unicodedata.normalize(kind, text)
     if kind == "Lowercase":
-        return str.lower
+        return _lowercase
     if kind == "Sequence":
         steps = [build_normalizer(s, f"{where}.normalizers[{i}]") for i, s in enumerate(spec["normalizers"])]
         steps = [s for s in steps if s is not None]
