@@ -270,6 +270,16 @@ def test_regex_constructs_translate_like_oniguruma(pattern):
         assert run_pretokenizer(ours, text) == [p for p, _ in hf.pre_tokenize_str(text)], (pattern, text)
 
 
+@pytest.mark.parametrize("pattern", [r"\w+", r"\W+", r"[\w.]+"])
+def test_word_class_is_onigurumas(pattern):
+    """Oniguruma's \\w: letters, marks, Nd, Nl, Pc, the Latin-1 numbers ² ³ ¹ ¼ ½ ¾ and circled letters (Ⓐ);
+    not the other No numbers (௰ ৴ ⑴) that Python's N would add."""
+    hf = pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
+    ours = build_pretokenizer({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"})
+    for text in ["x\u0bf0y \u09f4z a\u2474b", "1\u00bd \u00b2x \u00be", "\u24b6b \U0001f130c \u216b", "e\u0301_\u203f."]:
+        assert run_pretokenizer(ours, text) == [p for p, _ in hf.pre_tokenize_str(text)], (pattern, text)
+
+
 @pytest.mark.parametrize("behavior", ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"])
 @pytest.mark.parametrize("invert", [False, True])
 def test_split_behaviors_match_hf(behavior, invert):

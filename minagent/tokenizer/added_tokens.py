@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from .errors import SpecError
-from .unicode_regex import is_whitespace
+from .unicode_regex import ALPHABETIC_SYMBOLS, is_whitespace
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,6 @@ class AddedToken:
             raise SpecError(where, f"expected {{'id': int, 'content': str, ...}}, got {item!r:.80} ({e})") from e
 
 
-# Letters that Unicode files as symbols but calls Alphabetic (circled and squared Latin letters: Ⓐ, 🄰, 🅐, 🅰)
-_ALPHABETIC_SYMBOLS = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169), (0x1F170, 0x1F189))
-
-
 def _is_word_char(ch: str) -> bool:
     """What the tokenizers library's single_word rule counts as a word character: the Unicode `\\w` of Rust's
     regex crate, i.e. Alphabetic (letters, letter numerals like Ⅻ, Ⓐ), any mark, decimal digits, connector
@@ -53,7 +49,7 @@ def _is_word_char(ch: str) -> bool:
     cat = unicodedata.category(ch)
     if cat[0] in "LM" or cat in ("Nd", "Nl", "Pc") or ch in "\u200c\u200d":
         return True
-    return cat == "So" and any(a <= ord(ch) <= b for a, b in _ALPHABETIC_SYMBOLS)
+    return cat == "So" and any(a <= ord(ch) <= b for a, b in ALPHABETIC_SYMBOLS)
 
 
 class AddedTokenMatcher:

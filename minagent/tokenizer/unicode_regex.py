@@ -86,12 +86,21 @@ def is_whitespace(ch: str) -> bool:
     return ch.isspace() and not ("\x1c" <= ch <= "\x1f")
 
 
+# Oniguruma's Unicode \\w, measured code point by code point against HF tokenizers: letters, marks, Nd, Nl, Pc
+# and the circled/squared Latin letters, which Unicode files as symbols but calls Alphabetic (Ⓐ, 🄰, 🅐, 🅰); no
+# other numbers (௰ ৴ ⑴), except that a bare \\w (not one inside [...]) also takes the Latin-1 ones ² ³ ¹ ¼ ½ ¾.
+_WORD_EXTRA = [(0xB2, 0xB3), (0xB9, 0xB9), (0xBC, 0xBE)]
+ALPHABETIC_SYMBOLS = [(0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169), (0x1F170, 0x1F189)]
+
+
 # Escapes Oniguruma defines over Unicode that Python either lacks or defines differently.
-def _escape_class(letter: str) -> Ranges | None:
-    """Code point ranges of \\s \\S \\d \\D \\w \\W, or None for any other letter."""
+def _escape_class(letter: str, in_class: bool = False) -> Ranges | None:
+    """Code point ranges of \\s \\S \\d \\D \\w \\W (`in_class`: written inside [...]), or None for any other
+    letter."""
     base = {"s": lambda: list(whitespace_ranges()),
             "d": lambda: list(property_ranges("Nd")),
-            "w": lambda: _union(*(list(property_ranges(c)) for c in ("L", "M", "N", "Pc")))}
+            "w": lambda: _union(*(list(property_ranges(c)) for c in ("L", "M", "Nd", "Nl", "Pc")),
+                                ALPHABETIC_SYMBOLS, [] if in_class else _WORD_EXTRA)}
     if letter.lower() not in base:
         return None
     ranges = base[letter.lower()]()
@@ -148,7 +157,7 @@ def _class_item(pattern: str, i: int) -> tuple[Ranges | str, int]:
     letter = pattern[i + 1]
     if letter in "pP":
         return _property(pattern, i)
-    ranges = _escape_class(letter)
+    ranges = _escape_class(letter, in_class=True)
     if ranges is not None:
         return ranges, i + 2
     if letter in _CHAR_ESCAPES:
