@@ -93,6 +93,7 @@ class SplitPolicy(NamedTuple):
     plain_from: int | None = None
     columns: tuple[tuple[int, int], ...] = ()  # (most rows, largest K) pairs that linear_columns takes
     train_on_onednn: bool = False  # products that need gradients, of plain_from rows and PLAIN_MIN_MACS on
+    prepacked_bf16: bool = False  # bf16 products of 1-8 rows on oneDNN's prepacked copy (wants_prepacked_bf16)
 
 
 GENERIC = SplitPolicy("generic", min_rows=1, blocks_per_thread=1)
@@ -100,7 +101,8 @@ AMD_AVX512 = SplitPolicy("amd-avx512", min_rows=1, blocks_per_thread=1, plain_fr
                          columns=((2, 1536), (4, 1280)), train_on_onednn=True)
 INTEL = SplitPolicy("intel", min_rows=4, blocks_per_thread=2)
 OFF = SplitPolicy("off", min_rows=MAX_ROWS + 1, blocks_per_thread=1)
-ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1)
+ONEDNN = SplitPolicy("onednn", min_rows=1, blocks_per_thread=1, prepacked_from=2, plain_from=MAX_ROWS + 1,
+                     prepacked_bf16=True)
 POLICIES = {p.name: p for p in (GENERIC, AMD_AVX512, INTEL, OFF, ONEDNN)}
 
 
@@ -239,6 +241,17 @@ def wants_plain(x: torch.Tensor, weight: torch.Tensor, min_macs: int = PLAIN_MIN
             and x.device.type == "cpu" and weight.device.type == "cpu")
 
 
+def wants_prepacked_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when the policy sends this bf16 product of 1-8 rows to oneDNN's prepacked copy of the weight. bf16
+    weights are half the bytes to stream, but F.linear reads them at ~22 GB/s at 1-8 rows (the split no faster);
+    the prepacked copy at ~31 GB/s on the 2-core AMD EPYC with AVX-512 (bench/RESULTS.md, sixteenth session).
+    Opt-in with the onednn policy, for the same reason as its fp32 copies: the copy doubles weight memory."""
+    return (POLICY.prepacked_bf16 and weight.dim() == 2 and weight.dtype == torch.bfloat16
+            and x.dtype == torch.bfloat16 and weight.numel() >= MIN_WEIGHT_NUMEL and x.dim() > 0
+            and x.shape[-1] == weight.shape[1] and 0 < x.numel() <= MAX_ROWS * weight.shape[1]
+            and x.device.type == "cpu" and weight.device.type == "cpu")
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, with faster CPU fp32 paths by policy: for few rows W @ X.T, the thread split, oneDNN's linear on the
     plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
@@ -247,6 +260,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     its dtype) is left to F.linear: the fast paths add the bias to the flattened [M, N] product."""
     if bias is not None and (bias.dim() != 1 or bias.dtype != weight.dtype):
         return F.linear(x, weight, bias)
+    if wants_prepacked_bf16(x, weight) and onednn_linear.usable(x, weight, None):
+        y = onednn_linear.linear(x, weight, None)  # (oneDNN reads only an fp32 bias: a bf16 one is added here)
+        return y if bias is None else y + bias
     if wants_columns(x, weight):
         return linear_columns(x, weight, bias)
     if wants_split(x, weight):

@@ -697,3 +697,64 @@ def test_bias_shapes_and_dtypes_follow_f_linear_on_every_policy(two_threads, mon
     with torch.inference_mode():
         y = kernels.linear(rows, head)
     assert y.is_contiguous() and y.stride() == F.linear(rows, head).stride()
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape, rows", [((1536, 576), 1), ((576, 1536), 5), ((8192, 192), 8)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_bf16_prepacked_products_equal_float64(shape, rows, bias, two_threads, monkeypatch):
+    monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
+    calls = spy(monkeypatch, onednn_linear, "linear")
+    torch.manual_seed(0)
+    w = torch.randn(shape).bfloat16()
+    b = torch.randn(shape[0]).bfloat16() if bias else None
+    x = torch.randn(rows, 1, shape[1]).bfloat16()
+    with torch.inference_mode():
+        got = kernels.linear(x, w, b)
+    assert calls and got.shape == (rows, 1, shape[0]) and got.dtype == torch.bfloat16
+    # fp32 sums over K (as in the fp32 tests), then the product and the bias add each rounded to bf16 (u = 2^-8)
+    terms = x.double().abs() @ w.double().abs().T + (0 if b is None else b.double().abs())
+    bound = (2 * 2.0 ** -8 + (shape[1] + 1) * 2.0 ** -24) * terms
+    assert ((got.double() - float64_linear(x, w, b)).abs() <= bound).all()
+    onednn_linear.clear()
+
+
+@needs_onednn
+def test_bf16_products_of_few_rows_go_to_the_prepacked_copy_only_where_asked(two_threads, monkeypatch):
+    calls = spy(monkeypatch, onednn_linear, "linear")
+    w = torch.randn(1536, 576).bfloat16()
+    for policy in (matvec.AMD_AVX512, matvec.GENERIC):  # the default policies leave bf16 to F.linear (no copy)
+        monkeypatch.setattr(matvec, "POLICY", policy)
+        with torch.inference_mode():
+            kernels.linear(torch.randn(2, 576).bfloat16(), w)
+    assert calls == []
+    monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
+    with torch.inference_mode():
+        for rows in (1, 8, 9):
+            kernels.linear(torch.randn(rows, 576).bfloat16(), w)
+        kernels.linear(torch.randn(2, 192).bfloat16(), torch.randn(576, 192).bfloat16())  # a small weight
+    with torch.no_grad():  # the copy is outside autograd: only inference mode may use it
+        kernels.linear(torch.randn(2, 576).bfloat16(), w)
+    assert calls == [(1, 576), (8, 576)]
+    onednn_linear.clear()
+
+
+@needs_onednn
+def test_bf16_decoding_on_the_prepacked_copy_is_as_close_to_fp32_as_transformers_bf16(wide_checkpoint, two_threads,
+                                                                                      monkeypatch):
+    """The yardstick is transformers' own bf16 model: our bf16 logits may be no further from transformers' fp32
+    logits than transformers' bf16 logits are (twice that, for a different summation order), every position."""
+    import copy
+    path, hf = wide_checkpoint
+    monkeypatch.setattr(matvec, "POLICY", matvec.ONEDNN)
+    ours = load_model(path, dtype="bfloat16")
+    calls = spy(monkeypatch, onednn_linear, "linear")
+    ids = torch.randint(3, 8192, (2, 21), generator=torch.Generator().manual_seed(3))
+    hf16 = copy.deepcopy(hf).to(torch.bfloat16)
+    with torch.inference_mode():
+        want, hf_bf16 = hf(ids).logits, hf16(ids).logits.float()
+        got = prefill_then_decode(ours, ids).float()
+    assert len(calls) == 12 * (2 * 4 + 1)  # every product of every batch-2 decode step
+    yardstick = (hf_bf16 - want).abs().max().item()
+    assert 0 < (got - want).abs().max().item() <= 2 * yardstick
+    onednn_linear.clear()
