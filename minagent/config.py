@@ -16,6 +16,9 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCa
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 _MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                 "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+# transformers' defaults for the window settings a config.json leaves out (MistralConfig, Qwen2Config, Qwen3Config)
+_HF_DEFAULT_SLIDING_WINDOW = 4096
+_HF_DEFAULT_MAX_WINDOW_LAYERS = 28
 
 
 class ConfigError(ValueError):
@@ -65,7 +68,9 @@ class ModelConfig:
         """The sliding-window span transformers applies (Mistral's sliding_window; Qwen2/Qwen3 only with
         use_sliding_window), or None. minagent attends to every key, which equals the window for sequences of up
         to this many tokens: the model refuses longer ones rather than diverge from the reference."""
-        window = self.extra.get("sliding_window")
+        # A key left out of config.json is not "no window": transformers fills in its defaults (4096, and for Qwen
+        # max_window_layers=28), so a Mistral config without `sliding_window` slides over 4096 tokens there.
+        window = self.extra.get("sliding_window", _HF_DEFAULT_SLIDING_WINDOW)
         if window is None:
             return None
         if self.architecture != "MistralForCausalLM":
@@ -73,7 +78,7 @@ class ModelConfig:
             # or the layers from max_window_layers on)
             layer_types = self.extra.get("layer_types")
             slides = ("sliding_attention" in layer_types if layer_types is not None
-                      else self.num_hidden_layers > self.extra.get("max_window_layers", 0))
+                      else self.num_hidden_layers > self.extra.get("max_window_layers", _HF_DEFAULT_MAX_WINDOW_LAYERS))
             if not (self.extra.get("use_sliding_window") and slides):
                 return None
         return int(window)

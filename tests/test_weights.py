@@ -229,6 +229,23 @@ def test_only_windows_some_layer_uses_are_refused():
                                ).attention_window is None
 
 
+def test_window_settings_config_json_leaves_out_take_transformers_defaults():
+    """A config.json without `sliding_window` gets transformers' default window (4096): Mistral then slides, and so
+    does a Qwen2/Qwen3 with use_sliding_window; without `max_window_layers` only layers from 28 on slide. Oracle:
+    the window transformers' own config applies to some layer (Mistral: any set window)."""
+    base = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=4)
+    cases = [dict(base, model_type="mistral", num_hidden_layers=2),
+             dict(base, model_type="mistral", num_hidden_layers=2, sliding_window=None),
+             dict(base, model_type="qwen2", num_hidden_layers=2, use_sliding_window=True, max_window_layers=1),
+             dict(base, model_type="qwen3", num_hidden_layers=2, use_sliding_window=True, max_window_layers=1),
+             dict(base, model_type="qwen2", num_hidden_layers=20, use_sliding_window=True, sliding_window=64),
+             dict(base, model_type="qwen2", num_hidden_layers=30, use_sliding_window=True, sliding_window=64)]
+    for hf_dict in cases:
+        hf = transformers.AutoConfig.for_model(**hf_dict)
+        slides = hf.model_type == "mistral" or "sliding_attention" in hf.layer_types
+        assert ModelConfig.from_hf(hf_dict).attention_window == (hf.sliding_window if slides else None), hf_dict
+
+
 def test_config_and_index_values_of_the_wrong_type_are_named(hf_checkpoint, tmp_path):
     base = dict(architectures=["LlamaForCausalLM"], vocab_size=100, hidden_size=32, intermediate_size=64,
                 num_hidden_layers=1, num_attention_heads=4)
