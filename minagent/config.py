@@ -204,6 +204,10 @@ def _read_rope(hf: dict, where: str) -> tuple[float, dict | None]:
                           f"{', '.join(SUPPORTED_ROPE_TYPES)})")
     if rope_type == "default":
         return float(theta), None
+    if rope_type == "llama3" and hf.get("original_max_position_embeddings") is not None:
+        # transformers 5 lets a top-level original_max_position_embeddings (Phi-3's place for it) override the one
+        # in the scaling dict, or stand in for it
+        scaling["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
     for key in ("factor",) + (("low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
                               if rope_type == "llama3" else ()):
         if key not in scaling:

@@ -181,6 +181,30 @@ def test_rope_scaling_added_to_a_v5_config_is_applied_as_transformers_does(hf_ch
         torch.testing.assert_close(ours(IDS), hf(IDS).logits)
 
 
+def test_llama3_top_level_original_max_position_embeddings_wins_as_in_transformers(hf_checkpoint, tmp_path):
+    """transformers takes a top-level `original_max_position_embeddings` over the one inside rope_scaling (the
+    Phi-3 convention) and uses it alone when rope_scaling has none."""
+    from minagent.config import rope_inverse_frequencies
+
+    _copy_checkpoint(hf_checkpoint("llama-llama3-mqa")[0], tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["original_max_position_embeddings"] = 128  # rope_scaling's says 32
+    for scaling in (cfg.get("rope_scaling"), cfg.get("rope_parameters")):
+        assert scaling is None or scaling.get("original_max_position_embeddings") in (None, 32)
+    for drop_inner in (False, True):
+        if drop_inner:
+            for key in ("rope_scaling", "rope_parameters"):
+                if cfg.get(key):
+                    cfg[key].pop("original_max_position_embeddings", None)
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+        ours = load_model(tmp_path)
+        torch.testing.assert_close(rope_inverse_frequencies(ours.config), hf.model.rotary_emb.inv_freq)
+        ids = torch.randint(0, 257, (1, 200), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            torch.testing.assert_close(ours(ids), hf(ids).logits)
+
+
 def test_integer_tensors_are_refused_and_device_none_means_cpu(hf_checkpoint, tmp_path):
     from safetensors.torch import load_file, save_file
 
