@@ -46,10 +46,13 @@ def resolve_dtype(dtype) -> torch.dtype | None:
 
 
 def checkpoint_files(path: str | Path) -> dict[str, Path]:
-    """Map every tensor name to the safetensors file holding it (single-file or sharded checkpoint)."""
+    """Map every tensor name to the safetensors file holding it (single-file or sharded checkpoint).
+
+    model.safetensors wins over an index, as in transformers: its save_pretrained of a single file into a directory
+    that held a sharded save removes the old shards but not the old index."""
     path = Path(path)
-    index = path / INDEX_NAME
-    if index.exists():
+    index, single = path / INDEX_NAME, path / SINGLE_NAME
+    if index.exists() and not single.exists():
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -61,7 +64,6 @@ def checkpoint_files(path: str | Path) -> dict[str, Path]:
             if not shard.exists():
                 raise CheckpointError(f"{index}: lists shard {shard.name}, which does not exist in {path}")
         return files
-    single = path / SINGLE_NAME
     if not single.exists():
         raise FileNotFoundError(f"{path}: no {SINGLE_NAME} or {INDEX_NAME} (expected a HF safetensors checkpoint)")
     with _open(single) as f:

@@ -49,6 +49,19 @@ def test_loads_checkpoint_sharded_by_transformers(tmp_path):
         torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
 
 
+def test_single_file_wins_over_a_stale_index_as_in_transformers(tmp_path):
+    """transformers' save_pretrained of a sharded and then a single-file checkpoint into one directory removes the
+    shards but leaves the index; transformers reads model.safetensors first, so minagent must as well."""
+    from hf_tiny import save_hf_model
+
+    save_hf_model("qwen3", tmp_path, seed=1, max_shard_size="100KB")
+    save_hf_model("qwen3", tmp_path, seed=2)
+    assert (tmp_path / "model.safetensors.index.json").exists() and (tmp_path / "model.safetensors").exists()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
+
+
 def test_export_in_bf16_loads_in_transformers(hf_checkpoint, tmp_path):
     path, _ = hf_checkpoint("qwen2-tied")
     save_model(load_model(path), tmp_path, dtype="bfloat16")
@@ -286,6 +299,7 @@ def test_config_and_index_values_of_the_wrong_type_are_named(hf_checkpoint, tmp_
     with pytest.raises(ConfigError, match=r"config\.json: expected a JSON object of settings, got list"):
         load_model(tmp_path)
     _copy_checkpoint(hf_checkpoint("llama-gqa")[0], tmp_path)
+    (tmp_path / "model.safetensors").unlink()  # (beside a model.safetensors the index is not read, as in transformers)
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["model.safetensors"]}))
     with pytest.raises(CheckpointError, match=r"index\.json: 'weight_map' must map each tensor name"):
         load_model(tmp_path)
