@@ -54,12 +54,15 @@ Which path a product takes depends on the CPU, because MKL's speed does (`POLICY
 
     onednn (opt-in, MINAGENT_MATVEC=onednn): as amd-avx512 without W @ X.T and without the training path, and
         2-8 rows run on oneDNN's prepacked copy of the weight (kernels/onednn_linear.py: 1.3-1.4x faster forwards
-        of 5-8 rows, 2x the weight memory).
+        of 5-8 rows, 2x the weight memory). So do a bf16 model's products of 1-8 rows (wants_prepacked_bf16):
+        F.linear and the split read bf16 weights at ~22 GB/s, the prepacked copy at ~31 (SmolLM2's matrices,
+        1-5 rows, 2 threads, 2026-11-24), where fp32's best paths read 25-38: only packed does bf16's halved
+        bytes show.
 
 Left to F.linear: no_grad code outside inference mode, training outside amd-avx512, small products (weights
 under 2^18 elements for the split, under PLAIN_MIN_MACS multiply-adds for oneDNN), prefill outside amd-avx512,
 the Intel policy's 1-3 rows, one thread for few rows (but amd-avx512's W @ X.T), non-CPU devices and dtypes
-other than fp32 (bf16/fp16 go through oneDNN already, which threads on its own).
+other than fp32 (bf16/fp16 go through oneDNN already, which threads on its own; but the onednn policy's bf16 copy).
 """
 from __future__ import annotations
 

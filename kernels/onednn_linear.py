@@ -1,5 +1,6 @@
 """fp32 products on oneDNN: on the plain weight (on AMD CPUs with AVX-512, the default for products of 2 or more
-rows under inference mode: kernels/matvec.py), and on its prepacked copy (the opt-in `MINAGENT_MATVEC=onednn`).
+rows under inference mode: kernels/matvec.py), and on its prepacked copy (the opt-in `MINAGENT_MATVEC=onednn`,
+which also sends a bf16 model's decoding products to a prepacked bf16 copy: kernels/matvec.py).
 
 The plain path (`linear_plain`) calls oneDNN's linear on the weight as it is: no copy, no cache. oneDNN uses AVX-512
 on AMD, where MKL does not: prefill-sized products run 2.1-2.2x faster than F.linear on a 2-core AMD EPYC with
