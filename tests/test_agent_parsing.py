@@ -54,6 +54,21 @@ def test_tolerated_variants(raw, code):
     assert s.error is None and s.code == code
 
 
+@pytest.mark.parametrize("raw,code", [
+    # ``` inside a string literal is code, not the closing fence (smolagents closes only at a line's start)
+    ('Thought: t\nCode:\n```py\nfinal_answer("run ```git log``` first")\n```<end_code>',
+     'final_answer("run ```git log``` first")'),
+    ("Thought: t\nCode:\n```py\nprint('```')\nprint(1)\n```", "print('```')\nprint(1)"),
+    # a fence closed at the end of the code's own line still closes
+    ("Thought: t\nCode:\n```py\nfinal_answer('x')```<end_code>", "final_answer('x')"),
+    ("Thought: t\nCode:\n```py\nprint(1)```\nDone.", "print(1)"),
+])
+def test_backticks_inside_code_strings_do_not_close_the_block(raw, code):
+    s = parse_step(raw)
+    assert s.error is None and s.code == code
+    compile(s.code, "<step>", "exec")
+
+
 def test_no_code_is_a_parse_failure_that_explains_the_format():
     s = parse_step("Thought: I am not sure what to do.")
     assert s.code is None and "no code found" in s.error and "```py" in s.error

@@ -11,8 +11,9 @@ The reference step format (CodeAct, agent-distillation / smolagents) is
 Small models bend it, and a strict regex turns every bend into a "code block not found" failure. Tolerated here:
   - text after the action: a self-written `Observation:` (with made-up results), `Calling tools:`, more prose
     after the closing fence, `<end_code>` missing or present
-  - ```python / ``` / ```py fences, indented or with CRLF line ends; several blocks (joined in order, as
-    smolagents does); blocks in other languages (```bash, ```json: a command shown, not code to run) skipped
+  - ```python / ``` / ```py fences, indented or with CRLF line ends, ``` inside the code's string literals;
+    several blocks (joined in order, as smolagents does); blocks in other languages (```bash, ```json: a
+    command shown, not code to run) skipped
   - an unclosed fence (the stop string cut the closing ``` off, or the model forgot it), also after closed ones
   - no fence at all after `Code:` (the rest is taken as code)
   - a bare `final_answer(...)` line or `Final answer: X` (`**Final Answer:** X`) with no code block
@@ -32,7 +33,9 @@ FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# py
 # A fenced block of any language (its info string in group 1): blocks in other languages (```bash, ```json, a
 # shell command shown before the code) are consumed whole, so their closing fence never opens a Python block.
 # Openers stand at the start of a line: ``` inside prose ("I will run ```git log``` first") opens nothing.
-_ANY_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)```", re.S | re.M)
+# A block closes at a ``` that starts a line, or at one inside a line that no quote follows on that line: a ```
+# in a string literal (final_answer("run ```git log```"), print("```")) is code, not the end of the block.
+_ANY_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)(?:^[ \t]*```|```(?![^\n]*[\"']))", re.S | re.M)
 _OPEN_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I | re.M)
 _PYTHON = {"", "py", "python", "python3"}
 _FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
