@@ -83,6 +83,8 @@ def test_unclosed_fence_is_closed_in_the_kept_step():
     ("B", "B"), ("(b)", "B"), ("C.", "C"), ("B) git log", "B"), ("The answer is D.", "D"),
     ("Answer: a", "A"), ("git stash", "C"), ("I would use git stash here", "C"), ("E", None), ("", None),
     ("**B**", "B"), ("** B", "B"),
+    # "is" and a colon together, the letter in bold
+    ("The correct answer is: C", "C"), ("The answer is: b.", "B"), ("The correct answer is: **D**", "D"),
 ])
 def test_multiple_choice_letters(answer, letter):
     choices = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}

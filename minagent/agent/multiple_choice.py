@@ -52,7 +52,8 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     m = re.match(r"^[\(\[]?([A-Za-z])[\)\]\.:]\s+\S", text)  # "B) git log", "b. git log"
     if m and m.group(1).upper() in letters:
         return m.group(1).upper()
-    m = re.search(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
+    # "answer is C", "Option: D", "The correct answer is: **C**"
+    m = re.search(r"\b(?:answer|option|choice)\s*(?:is\s*:?|:)?\s*\**\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
     # ("the answer is a timeout": the article "a" before a word is no letter; "answer is b because" is)
     article = m and m.group(2) == "a" and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
     if m and m.group(2).upper() in letters and not article:
