@@ -103,6 +103,9 @@ def test_multiple_choice_letters(answer, letter):
     ("the answer is b because it lists commits", {"A": "x", "B": "y"}, "B"),
     ("\u221230 dB", {"A": "30 dB", "B": "-30 dB"}, "B"),  # U+2212, the minus sign, is a minus
     ("x = search(1)", {"A": "1", "B": "4", "C": "8", "D": "16"}, None),
+    # a numeric answer matches a numeric option by value (final_answer(10.0) gives "10.0")
+    ("10.0", {"A": "10", "B": "20", "C": "30", "D": "40"}, "A"), ("-30.0", {"A": "30", "B": "-30"}, "B"),
+    ("1.50", {"A": "1.5", "B": "15"}, "A"), ("20", {"A": "10.0", "B": "20.0"}, "B"),
 ])
 def test_option_text_matches_whole_words_only(answer, choices, letter):
     assert to_letter(answer, choices) == letter

@@ -66,6 +66,10 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
         exact = [k for k, v in choices.items() if normalize_text(v) == norm]
         if len(exact) == 1:
             return exact[0].upper()
+        value = _number(text)  # final_answer(10.0) for the option "10": numbers compare by value, as is_correct does
+        same = [k for k, v in choices.items() if value is not None and _number(v) == value]
+        if len(same) == 1:
+            return same[0].upper()
         inside = [k for k, v in choices.items() if _holds(norm, normalize_text(v))]
         if len(inside) == 1:
             return inside[0].upper()
