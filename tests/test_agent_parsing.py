@@ -85,6 +85,9 @@ def test_unclosed_fence_is_closed_in_the_kept_step():
     ("**B**", "B"), ("** B", "B"),
     # "is" and a colon together, the letter in bold
     ("The correct answer is: C", "C"), ("The answer is: b.", "B"), ("The correct answer is: **D**", "D"),
+    # two letters named together are no one option; a letter only mentioned beside the answer does not count
+    ("The answer is A or B", None), ("(A) and (B)", None), ("Answer: A, B", None), ("Option B or option C", None),
+    ("A) git log, B) git add", None), ("The answer is B, not A", "B"), ("(C) git stash (not A)", "C"),
 ])
 def test_multiple_choice_letters(answer, letter):
     choices = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}
