@@ -63,6 +63,19 @@ def test_max_steps_then_forced_answer():
     assert "used all your steps" in llm.calls[2][0][-1]["content"]
 
 
+def test_forced_answer_samples_with_the_steps_settings():
+    seen = []
+
+    class Recording(ScriptedLLM):
+        def complete(self, messages, **kw):
+            seen.append((kw["temperature"], kw["top_p"]))
+            return super().complete(messages, **kw)
+    agent = Agent(Recording([step("print(1)"), "Final answer: git blame"]), {},
+                  AgentConfig(max_steps=1, temperature=0.7, top_p=0.9, seed=1))
+    assert agent.run("q").answer == "git blame"
+    assert seen == [(0.7, 0.9), (0.7, 0.9)]
+
+
 def test_sandbox_breaches_become_observations():
     agent, _, _ = make_agent([step("while True:\n    pass"), step("import socket\nsocket.socket()"),
                               step("open('/etc/evil', 'w')"), step("final_answer('survived')")], max_steps=4)

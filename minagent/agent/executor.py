@@ -168,7 +168,7 @@ class Agent:
                 res.hit_max_steps = res.forced_answer = True
                 messages.append({"role": "user", "content": prompts.FORCED_ANSWER})
                 text = self.llm.complete(messages, stop=STOP_STRINGS, temperature=cfg.temperature,
-                                         max_tokens=cfg.max_tokens, seed=cfg.seed)[0]
+                                         top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)[0]
                 messages.append({"role": "assistant", "content": text.strip()})
                 res.answer = parse_forced_answer(text)
                 self._emit("final", str(res.answer))
