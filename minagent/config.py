@@ -208,6 +208,10 @@ def _read_rope(hf: dict, where: str) -> tuple[float, dict | None]:
         # transformers 5 lets a top-level original_max_position_embeddings (Phi-3's place for it) override the one
         # in the scaling dict, or stand in for it
         scaling["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+    elif rope_type == "llama3" and "original_max_position_embeddings" not in scaling and \
+            hf.get("max_position_embeddings") is not None:
+        # and where neither place has it, transformers 5 takes max_position_embeddings (with a warning)
+        scaling["original_max_position_embeddings"] = hf["max_position_embeddings"]
     for key in ("factor",) + (("low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
                               if rope_type == "llama3" else ()):
         if key not in scaling:

@@ -196,7 +196,7 @@ def test_rope_scaling_added_to_a_v5_config_is_applied_as_transformers_does(hf_ch
 
 def test_llama3_top_level_original_max_position_embeddings_wins_as_in_transformers(hf_checkpoint, tmp_path):
     """transformers takes a top-level `original_max_position_embeddings` over the one inside rope_scaling (the
-    Phi-3 convention) and uses it alone when rope_scaling has none."""
+    Phi-3 convention) and uses it alone when rope_scaling has none; with neither, max_position_embeddings."""
     from minagent.config import rope_inverse_frequencies
 
     _copy_checkpoint(hf_checkpoint("llama-llama3-mqa")[0], tmp_path)
@@ -216,6 +216,10 @@ def test_llama3_top_level_original_max_position_embeddings_wins_as_in_transforme
         ids = torch.randint(0, 257, (1, 200), generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
             torch.testing.assert_close(ours(ids), hf(ids).logits)
+    del cfg["original_max_position_embeddings"]  # (and no inner one, since the last round)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(rope_inverse_frequencies(load_model(tmp_path).config), hf.model.rotary_emb.inv_freq)
 
 
 def test_integer_tensors_are_refused_and_device_none_means_cpu(hf_checkpoint, tmp_path):
