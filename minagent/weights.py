@@ -155,9 +155,12 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
     with torch.device("meta"), _skip_random_init():
         model = Transformer(cfg)
     expected = _checkpoint_tensors(model)
-    loaded = {}
+    loaded, tied_head = {}, None
     for name, tensor, file in iter_tensors(path):
-        if name.endswith(_IGNORED_SUFFIXES) or (cfg.tie_word_embeddings and name == "lm_head.weight"):
+        if cfg.tie_word_embeddings and name == "lm_head.weight":
+            tied_head = (tensor, file)  # the embedding's twin: used only if the embedding itself is absent
+            continue
+        if name.endswith(_IGNORED_SUFFIXES):
             continue
         if name not in expected:
             raise CheckpointError(f"{file}: unexpected tensor '{name}' for {cfg.architecture} "
@@ -169,6 +172,14 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
             raise CheckpointError(f"{file}: tensor '{name}' has shape {tuple(tensor.shape)}, "
                                   f"expected {want} from {path / 'config.json'}")
         loaded[name] = tensor.to(device=device, dtype=dtype)
+    if tied_head is not None and "model.embed_tokens.weight" not in loaded:
+        # a tied checkpoint may store the pair under the head's name only; transformers ties either way
+        tensor, file = tied_head
+        want = tuple(expected["model.embed_tokens.weight"].shape)
+        if not tensor.is_floating_point() or tuple(tensor.shape) != want:
+            raise CheckpointError(f"{file}: tensor 'lm_head.weight' (the tied embedding) has shape "
+                                  f"{tuple(tensor.shape)} {tensor.dtype}, expected {want} floating-point from {path / 'config.json'}")
+        loaded["model.embed_tokens.weight"] = tensor.to(device=device, dtype=dtype)
     missing = sorted(set(expected) - set(loaded))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

@@ -307,3 +307,16 @@ def test_config_and_index_values_of_the_wrong_type_are_named(hf_checkpoint, tmp_
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["model.safetensors"]}))
     with pytest.raises(CheckpointError, match=r"index\.json: 'weight_map' must map each tensor name"):
         load_model(tmp_path)
+
+
+def test_a_tied_checkpoint_that_stores_only_the_head_loads_as_in_transformers(hf_checkpoint, tmp_path):
+    """Some exports of tied models keep the shared matrix under lm_head.weight alone; transformers ties it back."""
+    from safetensors.torch import load_file, save_file
+
+    _copy_checkpoint(hf_checkpoint("qwen2-tied")[0], tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    sd["lm_head.weight"] = sd.pop("model.embed_tokens.weight")
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
