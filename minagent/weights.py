@@ -177,8 +177,8 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
         tensor, file = tied_head
         want = tuple(expected["model.embed_tokens.weight"].shape)
         if not tensor.is_floating_point() or tuple(tensor.shape) != want:
-            raise CheckpointError(f"{file}: tensor 'lm_head.weight' (the tied embedding) has shape "
-                                  f"{tuple(tensor.shape)} {tensor.dtype}, expected {want} floating-point from {path / 'config.json'}")
+            raise CheckpointError(f"{file}: tensor 'lm_head.weight' (the tied embedding) is {tensor.dtype} "
+                                  f"{tuple(tensor.shape)}, expected floating-point {want} from {path / 'config.json'}")
         loaded["model.embed_tokens.weight"] = tensor.to(device=device, dtype=dtype)
     missing = sorted(set(expected) - set(loaded))
     if missing:

@@ -209,7 +209,8 @@ def test_candidates_get_their_own_files_at_the_same_path():
     with Sandbox(timeout=3) as box:
         box.run("import os\nopen('shared.txt', 'w').write('base')\nos.makedirs('sub', exist_ok=True)")
         a = box.run_candidate("open('shared.txt', 'a').write('+a')\nopen('only_a.txt', 'w').write('a')\n"
-                              "print(open('shared.txt').read(), os.getcwd() == os.environ['HOME'] == os.environ['TMPDIR'])")
+                              "print(open('shared.txt').read(),\n"
+                              "      os.getcwd() == os.environ['HOME'] == os.environ['TMPDIR'])")
         b = box.run_candidate("import tempfile\nfd, name = tempfile.mkstemp()\n"
                               "print(open('shared.txt').read(), os.path.exists('only_a.txt'))\nos.getcwd()")
         assert (a.output, b.output) == ("base+a True\n", "base False\n")  # b saw neither of a's writes

@@ -625,3 +625,22 @@ def test_real_logits_match_transformers(smollm2_dir, hf_smollm2, hf_gguf_tokeniz
             assert torch.equal(got[0, -1].argmax(), want[0, -1].argmax())
     print(f"SmolLM2-135M max |logit diff| vs transformers (fp32): {worst:.2e}")
     assert worst < 1e-3
+
+
+def test_duplicate_keys_and_an_alignment_that_is_not_uint32_are_refused(tmp_path):
+    """llama.cpp refuses a key that appears twice (which value would be meant?) and, like the gguf package, reads
+    general.alignment only as UINT32."""
+    tensors = {"token_embd.weight": (np.zeros((4, 8), np.float32), "F32")}
+    path = tmp_path / "dup.gguf"
+    write_gguf(path, tensors, {"minagent.test_a": 1, "minagent.test_b": 2})
+    raw = path.read_bytes()
+    assert raw.count(b"minagent.test_b") == 1
+    path.write_bytes(raw.replace(b"minagent.test_b", b"minagent.test_a"))
+    with pytest.raises(GGUFError, match=r"dup\.gguf: metadata key 'minagent\.test_a' appears twice"):
+        GGUFFile(path)
+    path = tmp_path / "align.gguf"
+    write_gguf(path, tensors, {"general.alignment": ("32", gguf.GGUFValueType.STRING)})
+    with pytest.raises(ValueError):
+        gguf.GGUFReader(path)  # the oracle refuses it too
+    with pytest.raises(GGUFError, match=r"align\.gguf: general\.alignment is STRING, expected UINT32"):
+        GGUFFile(path)

@@ -236,9 +236,9 @@ class WorkingFiles:
 
     Candidates run one after another, so one path serves them all: before the first candidate the committed
     files are copied to ROOT/.base; each candidate runs in WORK (the first in the committed files themselves,
-    later ones in a fresh copy of .base), which is renamed to ROOT/.candidate-ID when it reports. Commit renames the winner's copy back to WORK (the winner's process,
-    whose cwd is that directory, sees no change of path); discard puts .base back. The copies are the price:
-    small for the few files an agent writes."""
+    later ones in a fresh copy of .base), which is renamed to ROOT/.candidate-ID when it reports. Commit
+    renames the winner's copy back to WORK (the winner's process, whose cwd is that directory, sees no change
+    of path); discard puts .base back. The copies are the price: small for the few files an agent writes."""
 
     BASE = os.path.join(ROOT, ".base")
 

@@ -140,9 +140,15 @@ class GGUFFile:
         self.metadata_types: dict[str, int] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
+            if key in self.metadata:  # llama.cpp refuses these too: which value would be meant?
+                raise GGUFError(f"{self.path}: metadata key '{key}' appears twice")
             type_id = cur.scalar("I", f"type of metadata '{key}'")
             self.metadata[key] = cur.value(type_id, f"metadata '{key}'")
             self.metadata_types[key] = type_id
+        if "general.alignment" in self.metadata and self.metadata_types["general.alignment"] != 4:
+            found = VALUE_TYPE_NAMES.get(self.metadata_types["general.alignment"])
+            raise GGUFError(f"{self.path}: general.alignment is {found}, expected UINT32 (as the gguf format and "
+                            "llama.cpp require)")
         self.alignment = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
         if self.alignment <= 0 or self.alignment & (self.alignment - 1):
             raise GGUFError(f"{self.path}: general.alignment={self.alignment} is not a power of two")
