@@ -240,6 +240,21 @@ def test_what_cannot_be_copied_or_a_removed_directory_does_not_stop_the_sandbox(
         assert (r.output, r.error) == ("['new.txt'] 6\n", None)
 
 
+def test_copies_that_cannot_be_deleted_are_set_aside_under_distinct_names():
+    """A copy the holder cannot delete (a read-only directory, for a user other than root) is moved aside; one
+    settle may set aside two (a loser's copy and .base), which once got the same name: the rename failed and
+    the holder died, taking the variables. (rmtree is made a no-op in the holder to stand for the read-only
+    directory, which root could delete.)"""
+    with Sandbox(timeout=3) as box:
+        assert box.run("import os, shutil\nshutil.rmtree = lambda *a, **k: None\nos.makedirs('d')\nv = 1").error is None
+        box.run_candidate("x = 1")
+        box.run_candidate("x = 2")
+        box.discard()
+        r = box.run("print(v, sorted(os.listdir()))")
+        assert (r.output, r.error, box.restarts) == ("1 ['d']\n", None, 0)
+        assert len([n for n in os.listdir(box.tmpdir) if n.startswith(".removed-")]) >= 2
+
+
 def test_a_killed_cell_leaves_no_files_behind(box):
     r = box.run("open('partial.txt', 'w').write('half')\nwhile True:\n    pass")
     assert r.breach == "timeout"

@@ -302,8 +302,11 @@ def _remove(path):
             os.unlink(path)
         except OSError:
             pass
-    if os.path.lexists(path):
-        os.rename(path, os.path.join(ROOT, f".removed-{os.getpid()}-{len(os.listdir(ROOT))}"))
+    if os.path.lexists(path):  # a fresh name: one settle may set aside several copies (a loser's and .base)
+        n = 0
+        while os.path.lexists(aside := os.path.join(ROOT, f".removed-{os.getpid()}-{n}")):
+            n += 1
+        os.rename(path, aside)
 
 
 FILES = WorkingFiles()
