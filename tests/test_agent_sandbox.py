@@ -255,6 +255,19 @@ def test_copies_that_cannot_be_deleted_are_set_aside_under_distinct_names():
         assert len([n for n in os.listdir(box.tmpdir) if n.startswith(".removed-")]) >= 2
 
 
+def test_the_time_limit_starts_when_the_cell_does():
+    """Copying the working directory's files before a cell (slow with many files; a sleep in the holder stands
+    for it here) is not the cell's time: it used to count, and a copy longer than the limit ended in 'no answer
+    after killing a cell' and a restart that lost the variables."""
+    with Sandbox(timeout=1) as box:
+        box.run("import __main__, time\nv = 3\n"
+                "__main__.FILES.before_candidate = lambda copy=__main__.FILES.before_candidate: (time.sleep(1.5), copy())")
+        r = box.run("print(v)")
+        assert (r.output, r.error, box.restarts) == ("3\n", None, 0)
+        assert box.run("while True: pass").breach == "timeout"  # the cell itself is still limited
+        assert box.run("print(v)").output == "3\n"
+
+
 def test_a_killed_cell_leaves_no_files_behind(box):
     r = box.run("open('partial.txt', 'w').write('half')\nwhile True:\n    pass")
     assert r.breach == "timeout"

@@ -248,7 +248,9 @@ class Sandbox:
 
     def _exchange(self, cid: int, code: str) -> ExecResult:
         self._send({"op": "run", "id": cid, "code": code, "timeout": self.timeout})
-        deadline, pid, tool_seconds = time.monotonic() + self.timeout, None, 0.0
+        # the cell's time starts at "started": before it the holder copies the working directory's files, which
+        # may take longer than a cell may run (many files) and is not the cell's doing
+        deadline, pid, tool_seconds = time.monotonic() + self.timeout + self.START_WAIT, None, 0.0
         why = f"the code ran longer than {self.timeout:g} s and was killed (an infinite loop?)"
         while True:
             msg = self._read(deadline)
@@ -265,6 +267,7 @@ class Sandbox:
             op = msg["op"]
             if op == "started":
                 pid = msg["pid"]
+                deadline = time.monotonic() + self.timeout
             elif op == "call":
                 t0 = time.monotonic()
                 try:
