@@ -203,6 +203,20 @@ def test_what_a_cell_leaves_behind_cannot_take_the_run_down():
         assert b.run("print(6 * 7)").output == "42\n"
 
 
+def test_a_thread_in_a_tool_call_when_its_cell_ends_does_not_take_the_variables():
+    """The thread is stopped with its cell, but the tool call it had sent is still answered: the holder read
+    that answer as its next message and died (KeyError 'op'), and the sandbox restarted without the variables."""
+    def search(q):
+        time.sleep(0.2)
+        return "found " + q
+    with Sandbox({"search": search}, timeout=5) as b:
+        b.run("v = 7")
+        r = b.run("import threading, time\nthreading.Thread(target=search, args=('x',)).start()\ntime.sleep(0.05)")
+        assert (r.error, r.breach) == (None, None)
+        r = b.run("print(v, search('y'))")
+        assert (r.output, r.error, b.restarts) == ("7 found y\n", None, 0)
+
+
 def test_candidates_get_their_own_files_at_the_same_path():
     """SAG candidates cannot see each other's files; the winner's files are kept, a loser's vanish; the path, the
     cwd a cell moved to, HOME and TMPDIR stay the same from cell to cell."""

@@ -332,12 +332,18 @@ def _stop_threads_left_running():
         import threading
         threads = threading.active_count()
     if threads > 1:
+        gone_r, gone_w = _pipe()
         try:
             child = _fork()
         except OSError:  # no process to spare: keep the threads rather than lose the cell
+            _close(gone_r)
+            _close(gone_w)
             return
         if child != 0:
             _exit(0)
+        _close(gone_w)
+        _read(gone_r, 1)  # EOF once the old process is gone, threads and all: none writes after our report
+        _close(gone_r)
 
 
 # ---- running a cell ------------------------------------------------------------------------------------------
@@ -475,7 +481,7 @@ def serve(state):
     pending = {}  # candidate id -> (pid, ctrl fd)
     while True:
         msg = receive()
-        op = msg["op"]
+        op = msg.get("op")  # none: the answer to a tool call of a thread that ended with its cell
         if op == "run":
             FILES.before_candidate()
             ctrl_r, ctrl_w = _pipe()
