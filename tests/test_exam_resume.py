@@ -88,3 +88,12 @@ def test_the_exam_command_keys_its_answers_on_every_setting_that_changes_them(tm
     logged = []
     s = evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", log=logged.append)
     assert s["accuracy"] == 1.0 and len(asked) == 6 and "3 questions already answered" in logged[0]
+
+
+def test_out_in_a_directory_that_does_not_exist_yet(tmp_path):
+    """--out new/dir/results.jsonl: the directory is made, as it was before the partial file (its first write)."""
+    partial = PartialResults(tmp_path / "new" / "dir" / "results.jsonl", SETTINGS)
+    assert partial.load() == 0
+    out = tmp_path / "new" / "dir" / "results.jsonl"
+    s = evaluate_system(System("s", "m", "closed-book"), answering([]), ITEMS, out, progress=False, partial=partial)
+    assert s["n"] == 6 and out.is_file() and not partial.path.exists()

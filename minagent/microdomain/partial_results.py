@@ -64,6 +64,7 @@ class PartialResults:
     def open(self):
         """Start appending: the kept answers are rewritten after the settings line (dropping a torn line)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # as write_jsonl makes RESULTS.jsonl's
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps({"format": FORMAT, "settings": self.settings}) + "\n")
             for item, row in self.done.values():
