@@ -97,3 +97,20 @@ def test_out_in_a_directory_that_does_not_exist_yet(tmp_path):
     out = tmp_path / "new" / "dir" / "results.jsonl"
     s = evaluate_system(System("s", "m", "closed-book"), answering([]), ITEMS, out, progress=False, partial=partial)
     assert s["n"] == 6 and out.is_file() and not partial.path.exists()
+
+
+def test_a_model_retrained_at_the_same_path_is_not_resumed(tmp_path, monkeypatch):
+    """The settings name the model and index by path; their files are part of the key too: answers of the model
+    that was at that path before (the recipe rewrites runs/<tier>/sft/run/final/model) are not mixed in."""
+    exam = tmp_path / "exam.jsonl"
+    exam.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"old weights")
+    monkeypatch.setattr("minagent.agent.commands.load_llm", lambda *a, **k: answering([], stop_after=3))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.exam_command(str(model), exam, tmp_path / "r.jsonl", mode="closed-book", log=None)
+    (model / "model.safetensors").write_bytes(b"new weights, retrained")
+    monkeypatch.setattr("minagent.agent.commands.load_llm", lambda *a, **k: answering([]))
+    with pytest.raises(ValueError, match=r"other settings \(model files: "):
+        evaluate.exam_command(str(model), exam, tmp_path / "r.jsonl", mode="closed-book", log=None)

@@ -23,7 +23,7 @@ from ..agent.multiple_choice import is_correct, to_letter
 from ..agent.tools import make_search
 from . import formats
 from .exam import write_jsonl
-from .partial_results import PartialResults
+from .partial_results import PartialResults, files_fingerprint
 
 
 @dataclass
@@ -170,7 +170,9 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
     settings = {"model": str(Path(str(model)).resolve()) if Path(str(model)).exists() else str(model), "mode": mode,
                 "index": None if index_dir is None else str(Path(index_dir).resolve()), "k": k,
                 "system": None if system_file is None else text, "extractor": extractor,
-                "agent": (agent_config or AgentConfig()).__dict__, "max_len": max_len}
+                "agent": (agent_config or AgentConfig()).__dict__, "max_len": max_len,
+                "model files": files_fingerprint(model),
+                "index files": None if index_dir is None else files_fingerprint(index_dir)}
     partial = PartialResults(out_path, settings)
     if partial.load() and log:
         log(f"resuming from {partial.path}: {len(partial.done)} questions already answered")

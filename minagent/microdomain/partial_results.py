@@ -14,11 +14,27 @@ short by the kill is ignored.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 FORMAT = "minagent-exam-partial-1"
+
+
+def files_fingerprint(path) -> str | None:
+    """A digest of the names, sizes and modification times of the files at `path` (a file or a directory
+    tree), None when it is no path (an http:// model): a model retrained or an index rebuilt at the same path
+    changes the answers, so it is part of the settings."""
+    root = Path(str(path))
+    if not root.exists():
+        return None
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root) if p != root else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 class PartialResults:
