@@ -49,7 +49,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 
 GRAD_WEIGHT_MIN_SIDE = 576  # the training path's weight gradient goes to oneDNN from [576, 576] weights on
-_PACKED: dict[tuple, tuple] = {}  # (data_ptr, shape, strides) -> (weakref to storage, version, packed weight)
+_PACKED: dict[tuple, tuple] = {}  # (data_ptr, shape, strides, dtype) -> (weakref to storage, version, packed weight)
 
 
 def available() -> bool:
@@ -151,7 +151,7 @@ def linear_trainable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def packed(weight: torch.Tensor) -> torch.Tensor:
     """The weight reordered for oneDNN, packed on first use and again after any in-place change."""
-    key = (weight.data_ptr(), tuple(weight.shape), weight.stride())
+    key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight.dtype)  # a bf16 and an fp32 view may share the rest
     storage, version = weight.untyped_storage(), weight._version
     entry = _PACKED.get(key)
     if entry is not None and entry[0]() is storage and entry[1] == version:

@@ -720,6 +720,23 @@ def test_bf16_prepacked_products_equal_float64(shape, rows, bias, two_threads, m
 
 
 @needs_onednn
+def test_bf16_and_fp32_views_of_one_storage_get_their_own_copies():
+    """An fp32 weight and a bf16 view of the same bytes with the same address, shape and strides (and storage and
+    version counter): the copy cached for one was handed to the other, and oneDNN refused the mixed product."""
+    base = torch.randn(1536, 2 * 576).bfloat16()
+    w32 = base.view(torch.float32)                                       # [1536, 576] fp32
+    w16 = w32.view(torch.bfloat16).as_strided((1536, 576), (576, 1))    # [1536, 576] bf16, the same bytes
+    x32, x16 = torch.randn(3, 576), torch.randn(3, 576).bfloat16()
+    with torch.inference_mode():
+        onednn_linear.linear(x32, w32)
+        got = onednn_linear.linear(x16, w16)
+        again = onednn_linear.linear(x32, w32)
+    torch.testing.assert_close(got, F.linear(x16, w16))
+    assert again.dtype == torch.float32 and len(onednn_linear._PACKED) == 2
+    onednn_linear.clear()
+
+
+@needs_onednn
 def test_bf16_products_of_few_rows_go_to_the_prepacked_copy_only_where_asked(two_threads, monkeypatch):
     calls = spy(monkeypatch, onednn_linear, "linear")
     w = torch.randn(1536, 576).bfloat16()
