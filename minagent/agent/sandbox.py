@@ -30,7 +30,10 @@ Security model — what the sandbox does, and what it does not:
     between cells anyway, the next call restarts the sandbox (variables lost, the model told). Tool calls have
     their own cap (`tool_timeout` seconds per cell). Files: each candidate works on its own copy of the working
     directory (`workdir`: the cells' cwd, HOME and TMPDIR) at the same path, so candidates cannot see each
-    other's files and a discarded or killed cell's writes vanish with its variables.
+    other's files and a discarded or killed cell's writes vanish with its variables. The copies are by path: a
+    file object kept open in a variable across cells still points at the file it opened, which a rollback or a
+    SAG round may have replaced (reopen files in each cell, as `with open(...)` does); what cannot be copied
+    (a FIFO, a file the code made unreadable) is lost at the next rollback.
 """
 from __future__ import annotations
 
