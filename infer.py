@@ -14,6 +14,7 @@ Thin by design: it parses arguments and calls the library.
 """
 import argparse
 import sys
+from pathlib import Path
 
 
 def number(kind, low=None, high=None, low_open=False):
@@ -189,6 +190,9 @@ def main(argv=None):
     add_agent_args(distill)
 
     args = parser.parse_args(argv)
+    if args.command in ("exam", "distill") and Path(args.out).is_dir():
+        # refused now, not after the run: exam writes --out only at the end, after every question has run
+        parser.error(f"{args.command} --out {args.out}: a directory is there; --out names the JSONL file to write")
     if args.command == "chat":
         run_chat(args, args.prompt)
     elif args.command == "fetch":
@@ -264,7 +268,8 @@ if __name__ == "__main__":
 
     try:
         sys.exit(main())
-    except (ValueError, FileNotFoundError, NotADirectoryError, LLMError) as e:
-        # bad input or an unreachable model server: the library's message names the file, field or URL
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, LLMError) as e:
+        # bad input or an unreachable model server: the library's message names the file, field or URL (an
+        # OSError's message names its path: a directory given as --system-file, a file that cannot be read)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

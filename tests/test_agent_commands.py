@@ -112,3 +112,24 @@ def test_the_context_defaults_to_the_model_and_more_is_refused(tiny_dir):
     assert load_llm(str(tiny_dir), max_len=16).max_len == 16
     with pytest.raises(ValueError, match=f"has {limit} positions"):
         load_llm(str(tiny_dir), max_len=limit + 1)
+
+
+def test_an_output_path_that_is_a_directory_is_refused_before_the_exam_runs(capsys, tmp_path):
+    """exam writes --out only after every question: a directory there used to end a finished run in a traceback;
+    a directory given as --system-file ended in one too (IsADirectoryError is no FileNotFoundError)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exam = tmp_path / "e.jsonl"
+    exam.write_text('{"id": "q1", "question": "a?", "answer": "b"}\n')
+    for command in (["exam", "--model", "m", "--exam", str(exam)], ["distill", "--teacher", "m", "--questions",
+                                                                    str(exam)]):
+        err = _cli_error(capsys, command + ["--out", str(tmp_path), "--no-search"])
+        assert f"--out {tmp_path}: a directory is there" in err
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "infer.py"), "exam", "--model", "m", "--exam", str(exam),
+                           "--out", str(tmp_path / "o.jsonl"), "--no-search", "--system-file", str(tmp_path)],
+                          capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: [Errno 21] Is a directory: '{tmp_path}'"]
