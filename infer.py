@@ -193,6 +193,12 @@ def main(argv=None):
     if args.command in ("exam", "distill") and Path(args.out).is_dir():
         # refused now, not after the run: exam writes --out only at the end, after every question has run
         parser.error(f"{args.command} --out {args.out}: a directory is there; --out names the JSONL file to write")
+    if args.command == "exam" and args.mode != "agent":
+        ignored = [flag for flag, given in (("--sag", args.sag), ("--extractor", args.extractor)) if given]
+        if ignored:  # agent systems of their own: --mode closed-book|rag|cot would run without them, silently
+            parser.error(f"exam --mode {args.mode}: only --mode agent uses {', '.join(ignored)}")
+    if args.command == "serve" and args.model and args.oracle:
+        parser.error("serve: --model and --oracle are alternatives (the oracle would be served); pass one")
     if args.command == "chat":
         run_chat(args, args.prompt)
     elif args.command == "fetch":

@@ -133,3 +133,15 @@ def test_an_output_path_that_is_a_directory_is_refused_before_the_exam_runs(caps
                           capture_output=True, text=True, cwd=root, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == [f"error: [Errno 21] Is a directory: '{tmp_path}'"]
+
+
+def test_agent_only_flags_in_another_mode_and_two_backends_for_serve_are_refused(capsys):
+    """--sag and --extractor change only the agent: with --mode closed-book|rag|cot they were accepted and the
+    exam ran without them; serve --model M --oracle Q served the oracle under M's name."""
+    exam = ["exam", "--model", "m", "--exam", "e.jsonl", "--out", "o.jsonl", "--index", "i"]
+    assert "exam --mode rag: only --mode agent uses --sag" in _cli_error(
+        capsys, exam + ["--mode", "rag", "--sag", "4"])
+    assert "exam --mode cot: only --mode agent uses --sag, --extractor" in _cli_error(
+        capsys, exam + ["--mode", "cot", "--sag", "2", "--extractor"])
+    assert "serve: --model and --oracle are alternatives" in _cli_error(
+        capsys, ["serve", "--model", "m", "--oracle", "q.jsonl"])
