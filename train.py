@@ -98,12 +98,13 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def run_recipe_command(args) -> int:
+    from minagent.agent.llm import LLMError
     from minagent.microdomain.pipeline import run_recipe
 
     try:
         run_recipe(args.tier, work=args.work or f"runs/{args.tier}", seed=args.seed, teacher=args.teacher,
                    base_model=args.base_model, overrides=parse_overrides(args.set), force=args.force)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, LLMError) as e:  # LLMError: a --teacher URL that does not answer
         raise SystemExit(f"train.py: {e}")
     return 0
 

@@ -257,3 +257,17 @@ def test_a_question_that_overflows_the_context_ends_alone_in_every_mode(tmp_path
         rows = [json.loads(line) for line in (tmp_path / f"{mode}.jsonl").read_text().splitlines()]
         assert [r["correct"] for r in rows] == [False, True] and "does not fit" in rows[0]["error"]
         assert scores["n"] == 2
+
+
+def test_recipe_with_a_teacher_that_does_not_answer_ends_in_one_line(monkeypatch):
+    """`train.py recipe --teacher URL` whose server is down ended in a traceback (LLMError is no ValueError);
+    infer.py reports the same error in one line."""
+    import train
+    from minagent.agent.llm import LLMError
+    from minagent.microdomain import pipeline
+
+    def down(*a, **kw):
+        raise LLMError("http://127.0.0.1:9/v1/chat/completions: no answer after 6 attempts")
+    monkeypatch.setattr(pipeline, "run_recipe", down)
+    with pytest.raises(SystemExit, match=r"^train\.py: http://127\.0\.0\.1:9/v1/chat/completions: no answer"):
+        train.main(["recipe", "--tier", "ci", "--teacher", "http://127.0.0.1:9/v1"])
