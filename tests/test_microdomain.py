@@ -239,6 +239,12 @@ def test_tier_overrides_of_the_wrong_kind_are_refused_before_anything_runs():
         tier_settings("tiny", {"sft.lr_rate": 1e-3})
     # null lifts a limit (the smollm2 tier's GPU advice: --set cpt.max_steps=null)
     assert tier_settings("smollm2", {"cpt.max_steps": None})["cpt"]["max_steps"] is None
+    # what the pipeline sets itself for every training stage: a --set of it was accepted, then overridden
+    with pytest.raises(ValueError, match=r"--set sft\.seed: seed is set by the recipe .*--seed"):
+        tier_settings("tiny", {"sft.seed": 5})
+    for key in ("cpt.out", "pretrain.resume", "cot.stage", "sft.export"):
+        with pytest.raises(ValueError, match="is set by the recipe for every training stage"):
+            tier_settings("ci", {key: None})
 
 
 def test_a_question_that_overflows_the_context_ends_alone_in_every_mode(tmp_path):

@@ -72,6 +72,10 @@ def _ci() -> dict:
 
 
 TRAINING_SECTIONS = ("pretrain", "instruct", "cpt", "sft", "cot")
+# TrainConfig fields the pipeline sets itself for every training stage (pipeline.train_stage): a --set of one
+# would be ignored (seed: the recipe's --seed; model, data, out, cache_dir: the stage's paths) or would break
+# the stage (stage, export: a later stage reads run/final/model)
+PIPELINE_SET = ("stage", "model", "data", "out", "resume", "seed", "progress", "cache_dir", "export")
 TIERS = {"tiny": lambda: copy.deepcopy(_TINY), "smollm2": lambda: copy.deepcopy(_SMOLLM2), "ci": _ci}
 
 
@@ -87,6 +91,9 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
             raise ValueError(f"--set {dotted}: expected SECTION.KEY with SECTION one of {', '.join(s)}")
         allowed = set(s[section])
         if section in TRAINING_SECTIONS:
+            if key in PIPELINE_SET:
+                raise ValueError(f"--set {dotted}: {key} is set by the recipe for every training stage"
+                                 + (" (use train.py recipe --seed)" if key == "seed" else ""))
             allowed |= set(TrainConfig.__dataclass_fields__)
         if section in ("eval", "teacher"):  # optional keys: any tier's spelling of them is known
             allowed |= {k for make in TIERS.values() for k in make().get(section, {})} | {"systems"}
