@@ -277,3 +277,12 @@ def test_recipe_with_a_teacher_that_does_not_answer_ends_in_one_line(monkeypatch
     monkeypatch.setattr(pipeline, "run_recipe", down)
     with pytest.raises(SystemExit, match=r"^train\.py: http://127\.0\.0\.1:9/v1/chat/completions: no answer"):
         train.main(["recipe", "--tier", "ci", "--teacher", "http://127.0.0.1:9/v1"])
+
+
+def test_recipe_refuses_a_base_model_its_tier_would_not_use(tmp_path):
+    """tiny and ci train their base from scratch: --base-model was accepted there and silently not used."""
+    from minagent.microdomain.pipeline import run_recipe
+    for tier in ("tiny", "ci"):
+        with pytest.raises(ValueError, match=rf"--base-model m: the {tier} tier trains its own base model"):
+            run_recipe(tier, work=tmp_path / "w", base_model="m", log=lambda *a: None)
+    assert not (tmp_path / "w").exists()  # refused before any stage ran

@@ -253,6 +253,9 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
                log=print, force: bool = False) -> dict:
     """Run (or resume, or skip what is cached) the whole recipe; returns {"table", "results", "work"}."""
     s = tier_settings(tier, overrides)
+    if base_model is not None and "shape" in s:  # (refused now, not silently replaced by the tier's own base)
+        raise ValueError(f"--base-model {base_model}: the {tier} tier trains its own base model from scratch; "
+                         "--base-model is for the smollm2 tier")
     work = Path(work)
     if work.exists() and not work.is_dir():
         raise ValueError(f"--work {work}: a file is there; --work names the recipe's working directory")
