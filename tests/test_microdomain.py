@@ -286,3 +286,14 @@ def test_recipe_refuses_a_base_model_its_tier_would_not_use(tmp_path):
         with pytest.raises(ValueError, match=rf"--base-model m: the {tier} tier trains its own base model"):
             run_recipe(tier, work=tmp_path / "w", base_model="m", log=lambda *a: None)
     assert not (tmp_path / "w").exists()  # refused before any stage ran
+
+
+def test_recipe_refuses_unknown_systems_before_anything_runs(tmp_path):
+    """--set eval.systems with a misspelt name ran every stage and printed a table without that row (an empty
+    table when no name matched); a non-list value was a TypeError after the earlier stages."""
+    from minagent.microdomain.pipeline import run_recipe
+    for systems in (["agent distilled"], ["CPT only", "base"], [], "agent-distilled", 5):
+        with pytest.raises(ValueError, match=r"--set eval\.systems=.*: expected a non-empty JSON list of system "
+                                             r"names from \[\"base closed-book\""):
+            run_recipe("ci", work=tmp_path / "w", overrides={"eval.systems": systems}, log=lambda *a: None)
+    assert not (tmp_path / "w").exists()

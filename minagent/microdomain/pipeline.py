@@ -256,6 +256,12 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
     if base_model is not None and "shape" in s:  # (refused now, not silently replaced by the tier's own base)
         raise ValueError(f"--base-model {base_model}: the {tier} tier trains its own base model from scratch; "
                          "--base-model is for the smollm2 tier")
+    names = [x.name for x in SYSTEMS]
+    wanted = s["eval"].get("systems")
+    if wanted is not None and (not isinstance(wanted, list) or not wanted or any(w not in names for w in wanted)):
+        # a misspelt name used to drop its row (and the training it needs) without a word
+        raise ValueError(f"--set eval.systems={json.dumps(wanted)}: expected a non-empty JSON list of system "
+                         f"names from {json.dumps(names)}")
     work = Path(work)
     if work.exists() and not work.is_dir():
         raise ValueError(f"--work {work}: a file is there; --work names the recipe's working directory")
@@ -287,7 +293,6 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
     st.run("cpt", {"base": st.keys["base"], "domain": st.keys["domain"], **s["cpt"]},
            lambda d, r: train_stage(d, r, base, work / "domain" / "manual", s["cpt"], seed, progress),
            resumable=True)
-    wanted = s["eval"].get("systems")
     needed = {x.model for x in SYSTEMS if wanted is None or x.name in wanted}
     for name, data in (("sft", "sft_agent.jsonl"), ("cot", "sft_cot.jsonl")):
         if {"sft": "agent", "cot": "cot"}[name] not in needed:
