@@ -297,3 +297,31 @@ def test_recipe_refuses_unknown_systems_before_anything_runs(tmp_path):
                                              r"names from \[\"base closed-book\""):
             run_recipe("ci", work=tmp_path / "w", overrides={"eval.systems": systems}, log=lambda *a: None)
     assert not (tmp_path / "w").exists()
+
+
+def test_tier_values_out_of_range_are_refused_before_anything_runs():
+    """Counts, fractions and training values are checked when the settings are read: before, a negative count
+    sliced (domain.n_parameters=-5 made a product of 235 parameters, eval.max_heldout=-5 dropped 5 questions),
+    a fraction or a count that is not whole failed with a TypeError after the earlier stages, and a training
+    value (sft.lr=-1) was refused only when its stage started."""
+    from minagent.microdomain.tiers import tier_settings
+    for override, message in ((("domain.n_parameters", -5), r"domain\.n_parameters=-5: expected a value >= 1"),
+                              (("domain.heldout_fraction", -0.25), r"expected a value in \(0, 1\)"),
+                              (("domain.heldout_fraction", float("nan")), r"expected a value in \(0, 1\)"),
+                              (("eval.max_heldout", -5), r"eval\.max_heldout=-5: expected a value >= 1"),
+                              (("eval.max_heldout", 2.5), r"eval\.max_heldout=2\.5: expected a whole number"),
+                              (("teacher.max_train", 2.5), r"expected a whole number"),  # (a smollm2 key)
+                              (("search.k", 0), r"search\.k=0: expected a value >= 1"),
+                              (("sft.batch_size", 2.5), r"sft\.batch_size=2\.5: expected a whole number"),
+                              (("sft.lr", -1), r"--set sft: --lr must be > 0, got -1"),
+                              (("cpt.warmup_steps", -3), r"--set cpt: --warmup-steps must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            tier_settings("ci", dict([override]))
+    ok = tier_settings("ci", {"sft.epochs": 2.5, "teacher.extractor_every": 0, "cpt.max_steps": None})
+    assert (ok["sft"]["epochs"], ok["teacher"]["extractor_every"], ok["cpt"]["max_steps"]) == (2.5, 0, None)
+    # more entries than a product can have: refused, not quietly fewer
+    for kw, message in ((dict(n_parameters=241), r"n_parameters=241: a product has 1 to 240"),
+                        (dict(n_parameters=-5), r"n_parameters=-5"), (dict(n_messages=9001), r"1 to 9000"),
+                        (dict(n_parameters=3, n_commands=100), r"n_commands=100: .* has 1 to \d+ commands")):
+        with pytest.raises(ValueError, match=message):
+            make_domain(0, **kw)

@@ -119,6 +119,11 @@ def make_domain(seed: int = 0, n_parameters: int = 120, n_messages: int = 80, n_
     product, prefix = PRODUCTS[product_index if product_index is not None else seed % len(PRODUCTS)]
     d = Domain(product, prefix, prefix.lower() + "ctl", prefix.lower() + ".conf", seed)
     combos = [(c, a) for c in COMPONENTS for a in ATTRIBUTES]
+    ids = range(1000, 10000)
+    # asked for more than there are, the slices below would quietly give fewer (or, negative, nearly all)
+    for name, n, most in (("n_parameters", n_parameters, len(combos)), ("n_messages", n_messages, len(ids))):
+        if not 1 <= n <= most:
+            raise ValueError(f"{name}={n!r}: a product has 1 to {most} of them")
     rng.shuffle(combos)
     for c, a in combos[:n_parameters]:
         unit, purpose, values = ATTRIBUTES[a]
@@ -126,7 +131,7 @@ def make_domain(seed: int = 0, n_parameters: int = 120, n_messages: int = 80, n_
         lo, hi = rng.randrange(0, i), rng.randrange(i + 1, len(values))
         d.parameters.append(Parameter(f"{c}_{a}", c, a, values[i], values[lo], values[hi], unit,
                                       purpose.format(c=c)))
-    ids = rng.sample(range(1000, 10000), n_messages)
+    ids = rng.sample(ids, n_messages)
     components = sorted({p.component for p in d.parameters})
     for n in ids:
         p = rng.choice(d.parameters)
@@ -136,6 +141,9 @@ def make_domain(seed: int = 0, n_parameters: int = 120, n_messages: int = 80, n_
                                   f"The {p.component} {PROBLEMS[p.attribute]}.", p.name,
                                   f"{d.cli} {verb} {p.component}"))
     pairs = [(v, c) for v in VERBS for c in components]
+    if not 1 <= n_commands <= len(pairs):
+        raise ValueError(f"n_commands={n_commands!r}: a product with these {n_parameters} parameters has 1 to "
+                         f"{len(pairs)} commands")
     rng.shuffle(pairs)
     for v, c in pairs[:n_commands]:
         flags = rng.sample(FLAGS, 3)

@@ -100,15 +100,47 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
         if key not in allowed:
             raise ValueError(f"--set {dotted}: unknown setting {key!r} for {section}; known: "
                              f"{', '.join(sorted(allowed))}")
+        train_field = TrainConfig.__dataclass_fields__.get(key) if section in TRAINING_SECTIONS else None
         if key in s[section]:
             default = s[section][key]
-        elif section in TRAINING_SECTIONS and key in TrainConfig.__dataclass_fields__:
-            default = TrainConfig.__dataclass_fields__[key].default
-        else:
-            default = None
+        elif train_field is not None:
+            default = train_field.default
+        else:  # an optional eval/teacher key: another tier's value says its kind
+            default = next((make()[section][key] for make in TIERS.values() if key in make().get(section, {})), None)
         _check_type(dotted, default, value)
+        if train_field is not None:
+            whole = train_field.type in (int, "int")
+        else:
+            whole = isinstance(default, int) and not isinstance(default, bool)
+            _check_range(dotted, value)
+        if whole and value is not None and not isinstance(value, int):
+            raise ValueError(f"--set {dotted}={value!r}: expected a whole number")
         s[section][key] = value
+    for section in {d.partition(".")[0] for d in overrides or {}} & set(TRAINING_SECTIONS):
+        # TrainConfig's own checks now, not when the stage starts after the earlier ones (paths are the stage's)
+        given = {k: v for k, v in s[section].items() if k in TrainConfig.__dataclass_fields__}
+        try:
+            TrainConfig(**{**given, "model": ".", "data": ".", "out": "."}).validate()
+        except ValueError as e:
+            raise ValueError(f"--set {section}: {e}") from None
     return s
+
+
+def _check_range(dotted: str, value):
+    """The non-training settings are counts and sizes (>= 1), extractor_every (>= 0) and the held-out fraction
+    (in (0, 1)): refused at once, instead of sliced silently (domain.n_parameters=-5 made 235 parameters,
+    eval.max_heldout=-5 dropped 5 questions) or failing after the earlier stages. NaN fails every rule."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    key = dotted.partition(".")[2]
+    if key == "heldout_fraction":
+        ok, rule = 0 < value < 1, "in (0, 1)"
+    elif key == "extractor_every":
+        ok, rule = value >= 0, ">= 0 (0: none)"
+    else:
+        ok, rule = value >= 1, ">= 1"
+    if not ok:
+        raise ValueError(f"--set {dotted}={value!r}: expected a value {rule}")
 
 
 def _check_type(dotted: str, default, value):
