@@ -325,3 +325,38 @@ def test_tier_values_out_of_range_are_refused_before_anything_runs():
                         (dict(n_parameters=3, n_commands=100), r"n_commands=100: .* has 1 to \d+ commands")):
         with pytest.raises(ValueError, match=message):
             make_domain(0, **kw)
+
+
+def test_an_interrupted_teacher_stage_keeps_the_trajectories_it_has(tiny_dir, tmp_path, monkeypatch):
+    """distill() resumes a trajectory file, but the recipe's teacher stage was not resumable: a rerun after
+    an interruption (a --teacher server gone after hours) deleted the stage directory and asked every
+    question again."""
+    from minagent.microdomain import pipeline
+
+    class Stop(Exception):
+        pass
+
+    asked, real_distill = [], pipeline.distill
+
+    def interrupted_distill(questions, agent, out_path, **kw):
+        if not asked:  # the first run stops after 5 questions
+            asked.append(real_distill(questions[:5], agent, out_path, **kw)["kept"])
+            raise KeyboardInterrupt
+        counts = real_distill(questions, agent, out_path, **kw)
+        asked.append(counts["skipped"])
+        return counts
+
+    def no_training(*a, **kw):
+        raise Stop  # the test ends with the teacher stage
+
+    monkeypatch.setattr(pipeline, "distill", interrupted_distill)
+    monkeypatch.setattr(pipeline, "train_stage", no_training)
+    run = dict(work=tmp_path / "w", base_model=tiny_dir, overrides={"teacher.max_train": 12}, progress=False,
+               log=lambda *a: None)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_recipe("smollm2", **run)
+    with pytest.raises(Stop):
+        pipeline.run_recipe("smollm2", **run)
+    assert asked == [5, 5]  # the second run skipped the 5 questions the first one had answered
+    lines = (tmp_path / "w" / "teacher" / "distilled.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and (tmp_path / "w" / "teacher" / "stage.json").is_file()

@@ -286,9 +286,11 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
 
     teacher_inputs = {"domain": st.keys["domain"], "index": st.keys["index"], "teacher": teacher,
                       "k": s["search"]["k"], **s.get("teacher", {})}
+    # resumable: distill() appends each question's run as it comes and skips those already in the file, so an
+    # interrupted teacher stage (a --teacher server that went away) keeps the trajectories it had paid for
     st.run("teacher", teacher_inputs, lambda d, r: make_trajectories(
         d, dom, items, search, teacher, s.get("teacher", {}).get("max_train"),
-        s.get("teacher", {}).get("extractor_every", 1), log))
+        s.get("teacher", {}).get("extractor_every", 1), log), resumable=True)
 
     st.run("cpt", {"base": st.keys["base"], "domain": st.keys["domain"], **s["cpt"]},
            lambda d, r: train_stage(d, r, base, work / "domain" / "manual", s["cpt"], seed, progress),
