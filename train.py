@@ -29,11 +29,21 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default, unless its help already says it or there is none to say (None, off, empty)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False \
+                or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="{recipe,cpt,sft}")
     r = sub.add_parser("recipe", help="the whole pipeline: generate -> index -> CPT -> teacher -> SFT -> eval table",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_ShowDefaults)
     r.add_argument("--tier", default="tiny", choices=["tiny", "smollm2", "ci"],
                    help="tiny: from-scratch model, minutes on CPU; smollm2: SmolLM2-135M-Instruct; ci: tiny, shrunk")
     r.add_argument("--work", default=None, help="working directory (default runs/<tier>); stages cache there")

@@ -231,6 +231,10 @@ def test_cli_help_and_bad_input(tiny_dir, tmp_path, capsys):
     for flag in ("--lora-r", "--grad-accum", "--resume", "--truncation", "--on-bad-line", "--grad-checkpointing",
                  "--eval-fraction", "--recipe", "--precision"):
         assert flag in helped
+    # each recipe option states its default once (not "(default: the oracle teacher) (default: None)")
+    recipe_help = " ".join(build_parser()._subparsers._group_actions[0].choices["recipe"].format_help().split())
+    assert "(default: None)" not in recipe_help and "(default: [])" not in recipe_help
+    assert "(default: 0)" in recipe_help and "(default: tiny)" in recipe_help
     bad = write_jsonl(tmp_path / "bad.jsonl", ['{"messages": [{"role": "user", "content": "q"}]}'])
     # bad input ends the CLI with the message (SystemExit with text: exit status 1, no traceback)
     with pytest.raises(SystemExit, match=rf"{bad}:1: no assistant turn with content"):
