@@ -279,3 +279,7 @@ if __name__ == "__main__":
         # OSError's message names its path: a directory given as --system-file, a file that cannot be read)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # exam answers so far are in OUT.partial, distill's in OUT: the same command resumes
+        print("\ninterrupted" + ("; run the same command again to resume" if sys.argv[1:2] in (["exam"], ["distill"])
+                                 else ""), file=sys.stderr)
+        sys.exit(130)

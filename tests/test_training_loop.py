@@ -399,3 +399,24 @@ def test_cuda_rng_state_is_the_current_devices_and_old_lists_still_load(monkeypa
     checkpoint.set_rng_state(state)
     checkpoint.set_rng_state({**state, "cuda": [current, torch.tensor([0], dtype=torch.uint8)]})  # an old rng.pt
     assert len(written) == 2 and all(torch.is_tensor(w) and torch.equal(w, current) for w in written)
+
+
+def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(tiny_dir, tmp_path):
+    import signal
+    import time
+
+    args = ["cpt", "--model", str(tiny_dir), "--data", str(MANUALS), "--max-length", "48", "--batch-size", "2",
+            "--method", "full", "--eval-fraction", "0", "--max-steps", "1000", "--save-every", "1", "--export",
+            "false", "--progress", "false", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    latest = tmp_path / "run" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not latest.is_file():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "train.py: interrupted; add --resume to the same command to go on from its last checkpoint")
