@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from kernels import matvec  # noqa: E402
 from minagent import load_model, load_tokenizer  # noqa: E402
 from minagent.agent import Agent, AgentConfig, MinagentLLM, make_search  # noqa: E402
 from minagent.retrieval import Retriever, chunk_corpus  # noqa: E402
@@ -135,6 +136,8 @@ def main():
                     help="free: the model writes every step; search: the first step is forced to search (FTP); "
                          "manual: search over git-doc with the default passage sizes; every: manual with every "
                          "step forced to search; both: free and search; all: the four")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="the model's weights (bfloat16: pair with MINAGENT_MATVEC=onednn for its fast decoding)")
     ap.add_argument("--keep-sessions", action="store_true",
                     help="keep the KV cache from one question to the next, as `infer.py exam` does (the next "
                          "question's system prompt is then already cached); default: every question starts cold")
@@ -142,13 +145,14 @@ def main():
     global KEEP_SESSIONS
     KEEP_SESSIONS = args.keep_sessions
     torch.set_num_threads(args.threads)
-    model, tok = load_model(args.model, dtype="float32"), load_tokenizer(args.model)
+    model, tok = load_model(args.model, dtype=args.dtype), load_tokenizer(args.model)
     passages, _ = chunk_corpus(ROOT / "tests/data/manuals", progress=False)
     search = make_search(Retriever.from_passages(passages), max_chars=600)
     questions = [json.loads(x)["question"] for x in (ROOT / "tests/data/git_questions.jsonl").read_text().splitlines()
                  if x.strip()][:args.questions]
     base = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, timeout=10)
-    print(f"model {args.model}, {len(questions)} questions, max_steps {args.max_steps}, "
+    print(f"model {args.model} ({args.dtype}, matvec policy {matvec.POLICY.name}), {len(questions)} questions, "
+          f"max_steps {args.max_steps}, "
           f"max_tokens {args.max_tokens}, {args.threads} threads, {len(passages)} passages, "
           f"{'sessions kept across questions' if KEEP_SESSIONS else 'each question starts cold'}")
     if args.only != "sag":
