@@ -317,3 +317,13 @@ def test_the_tool_cache_knows_one_call_however_it_is_spelled(box):
     r = box.run("a = search('zz')\nb = search('zz', 3)\nc = search(q='zz', k=3)\nd = search('zz', k=4)\nprint(a == b == c, d)")
     assert r.output == "True 4 passages about zz\n"
     assert box.toolbox.real_calls - before == 2  # k=3 (three spellings) and k=4
+
+
+def test_code_that_writes_into_the_protocol_costs_the_variables_not_the_run():
+    """The protocol's fds are private but reachable (the child script is __main__); garbage written there must
+    come back as a crash the model is told about, not as an exception out of the agent."""
+    with Sandbox(timeout=3) as b:
+        b.run("v = 1")
+        r = b.run("import os, sys\nos.write(sys.modules['__main__'].RPC_OUT, b'not json\\n')\nv = 2")
+        assert r.breach == "crash" and "garbled" in r.error
+        assert b.run("print(6 * 7)").output == "42\n"

@@ -224,7 +224,13 @@ class Sandbox:
                 raise SandboxError("the sandbox process exited")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            msg = json.loads(line)
+        except ValueError:  # code that found the protocol's fd and wrote to it: treated as a crash, restarted
+            msg = None
+        if not isinstance(msg, dict):
+            raise SandboxError(f"the sandbox process sent a garbled message ({line[:60]!r})")
+        return msg
 
     # ---- running code ------------------------------------------------------------------------------------
     def run(self, code: str) -> ExecResult:
