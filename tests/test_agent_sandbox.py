@@ -327,3 +327,15 @@ def test_code_that_writes_into_the_protocol_costs_the_variables_not_the_run():
         r = b.run("import os, sys\nos.write(sys.modules['__main__'].RPC_OUT, b'not json\\n')\nv = 2")
         assert r.breach == "crash" and "garbled" in r.error
         assert b.run("print(6 * 7)").output == "42\n"
+
+
+def test_threads_calling_tools_at_once_each_get_their_own_answer():
+    """The tools share one pipe to the agent: calls from several threads of a cell go one at a time, so no
+    thread reads another's reply (without that, ~90% of these calls got another thread's answer)."""
+    with Sandbox({"search": lambda q: q}, timeout=30) as b:
+        b.toolbox.use_cache = False
+        r = b.run("import threading\nbad = []\ndef ask(i):\n    for j in range(30):\n"
+                  "        q = f'{i}-{j}'\n        a = search(q)\n        if a != q:\n            bad.append((q, a))\n"
+                  "ts = [threading.Thread(target=ask, args=(i,)) for i in range(8)]\n"
+                  "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(bad))")
+        assert (r.output, r.error) == ("0\n", None)

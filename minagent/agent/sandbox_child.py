@@ -23,6 +23,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import traceback
 
 if __name__ != "__main__":  # importing it would take over this process's stdin/stdout
@@ -329,7 +330,6 @@ def _stop_threads_left_running():
     try:
         threads = len(os.listdir("/proc/self/task"))
     except OSError:
-        import threading
         threads = threading.active_count()
     if threads > 1:
         gone_r, gone_w = _pipe()
@@ -344,6 +344,8 @@ def _stop_threads_left_running():
         _close(gone_w)
         _read(gone_r, 1)  # EOF once the old process is gone, threads and all: none writes after our report
         _close(gone_r)
+        global _TOOL_CALL
+        _TOOL_CALL = threading.Lock()  # a thread that held it is gone with the old process
 
 
 # ---- running a cell ------------------------------------------------------------------------------------------
@@ -373,10 +375,15 @@ TOOLS = {}            # name -> the function the code calls (the agent's tools a
 SIGNAL_HANDLERS = {}  # signal -> its handler before any cell ran
 
 
+_TOOL_CALL = threading.Lock()  # one call on the wire at a time: threads calling tools at once would read
+                               # each other's replies
+
+
 def make_tool(name):
     def tool(*args, **kwargs):
-        send({"op": "call", "tool": name, "args": list(args), "kwargs": kwargs})
-        reply = receive()
+        with _TOOL_CALL:
+            send({"op": "call", "tool": name, "args": list(args), "kwargs": kwargs})
+            reply = receive()
         if "error" in reply:
             raise RuntimeError(f"{name}() failed: {reply['error']}")
         return reply["ok"]
