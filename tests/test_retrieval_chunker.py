@@ -61,6 +61,47 @@ def test_html_text_headings_tables_pre_and_entities():
 
 
 
+def _stdlib_html_words(source):
+    """The oracle: python's html.parser, text outside script/style, whitespace collapsed (every tag a break:
+    the pages given to it hold block tags only)."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.parts, self.raw = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.raw += tag in ("script", "style")
+            self.parts.append("\n")
+
+        def handle_endtag(self, tag):
+            self.raw -= tag in ("script", "style")
+            self.parts.append("\n")
+
+        def handle_data(self, data):
+            if not self.raw:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(source)
+    parser.close()
+    return " ".join("".join(parser.parts).split())
+
+
+@pytest.mark.parametrize("script", [
+    "for (var i = 0; i<n; i++) {}",                  # "<n; ...>" looks like a tag that runs past </script>
+    "var s = '</p>'; if (a<b) { x = 1 }",
+    "<!-- hide from old browsers",                     # an unclosed comment inside the script
+    "document.write('<div class=\"x\">')",
+])
+def test_html_script_text_never_swallows_the_page_after_it(script):
+    html = f"<body><p>Before.</p><script>{script}</script><h2>After</h2><p>The rest.</p></body>"
+    title, text, heads = html_to_text(html)
+    assert " ".join(text.split()) == _stdlib_html_words(html) == "Before. After The rest."
+    assert [(lvl, t) for lvl, t, _ in heads] == [(2, "After")]
+
+
 @pytest.mark.parametrize("head_end", ["</head><body>", "<body>", ""])  # HTML5 lets both tags be left out
 def test_html_head_ends_where_the_body_starts(head_end):
     html = ("<html><head><title>Manual</title><meta charset=utf-8><link rel=stylesheet href=a.css>"

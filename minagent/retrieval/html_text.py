@@ -155,7 +155,9 @@ class _TextExtractor:
 
     def feed(self, source):
         pos = 0
-        for m in _TAG.finditer(source):
+        # search from pos, not finditer: after <script>/<style> the scan must resume at the end tag; finditer
+        # would go on inside the raw text, where "a<b" or "<!--" reads as a tag that swallows </script>
+        while (m := _TAG.search(source, pos)) is not None:
             if m.start() > pos:
                 self.handle_data(html.unescape(source[pos:m.start()]))
             pos = m.end()
