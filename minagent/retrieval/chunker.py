@@ -52,13 +52,15 @@ def _section_spans(doc):
 
 
 def _after_heading(text, offset):
-    """Offset just past the heading line at `offset` (and its ===/--- underline, if it has one)."""
+    """Offset just past the heading line at `offset` (and its ===/--- underline, if it has one). Markdown's
+    setext underlines of = or - may be any length ("Title\n="), AsciiDoc's (also ~ ^ +) are 3 or more long:
+    documents.find_text_headings takes both as headings, so both are skipped here as part of the heading."""
     end = text.find("\n", offset)
     if end < 0:
         return len(text)
     nxt = text.find("\n", end + 1)
     under = text[end + 1: len(text) if nxt < 0 else nxt].rstrip()
-    if len(under) >= 3 and under[0] in "=-~^+" and not under.strip(under[0]):
+    if under and under[0] in ("=-" if len(under) < 3 else "=-~^+") and not under.strip(under[0]):
         return len(text) if nxt < 0 else nxt + 1
     return end + 1
 
