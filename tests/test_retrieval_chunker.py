@@ -144,13 +144,10 @@ def test_heading_only_sections_are_skipped_and_index_text_has_context():
 @pytest.mark.parametrize("underline", ["=", "--", "==="])
 def test_markdown_setext_heading_with_a_short_underline_and_no_body_gives_no_passage(tmp_path, underline):
     text = f"Intro\n{underline}\n\n# Next\n\nBody text here.\n"
-    try:      # the oracle (markdown-it-py, here through rich): lines 0-1 are one heading, nothing is under it
-        import markdown_it
-    except ImportError:
-        pass
-    else:
-        heads = [t.map for t in markdown_it.MarkdownIt("commonmark").parse(text) if t.type == "heading_open"]
-        assert heads == [[0, 2], [3, 4]]
+    import markdown_it  # the CommonMark oracle: lines 0-1 are one heading, nothing is under it
+
+    heads = [t.map for t in markdown_it.MarkdownIt("commonmark").parse(text) if t.type == "heading_open"]
+    assert heads == [[0, 2], [3, 4]]
     write(tmp_path / "a.md", text)
     ps = chunk_document(read_document(str(tmp_path / "a.md"), "a.md"))
     assert [(p.section, p.text) for p in ps] == [("Next", "# Next\n\nBody text here.")]
