@@ -111,6 +111,16 @@ def test_filter_never_returns_masked_passages():
         assert_same_ranking(top, ref_scores, min(10, int(matched.sum())), f"query {q}")
     none_allowed = np.zeros(len(docs), bool)
     assert len(idx.topk(ids_of(vocab, ["w1"]), 5, allowed=none_allowed)[0]) == 0
+    # a 0/1 integer mask means the same as the boolean one (numpy would read it as passage indices)
+    q = ids_of(vocab, ["w1", "w2"])
+    as_int = allowed.astype(np.int64)
+    for got, want in ((idx.topk(q, 10, as_int), idx.topk(q, 10, allowed)),
+                      (idx.topk_batch([q], 10, as_int)[0], idx.topk_batch([q], 10, allowed)[0])):
+        assert np.array_equal(got[0], want[0]) and allowed[got[0]].all()
+    with pytest.raises(ValueError, match="allowed must be a boolean mask"):
+        idx.topk(q, 10, np.flatnonzero(allowed))
+    with pytest.raises(ValueError, match=r"allowed mask has shape \(3,\)"):
+        idx.topk(q, 10, np.ones(3, bool))
 
 
 def test_adding_documents_equals_indexing_everything_at_once():

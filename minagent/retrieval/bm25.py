@@ -241,8 +241,23 @@ class BM25Index:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        allowed = self._mask(allowed)
         plan = self._plan(term_ids, k)
         return _EMPTY if plan is None else self._run_plan(plan, k, allowed)
+
+    def _mask(self, allowed):
+        """allowed as a boolean mask of n_docs entries: a 0/1 integer array would index passages, not mask them."""
+        if allowed is None:
+            return None
+        mask = np.asarray(allowed)
+        if mask.dtype != bool:
+            if mask.size and not np.isin(mask, (0, 1)).all():
+                raise ValueError("allowed must be a boolean mask over passages (True = may be returned), "
+                                 f"got {mask.dtype} values other than 0 and 1")
+            mask = mask.astype(bool)
+        if mask.shape != (self.n_docs,):
+            raise ValueError(f"allowed mask has shape {mask.shape}, expected ({self.n_docs},)")
+        return mask
 
     def _plan(self, term_ids, k):
         """Per-query facts in plain Python (a query has a handful of terms; numpy calls cost microseconds):
@@ -328,7 +343,7 @@ class BM25Index:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return bm25_batch.topk_batch(self, queries, k, allowed)
+        return bm25_batch.topk_batch(self, queries, k, self._mask(allowed))
 
     def _lookup(self, t, docs):
         """Score of term t in each of `docs` (0 where absent), float64."""
