@@ -113,6 +113,18 @@ def test_dense_and_hybrid_search(corpus, tmp_path):
         enc_mod.SentenceEncoder.encode = original
     assert calls == [1]
     assert search_index(out, "printers", k=1, mode="dense")[0]["source"] == "client/new.md"
+    # fp16-rounded vectors are not reused for an fp32 index (reused the other way round, they are exact)
+    build_index(corpus, out, dense=True, progress=False, dense_dtype="float16")
+    calls.clear()
+    enc_mod.SentenceEncoder.encode = spy
+    try:
+        build_index(corpus, out, dense=True, progress=False)
+    finally:
+        enc_mod.SentenceEncoder.encode = original
+    assert calls and sum(calls) == len(load_index(out).passages)
+    fresh = str(tmp_path / "fresh")
+    build_index(corpus, fresh, dense=True, progress=False)
+    assert np.array_equal(load_index(out).dense.vectors, load_index(fresh).dense.vectors)
 
 
 def test_bm25_only_index_refuses_dense_mode(corpus, tmp_path):

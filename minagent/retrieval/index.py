@@ -350,7 +350,9 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
         if dense and is_index_dir(out_dir):
             try:                                  # reuse embeddings of unchanged passages
                 old = Retriever.load(out_dir)
-                if old.encoder_spec == encoder.spec():
+                # same encoder, and no fp16-rounded vectors where fp32 ones are asked for
+                if old.encoder_spec == encoder.spec() and (old.dense is None or dense_dtype == "float16"
+                                                           or old.dense.vectors.dtype == np.float32):
                     cache = old.embedding_cache()
             except IndexFormatError:
                 pass                              # a corrupt old index is simply rebuilt
