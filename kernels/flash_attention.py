@@ -690,8 +690,11 @@ MAX_DOCUMENTS_PER_ROW = 8  # beyond this, per-document calls cost more in launch
 
 
 def _document_starts(doc_ids):
-    """Start positions of each row's documents (lists, each ending with T), or None when a row holds too many."""
+    """Start positions of each row's documents (lists, each ending with T), or None when a row holds too many,
+    or when there is no token (B or T of 0: the mask path handles that; here max() and cat() would fail)."""
     B, T = doc_ids.shape
+    if doc_ids.numel() == 0:
+        return None
     new = torch.ones_like(doc_ids, dtype=torch.bool)
     new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
     if int(new.sum(1).max()) > MAX_DOCUMENTS_PER_ROW:

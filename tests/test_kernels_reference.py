@@ -131,6 +131,18 @@ def test_queries_after_a_cached_prefix_keep_autograd_and_the_masked_path():
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch, seq", [(0, 5), (2, 0)])
+def test_packed_documents_with_no_token_give_an_empty_result(batch, seq):
+    """doc_ids for an empty batch (B or T of 0) took the per-document path, which crashed (max() of an empty
+    tensor, cat() of no pieces); it must give the empty output and gradients, as without doc_ids."""
+    q = torch.randn(batch, 4, seq, 8, requires_grad=True)
+    k, v = torch.randn(batch, 2, seq, 8), torch.randn(batch, 2, seq, 8)
+    out = kernels.attention(q, k, v, doc_ids=torch.zeros(batch, seq, dtype=torch.long))
+    assert out.shape == q.shape
+    out.sum().backward()
+    assert q.grad.shape == q.shape
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_fused_linear_cross_entropy_torch_path(reduction):
     g = torch.Generator().manual_seed(2)
