@@ -136,7 +136,7 @@ def _products_on_onednn(h, w) -> bool:
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk):
+    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk, grad_enabled):
         H = hidden.shape[-1]
         if weight.dim() != 2 or weight.shape[1] != H:
             raise ValueError(f"fused_linear_cross_entropy: weight must be [vocab, {H}], got {tuple(weight.shape)}")
@@ -173,9 +173,12 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         if compact:
             h, t = h.index_select(0, kept), t.index_select(0, kept)
         chunk = chunk_size or default_chunk_size(len(h), V, h.element_size())
-        grad_h = torch.empty_like(h) if hidden.requires_grad else None
+        # Gradients only when a backward can come: under no_grad (evaluation) requires_grad is still set on the
+        # weights, and computing them anyway costs two extra products per chunk and a [vocab, hidden] fp32 buffer.
+        grad_h = torch.empty_like(h) if grad_enabled and hidden.requires_grad else None
         acc_dtype = torch.promote_types(h.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
-        grad_w = torch.zeros(w.shape, dtype=acc_dtype, device=h.device) if weight.requires_grad else None
+        grad_w = (torch.zeros(w.shape, dtype=acc_dtype, device=h.device) if grad_enabled and weight.requires_grad
+                  else None)
         loss = torch.zeros((), dtype=acc_dtype, device=h.device)
         with torch.autocast(dev, enabled=False):
             loss = LinearCrossEntropyFunction._chunks(h, w, t, ignore_index, chunk, ce_chunk, grad_scale, grad_h,
@@ -210,7 +213,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_h = (grad_h * grad_loss.to(grad_h.dtype)).view(ctx.hidden_shape).to(ctx.hidden_dtype)
         if grad_w is not None:
             grad_w = grad_w * grad_loss.to(grad_w.dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        return grad_h, grad_w, None, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduction="mean", chunk_size=None,
@@ -220,4 +223,5 @@ def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduc
     hidden [..., H], weight [V, H], targets [...] (same leading shape). Returns a 0-dim fp32 tensor.
     """
     ce_chunk = _ce_chunk_triton if use_triton and hidden.dtype != torch.float64 else _ce_chunk_torch
-    return LinearCrossEntropyFunction.apply(hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk)
+    return LinearCrossEntropyFunction.apply(hidden, weight, targets, ignore_index, reduction, chunk_size, ce_chunk,
+                                            torch.is_grad_enabled())  # (inside forward, grad mode is always off)

@@ -198,6 +198,26 @@ def test_fused_linear_cross_entropy_under_autocast_matches_the_autocast_naive_pa
     torch.testing.assert_close(loss64, F.cross_entropy((h64 @ w64.T).flatten(0, 1), targets.flatten()))
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_fused_linear_cross_entropy_computes_no_gradient_without_grad_mode(monkeypatch, mode):
+    """Evaluation runs the loss under no_grad on weights that still require grad: it must compute the loss only
+    (it used to run both gradient products per chunk, 2-3x the time, and hold a [vocab, hidden] fp32 weight
+    gradient)."""
+    from kernels import cross_entropy
+
+    def no_gradient_product(*args):
+        raise AssertionError("weight-gradient product under no_grad")
+
+    monkeypatch.setattr(cross_entropy, "_add_product", no_gradient_product)
+    hidden = torch.randn(2, 9, 8, requires_grad=True)
+    weight = torch.randn(40, 8, requires_grad=True)
+    targets = torch.randint(0, 40, (2, 9))
+    with mode():
+        loss = kernels.fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", chunk_size=4)
+    want = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten(), reduction="sum")
+    torch.testing.assert_close(loss, want.detach())
+
+
 def test_fused_linear_cross_entropy_all_rows_ignored_in_a_chunk():
     hidden = torch.randn(12, 8, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(50, 8, dtype=torch.float64)
