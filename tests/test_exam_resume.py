@@ -145,3 +145,18 @@ def test_ctrl_c_keeps_the_answers_and_says_how_to_resume(tiny_dir, tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "interrupted; run the same command again to resume")
     assert len(partial.read_text().splitlines()) >= 3 and not out.exists()
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(tmp_path):
+    first = PartialResults(tmp_path / "r.jsonl", SETTINGS)
+    first.load()
+    first.open()
+    first.add(ITEMS[0], {"id": "q0"})
+    with pytest.raises(ValueError, match=r"r\.jsonl\.partial: another exam run is writing these results now"):
+        PartialResults(tmp_path / "r.jsonl", SETTINGS).load()
+    first.close()  # interrupted: the lock goes with the process's file
+    second = PartialResults(tmp_path / "r.jsonl", SETTINGS)
+    assert second.load() == 1
+    second.open()
+    second.finish()
+    assert not (tmp_path / "r.jsonl.partial").exists()

@@ -19,6 +19,11 @@ import json
 import os
 from pathlib import Path
 
+try:
+    import fcntl  # the lock that keeps two runs off one file (POSIX; elsewhere runs are trusted not to collide)
+except ImportError:
+    fcntl = None
+
 FORMAT = "minagent-exam-partial-1"
 
 
@@ -47,6 +52,7 @@ class PartialResults:
         """Read the answers of an earlier, interrupted run with these settings; the number found."""
         if not self.path.is_file():
             return 0
+        self._refuse_if_in_use()
         lines = self.path.read_bytes().split(b"\n")
         try:
             head = json.loads(lines[0])
@@ -77,8 +83,21 @@ class PartialResults:
         got = self.done.get(str(item["id"]))
         return got[1] if got is not None and got[0] == json.loads(json.dumps(item, default=str)) else None
 
+    def _refuse_if_in_use(self):
+        """A run appending to the file holds a lock on it: a second run on the same --out would replace the file
+        under it (and both would lose answers)."""
+        if fcntl is None or not self.path.is_file():
+            return
+        with open(self.path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"{self.path}: another exam run is writing these results now; wait for it to "
+                                 "end or choose another --out") from None
+
     def open(self):
         """Start appending: the kept answers are rewritten after the settings line (dropping a torn line)."""
+        self._refuse_if_in_use()
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)  # as write_jsonl makes RESULTS.jsonl's
         with open(tmp, "w", encoding="utf-8") as f:
@@ -87,6 +106,8 @@ class PartialResults:
                 f.write(json.dumps({"item": item, "row": row}, ensure_ascii=False, default=str) + "\n")
         os.replace(tmp, self.path)
         self._file = open(self.path, "a", encoding="utf-8")
+        if fcntl is not None:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file is closed
         return self
 
     def add(self, item: dict, row: dict):
