@@ -355,7 +355,8 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         if raw.get(key, ok) not in (ok, None):
             raise AdapterError(f"{path}: {key}={raw[key]!r} is not supported (expected {ok!r})")
     for key in ("modules_to_save", "rank_pattern", "alpha_pattern", "layers_to_transform"):
-        if raw.get(key):
+        # (layers_to_transform=0 is falsy but set: peft then adapts layer 0 only; only None and [] mean every layer)
+        if raw.get(key) not in (None, []) if key == "layers_to_transform" else raw.get(key):
             raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); per-layer patterns and extra saved "
                                "modules are not supported")
     for key in UNSUPPORTED_PEFT_FIELDS:  # variants whose forward is not W x + scale B A x
