@@ -384,7 +384,11 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True) -> LoraConfig:
-    """Load a PEFT LoRA adapter (ours or peft's) into `model`, injecting LoRA layers first when `inject`."""
+    """Load a PEFT LoRA adapter (ours or peft's) into `model`, injecting LoRA layers first when `inject`.
+
+    With inject=False the model's existing LoRA layers receive the weights, so they must compute what the adapter
+    does: a layer whose scale (lora_alpha, use_rslora) differs from the adapter's, or that is merged (its old update
+    sits in the base weight), is refused rather than loaded into different logits."""
     adapter_dir = Path(adapter_dir)
     config = read_adapter_config(adapter_dir)
     weights = adapter_dir / ADAPTER_WEIGHTS
@@ -394,6 +398,13 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
     if inject:
         inject_lora(model, config)
     modules = lora_modules(model)
+    for name, m in modules.items():
+        if m.merged:
+            raise AdapterError(f"{adapter_dir}: LoRA layer '{name}' is merged; unmerge_lora(model) before loading")
+        if m.scale != config.scale:
+            raise AdapterError(f"{adapter_dir / ADAPTER_CONFIG}: lora_alpha={config.alpha:g}, r={config.r}, "
+                               f"use_rslora={config.use_rslora} (scale {config.scale:g}) but LoRA layer '{name}' "
+                               f"has scale {m.scale:g}; load with inject=True into a model without LoRA")
     seen = set()
     with safe_open(str(weights), framework="pt") as f:
         for key in f.keys():

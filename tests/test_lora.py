@@ -348,3 +348,28 @@ def test_lora_on_tied_lm_head_merges_to_the_unmerged_logits(hf_checkpoint, tmp_p
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(hf(_two_rows()).logits, unmerged, rtol=1e-5, atol=1e-5)
+
+
+def test_load_adapter_into_existing_layers_matches_peft_or_refuses(hf_checkpoint, tmp_path):
+    """load_adapter(inject=False) fills LoRA layers already in the model: with the adapter's own alpha they give
+    peft's logits; a layer of another scale or a merged one is refused (both used to load silently: the layers kept
+    their own scale, logits ~0.65 off peft's, or kept the old update in the base weight)."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"],
+                                                 task_type="CAUSAL_LM")).eval()
+    _randomize_lora(pm, 7)
+    pm.save_pretrained(tmp_path / "peft")
+    ids = _ids(8)
+    same = _ours(ckpt)
+    inject_lora(same, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "up_proj"]))
+    load_adapter(same, tmp_path / "peft", inject=False)
+    with torch.no_grad():
+        torch.testing.assert_close(same(ids), pm(ids).logits, rtol=1e-5, atol=1e-5)
+    other = _ours(ckpt)
+    inject_lora(other, LoraConfig(r=4, alpha=4, target_modules=["q_proj", "up_proj"]))
+    with pytest.raises(AdapterError, match="lora_alpha=8"):
+        load_adapter(other, tmp_path / "peft", inject=False)
+    merge_lora(same)
+    with pytest.raises(AdapterError, match="is merged"):
+        load_adapter(same, tmp_path / "peft", inject=False)
