@@ -10,9 +10,9 @@ Parameter a view of its rows. The state dict, LoRA, export and the optimizer sti
 parameters; a forward that needs no weight gradient reads the buffer as one matrix.
 
 The model checks this on every call and never relies on it. Moving the model to another dtype or device
-(which gives each parameter its own new tensor), wrapping a projection with LoRA, a forward hook on one,
-torch.func transforms, or training the weights (autograd would send the whole gradient of the packed view to
-the first projection) each make `packed_projection` return None, and the separate matmuls run as before.
+(which gives each parameter its own new tensor), wrapping a projection with LoRA, a forward or backward
+hook on one, torch.func transforms, or training the weights (autograd would send the whole gradient of the
+packed view to the first projection) each make `packed_projection` return None, and the separate matmuls run as before.
 
 Numerics: in fp32 the packed product gives transformers' logits within assert_close's fp32 tolerances, as the
 separate ones do (tested). In bf16/fp16 on CPU, oneDNN blocks a wider matrix differently, so results differ
@@ -53,13 +53,14 @@ def packed_projection(linears: tuple[nn.Module, ...], kind: type = nn.Linear):
     compares integers (~15 us for three projections).
 
     Each layer must be exactly of class `kind` (a subclass may compute something else, a LoRA wrapper does)
-    and carry no forward hooks: the packed product never calls the modules, so anything that expects to see
-    their calls keeps the separate path."""
-    if _global_hooks():
+    and carry no forward or backward hooks: the packed product never calls the modules, so anything that
+    expects to see their calls (a full backward hook is installed by the module call) keeps the separate path."""
+    if _global_hooks() or _global_backward_hooks():
         return None
     weights, biases = [], []
     for m in linears:
-        if type(m) is not kind or m._forward_hooks or m._forward_pre_hooks:
+        if (type(m) is not kind or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or m._backward_pre_hooks):
             return None
         weights.append(m.weight)
         biases.append(m.bias)
@@ -76,6 +77,13 @@ def _global_hooks() -> bool:
     """Forward hooks registered for every module (nn.modules.module.register_module_forward_hook)."""
     module = nn.modules.module
     return bool(getattr(module, "_global_forward_hooks", None) or getattr(module, "_global_forward_pre_hooks", None))
+
+
+def _global_backward_hooks() -> bool:
+    """Backward hooks registered for every module (nn.modules.module.register_module_full_backward_hook)."""
+    module = nn.modules.module
+    return bool(getattr(module, "_global_backward_hooks", None)
+                or getattr(module, "_global_backward_pre_hooks", None))
 
 
 def _contiguous_run(tensors: list[torch.Tensor]) -> torch.Tensor | None:

@@ -6,6 +6,7 @@ itself off: weights that need a gradient, LoRA, a dtype change.
 """
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from minagent import load_model
 from minagent.lora import LoraConfig, inject_lora
@@ -132,6 +133,33 @@ def test_hooks_and_subclasses_keep_the_separate_calls(hf_checkpoint):
     with torch.no_grad():
         want = mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x)) * 2 * torch.nn.functional.linear(x, up.weight))
         torch.testing.assert_close(mlp(x), want)
+
+
+def test_backward_hooks_fire_as_in_transformers(hf_checkpoint):
+    """LoRA (or any training of other weights) runs the backward through frozen, still packed q/k/v and gate/up:
+    a full backward hook on one of them, per module or global, must fire there as it does in transformers (the
+    packed product never called the module, so its hooks were silently skipped)."""
+    path, _ = hf_checkpoint("llama-gqa")
+    seen = {}
+    for name in ("hf", "ours"):
+        model = AutoModelForCausalLM.from_pretrained(path) if name == "hf" else load_model(path)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.model.layers[0].self_attn.o_proj.weight.requires_grad_(True)  # one trained weight below them
+        calls = seen[name] = []
+        model.model.layers[1].self_attn.k_proj.register_full_backward_hook(lambda *a: calls.append("k"))
+        model.model.layers[1].mlp.up_proj.register_full_backward_pre_hook(lambda *a: calls.append("up"))
+        out = model(IDS)
+        (out.logits if name == "hf" else out).sum().backward()
+        handle = torch.nn.modules.module.register_module_full_backward_hook(
+            lambda mod, *a: calls.append("global") if mod is model.model.layers[1].mlp.gate_proj else None)
+        try:
+            out = model(IDS)
+            (out.logits if name == "hf" else out).sum().backward()
+        finally:
+            handle.remove()
+    assert sorted(seen["hf"]) == ["global", "k", "k", "up", "up"]
+    assert sorted(seen["ours"]) == sorted(seen["hf"])
 
 
 def test_torch_func_transforms_run_on_a_packed_model(hf_checkpoint):
