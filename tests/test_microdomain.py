@@ -228,6 +228,14 @@ def test_parse_reply_finds_the_answer_in_chatty_replies():
     assert formats.parse_reply("Thought: no idea", cot=True) == ""
 
 
+def test_parse_reply_takes_the_last_answer_marker_even_on_the_same_line():
+    """Hand-checked: the last 'Answer:' wins also when an earlier one is on its line; an empty one is skipped."""
+    assert formats.parse_reply("I am unsure of the answer: not stated. Answer: 30") == "30"
+    assert formats.parse_reply("Answer: Answer: B", cot=True) == "B"
+    assert formats.parse_reply("Answer: 30\nAnswer:", cot=True) == "30"
+    assert formats.parse_reply("Thought: x\nAnswer:", cot=True) == ""
+
+
 def test_tier_overrides_of_the_wrong_kind_are_refused_before_anything_runs():
     from minagent.microdomain.tiers import tier_settings
     assert tier_settings("tiny", {"sft.lr": 3, "sft.epochs": 2})["sft"]["lr"] == 3  # an int is a number

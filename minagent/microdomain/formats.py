@@ -55,16 +55,20 @@ def gold_reply(item: dict) -> str:
     return item["answer"]
 
 
-_ANSWER = re.compile(r"answer(?:\s+is)?\s*[:：]\s*(.+)", re.I)
+_ANSWER = re.compile(r"answer(?:\s+is)?\s*[:：]", re.I)
 
 
 def parse_reply(text: str, cot: bool = False) -> str:
     """The answer in a reply: after the last 'Answer:' / 'The answer is:' (chatty instruct models add one
-    after their explanation), else — not for CoT, whose reasoning is not the answer — the first line."""
+    after their explanation), else — not for CoT, whose reasoning is not the answer — the first line. A marker
+    with nothing after it is skipped; one later on the same line wins ("the answer: unclear. Answer: 30" is 30:
+    a pattern matched to the end of the line would have swallowed the later marker)."""
     text = text.strip()
-    found = _ANSWER.findall(text)
-    if found:
-        return found[-1].strip().splitlines()[0].strip()
+    marks = list(_ANSWER.finditer(text))
+    for m, after in reversed(list(zip(marks, marks[1:] + [None]))):
+        found = text[m.end():after.start() if after else len(text)].strip()
+        if found:
+            return found.splitlines()[0].strip()
     if cot:
         return ""
     return text.splitlines()[0].strip() if text else ""
