@@ -38,9 +38,17 @@ def _item(qid, question, answer, kind, hops, evidence, rng=None, pool=None, alia
     return item
 
 
+def possible_defaults(attribute: str) -> list:
+    """The values a default can take: make_domain puts each range's ends on either side of the default, so the
+    smallest and largest candidate are never one. A default question's options are drawn from these only: an
+    option that can never be right would let a model that never read the manual beat 25% by elimination."""
+    from .domain import ATTRIBUTES
+    return ATTRIBUTES[attribute][2][1:-1]
+
+
 def parameter_questions(d: Domain, p, rng) -> list[dict]:
     from .domain import ATTRIBUTES
-    values = ATTRIBUTES[p.attribute][2]
+    values = possible_defaults(p.attribute)
     units = sorted({u for u, _, _ in ATTRIBUTES.values()})
     return [
         _item(f"{p.name}/default", f"What is the default value of {p.name}?", p.default, "param_default", 1,
@@ -55,9 +63,8 @@ def parameter_questions(d: Domain, p, rng) -> list[dict]:
 
 
 def message_questions(d: Domain, m, rng) -> list[dict]:
-    from .domain import ATTRIBUTES
     p = d.parameter(m.parameter)
-    values = ATTRIBUTES[p.attribute][2]
+    values = possible_defaults(p.attribute)
     same = [q.name for q in d.parameters if q.component == p.component] + [q.name for q in d.parameters]
     pool = list(dict.fromkeys(same))[:12]
     return [
