@@ -62,11 +62,14 @@ def parameter_questions(d: Domain, p, rng) -> list[dict]:
     ]
 
 
-def message_questions(d: Domain, m, rng) -> list[dict]:
+def message_questions(d: Domain, m, rng, names: list[str] | None = None) -> list[dict]:
+    """names: the parameters the "which parameter" options are drawn from, uniformly (default: all of them).
+    make_exam passes those of the message's own split: the options of a train question then never name a
+    held-out parameter (the leak filter dropped most of those runs), and no option stands out. The former pool,
+    the answer's component first, let the component most of the options share (the answer's) beat 25%."""
     p = d.parameter(m.parameter)
     values = possible_defaults(p.attribute)
-    same = [q.name for q in d.parameters if q.component == p.component] + [q.name for q in d.parameters]
-    pool = list(dict.fromkeys(same))[:12]
+    pool = names if names is not None and len(set(names) - {p.name}) >= 3 else [q.name for q in d.parameters]
     return [
         _item(f"{m.id}/parameter", f"Which parameter does the corrective action for message {m.id} tell you to "
               f"increase?", p.name, "message_parameter", 1, [m.id]),
@@ -106,9 +109,12 @@ def make_exam(d: Domain, heldout_fraction: float = 0.25, seed: int = 0) -> list[
     for p in d.parameters:
         for it in parameter_questions(d, p, rng):
             items.append({**it, "split": "heldout" if p.name in held_params else "train"})
+    names = {split: [p.name for p in d.parameters if (p.name in held_params) == (split == "heldout")]
+             for split in ("train", "heldout")}
     for m in d.messages:  # a message goes with the parameter it names: its two-hop answer is that parameter's
-        for it in message_questions(d, m, rng):
-            items.append({**it, "split": "heldout" if m.parameter in held_params else "train"})
+        split = "heldout" if m.parameter in held_params else "train"
+        for it in message_questions(d, m, rng, names[split]):
+            items.append({**it, "split": split})
     for c in d.commands:
         for it in command_questions(d, c, rng):
             items.append({**it, "split": "heldout" if c.name in held_cmds else "train"})
