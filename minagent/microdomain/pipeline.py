@@ -42,8 +42,9 @@ from .oracle import cot_trace, extractor_examples, oracle_llm
 from .tiers import tier_settings
 
 
-RECIPE_VERSION = 3  # bump when a stage's code changes what it writes: every cached stage is then redone
-                    # (2: CoT traces filtered for held-out names too)
+RECIPE_VERSION = 4  # bump when a stage's code changes what it writes: every cached stage is then redone
+                    # (2: CoT traces filtered for held-out names too; 4: multiple-choice options a guess cannot
+                    # rule out, and parse_reply's last "Answer:" on a line)
 
 
 def _key(obj) -> str:
