@@ -88,6 +88,10 @@ def test_unclosed_fence_is_closed_in_the_kept_step():
     # two letters named together are no one option; a letter only mentioned beside the answer does not count
     ("The answer is A or B", None), ("(A) and (B)", None), ("Answer: A, B", None), ("Option B or option C", None),
     ("A) git log, B) git add", None), ("The answer is B, not A", "B"), ("(C) git stash (not A)", "C"),
+    # other letters joined to each other, not to the answer, are ruled out, not hedged
+    ("Answer: B (not A or C)", "B"), ("The answer is B. Options A and C are wrong.", "B"),
+    ("B) git add. A, C and D do something else.", "B"), ("Answer: B. I ruled out A and D", "B"),
+    ("The answer is **C** or D", None), ("B/C", None),
 ])
 def test_multiple_choice_letters(answer, letter):
     choices = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}

@@ -40,14 +40,22 @@ def _holds(text: str, option: str) -> bool:
     return bool(option) and re.search(rf"(?<![\w.-]){re.escape(option)}(?![\w.])", text) is not None
 
 
-# an option letter joined to what comes before it: "A or B", "(A) and (C)", "Answer: A, B", "A/B"
-_JOINED_LETTER = re.compile(r"(?:\b(?i:or|and)\b|[,/&])\s*(?:(?i:option|choice)\s+)?"
+# another option letter joined right after the named one: "A or B", "(A) and (C)", "Answer: A, B", "A/B",
+# "Option B or option C" (the letter's own closing bracket or emphasis first)
+_JOINED_LETTER = re.compile(r"[\)\]*_]*\s*(?:\b(?i:or|and)\b|[,/&])\s*(?:(?i:option|choice)\s+)?"
                             r"(?:[\(\[]([A-Za-z])[\)\]]|([A-Z])(?![\w'-]))")
+# another option given as "Y) text" after a joiner, in an answer that starts "X) text": "A) git log, B) git add"
+_LISTED_OPTION = re.compile(r"(?:\b(?i:or|and)\b|[,/&])\s*[\(\[]?([A-Z])[\)\]]\s+\S")
 
 
-def _hedged(text: str, letter: str, letters) -> bool:
-    """Whether text joins another option letter to `letter` ("The answer is A or B"): that names no one option."""
-    return any((a or b).upper() in letters and (a or b).upper() != letter for a, b in _JOINED_LETTER.findall(text))
+def _hedged(text: str, end: int, letter: str, letters, listed: bool = False) -> bool:
+    """Whether text joins another option letter to the `letter` that ends at `end` ("The answer is A or B"): that
+    names no one option. Letters mentioned elsewhere ("B (not A or C)", "B. A and C are too small") do not count;
+    with listed, neither does another option listed as "Y) text" ("A) git log, B) git add")."""
+    m = _JOINED_LETTER.match(text, end)
+    if m and (m.group(1) or m.group(2)).upper() in letters and (m.group(1) or m.group(2)).upper() != letter:
+        return True
+    return listed and any(y in letters and y != letter for y in _LISTED_OPTION.findall(text, end))
 
 
 def to_letter(answer, choices: dict | None = None) -> str | None:
@@ -61,13 +69,13 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
         return m.group(1).upper()
     m = re.match(r"^[\(\[]?([A-Za-z])[\)\]\.:]\s+\S", text)  # "B) git log", "b. git log"
     if m and m.group(1).upper() in letters:
-        return None if _hedged(text, m.group(1).upper(), letters) else m.group(1).upper()
+        return None if _hedged(text, m.start(1) + 1, m.group(1).upper(), letters, listed=True) else m.group(1).upper()
     # "answer is C", "Option: D", "The correct answer is: **C**"
     m = re.search(r"\b(?:answer|option|choice)\s*(?:is\s*:?|:)?\s*\**\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
     # ("the answer is a timeout": the article "a" before a word is no letter; "answer is b because" is)
     article = m and m.group(2) == "a" and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
     if m and m.group(2).upper() in letters and not article:
-        return None if _hedged(text, m.group(2).upper(), letters) else m.group(2).upper()
+        return None if _hedged(text, m.start(2) + 1, m.group(2).upper(), letters) else m.group(2).upper()
     found = {x.upper() for x in re.findall(r"[\(\[]([A-Za-z])[\)\]]", text)} & set(letters)
     if len(found) == 1:  # "I pick (c)"
         return found.pop()
