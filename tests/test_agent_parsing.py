@@ -62,6 +62,10 @@ def test_tolerated_variants(raw, code):
     # a fence closed at the end of the code's own line still closes
     ("Thought: t\nCode:\n```py\nfinal_answer('x')```<end_code>", "final_answer('x')"),
     ("Thought: t\nCode:\n```py\nprint(1)```\nDone.", "print(1)"),
+    # ... also when prose with a quote or apostrophe follows it on the same line (outside any string literal)
+    ("Thought: t\nCode:\n```py\nr = search('x')\nprint(r)``` Let's see what it says.", "r = search('x')\nprint(r)"),
+    ('Thought: t\nCode:\n```py\nfinal_answer("40")```The answer is "40".', 'final_answer("40")'),
+    ("Thought: t\nCode:\n```py\nprint(r)  # it's here```", "print(r)  # it's here"),
 ])
 def test_backticks_inside_code_strings_do_not_close_the_block(raw, code):
     s = parse_step(raw)

@@ -33,9 +33,10 @@ FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# py
 # A fenced block of any language (its info string in group 1): blocks in other languages (```bash, ```json, a
 # shell command shown before the code) are consumed whole, so their closing fence never opens a Python block.
 # Openers stand at the start of a line: ``` inside prose ("I will run ```git log``` first") opens nothing.
-# A block closes at a ``` that starts a line, or at one inside a line that no quote follows on that line: a ```
-# in a string literal (final_answer("run ```git log```"), print("```")) is code, not the end of the block.
-_ANY_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n(.*?)(?:^[ \t]*```|```(?![^\n]*[\"']))", re.S | re.M)
+# A block closes at a ``` that starts a line, or at one inside a line outside the line's string literals (for
+# Python blocks): a ``` in a string literal (final_answer("run ```git log```"), print("```")) is code, not the end
+# of the block, while `print(r)``` Let's see` still closes after print(r) (the quote after it is prose).
+_FENCE_OPEN = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n", re.M)
 _OPEN_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I | re.M)
 _PYTHON = {"", "py", "python", "python3"}
 _FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
@@ -45,13 +46,57 @@ _CODE_LABEL = re.compile(r"^[ \t]*Code[ \t]*:[ \t]*\n", re.M)
 _THOUGHT_END = re.compile(r"^[ \t]*Code[ \t]*:|```", re.M)
 
 
+def _in_string(line: str) -> bool:
+    """Whether the end of this line of Python is inside a string literal opened on it (a # comment ends the
+    scan: a quote in a comment opens nothing)."""
+    quote, i = None, 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if line.startswith(quote, i):
+                i, quote = i + len(quote), None
+                continue
+        elif c == "#":
+            return False
+        elif c in "\"'":
+            quote = line[i:i + 3] if line[i:i + 3] in ('"""', "'''") else c
+            i += len(quote)
+            continue
+        i += 1
+    return quote is not None
+
+
+def _fences(text: str):
+    """(info string, body, end) of each closed fenced block of any language, in order."""
+    pos = 0
+    while (m := _FENCE_OPEN.search(text, pos)) is not None:
+        python = m.group(1).lower() in _PYTHON
+        p = text.find("```", m.end())
+        while p >= 0:
+            start = text.rfind("\n", 0, p) + 1
+            if not text[start:p].strip():  # a fence that starts a line
+                yield m.group(1), text[m.end():start], p + 3
+                break
+            if not (python and _in_string(text[start:p])):
+                yield m.group(1), text[m.end():p], p + 3
+                break
+            p = text.find("```", p + 3)
+        else:  # never closed: the next opener may be
+            pos = m.start() + 1
+            continue
+        pos = p + 3
+
+
 def python_blocks(text: str) -> tuple[list[str], int]:
     """(the Python fenced blocks of text, dedented, in order; where the last closed one ends, 0 if none)."""
     blocks, end = [], 0
-    for m in _ANY_FENCE.finditer(text):
-        if m.group(1).lower() in _PYTHON:
-            blocks.append(textwrap.dedent(m.group(2)).strip("\n"))
-            end = m.end()
+    for lang, body, stop in _fences(text):
+        if lang.lower() in _PYTHON:
+            blocks.append(textwrap.dedent(body).strip("\n"))
+            end = stop
     return blocks, end
 
 
