@@ -143,6 +143,6 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt:  # checkpoints and finished stages are on disk: say how to go on from them
         stage = sys.argv[1:2] in (["cpt"], ["sft"])
-        print("\ntrain.py: interrupted; " + ("add --resume to the same command to go on from its last checkpoint"
+        print("\ntrain.py: interrupted; " + ("run the same command with --resume to go on from its last checkpoint"
                                              if stage else "run the same command again to resume"), file=sys.stderr)
         sys.exit(130)

@@ -331,11 +331,13 @@ def test_tier_values_out_of_range_are_refused_before_anything_runs():
     ok = tier_settings("ci", {"sft.epochs": 2.5, "teacher.extractor_every": 0, "cpt.max_steps": None})
     assert (ok["sft"]["epochs"], ok["teacher"]["extractor_every"], ok["cpt"]["max_steps"]) == (2.5, 0, None)
     # more entries than a product can have: refused, not quietly fewer
-    for kw, message in ((dict(n_parameters=241), r"n_parameters=241: a product has 1 to 240"),
+    for kw, message in ((dict(n_parameters=241), r"n_parameters=241: a product has 4 to 240"),
                         (dict(n_parameters=-5), r"n_parameters=-5"), (dict(n_messages=9001), r"1 to 9000"),
-                        (dict(n_parameters=3, n_commands=100), r"n_commands=100: .* has 1 to \d+ commands")):
+                        (dict(n_parameters=4, n_commands=100), r"n_commands=100: .* has 1 to \d+ commands"),
+                        (dict(n_parameters=3), r"n_parameters=3: a product has 4 to 240")):
         with pytest.raises(ValueError, match=message):
             make_domain(0, **kw)
+    make_exam(make_domain(0, n_parameters=4, n_messages=3, n_commands=2))  # the fewest: the exam can be made
 
 
 def test_an_interrupted_teacher_stage_keeps_the_trajectories_it_has(tiny_dir, tmp_path, monkeypatch):

@@ -419,4 +419,4 @@ def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(tiny_dir, tmp_path):
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
-        "train.py: interrupted; add --resume to the same command to go on from its last checkpoint")
+        "train.py: interrupted; run the same command with --resume to go on from its last checkpoint")

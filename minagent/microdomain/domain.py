@@ -121,9 +121,11 @@ def make_domain(seed: int = 0, n_parameters: int = 120, n_messages: int = 80, n_
     combos = [(c, a) for c in COMPONENTS for a in ATTRIBUTES]
     ids = range(1000, 10000)
     # asked for more than there are, the slices below would quietly give fewer (or, negative, nearly all)
-    for name, n, most in (("n_parameters", n_parameters, len(combos)), ("n_messages", n_messages, len(ids))):
-        if not 1 <= n <= most:
-            raise ValueError(f"{name}={n!r}: a product has 1 to {most} of them")
+    # (4 parameters at least: a "which parameter" question offers the answer and 3 other parameters)
+    for name, n, least, most in (("n_parameters", n_parameters, 4, len(combos)),
+                                 ("n_messages", n_messages, 1, len(ids))):
+        if not least <= n <= most:
+            raise ValueError(f"{name}={n!r}: a product has {least} to {most} of them")
     rng.shuffle(combos)
     for c, a in combos[:n_parameters]:
         unit, purpose, values = ATTRIBUTES[a]
