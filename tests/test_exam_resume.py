@@ -118,30 +118,16 @@ def test_a_model_retrained_at_the_same_path_is_not_resumed(tmp_path, monkeypatch
 
 def test_ctrl_c_keeps_the_answers_and_says_how_to_resume(tiny_dir, tmp_path):
     """`infer.py exam` stopped with Ctrl-C: one line on stderr, exit 130, the answers so far in OUT.partial."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+    from cli_interrupt import interrupt_when
 
-    root = Path(__file__).resolve().parent.parent
     exam = tmp_path / "exam.jsonl"
     exam.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is setting_{i}?", "answer": "1"}) + "\n"
                             for i in range(2000)))
-    out = tmp_path / "results.jsonl"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, str(root / "infer.py"), "exam", "--model", str(tiny_dir), "--exam",
-                             str(exam), "--out", str(out), "--mode", "closed-book"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    partial = tmp_path / "results.jsonl.partial"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and (
-            not partial.is_file() or len(partial.read_text().splitlines()) < 3):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1].decode()
-    assert proc.returncode == 130, err[-2000:]
+    out, partial = tmp_path / "results.jsonl", tmp_path / "results.jsonl.partial"
+    code, err = interrupt_when("infer.py", ["exam", "--model", tiny_dir, "--exam", exam, "--out", out,
+                                            "--mode", "closed-book"],
+                               lambda: partial.is_file() and len(partial.read_text().splitlines()) >= 3)
+    assert code == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "interrupted; run the same command again to resume")
     assert len(partial.read_text().splitlines()) >= 3 and not out.exists()

@@ -402,21 +402,13 @@ def test_cuda_rng_state_is_the_current_devices_and_old_lists_still_load(monkeypa
 
 
 def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(tiny_dir, tmp_path):
-    import signal
-    import time
+    from cli_interrupt import interrupt_when
 
-    args = ["cpt", "--model", str(tiny_dir), "--data", str(MANUALS), "--max-length", "48", "--batch-size", "2",
+    args = ["cpt", "--model", tiny_dir, "--data", MANUALS, "--max-length", "48", "--batch-size", "2",
             "--method", "full", "--eval-fraction", "0", "--max-steps", "1000", "--save-every", "1", "--export",
-            "false", "--progress", "false", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+            "false", "--progress", "false", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run"]
     latest = tmp_path / "run" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not latest.is_file():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1].decode()
-    assert proc.returncode == 130, err[-2000:]
+    code, err = interrupt_when("train.py", args, latest.is_file)
+    assert code == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "train.py: interrupted; run the same command with --resume to go on from its last checkpoint")
