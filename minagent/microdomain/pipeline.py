@@ -42,7 +42,7 @@ from .oracle import cot_trace, extractor_examples, oracle_llm
 from .tiers import tier_settings
 
 
-RECIPE_VERSION = 4  # bump when a stage's code changes what it writes: every cached stage is then redone
+RECIPE_VERSION = 5  # bump when a stage's code changes what it writes: every cached stage is then redone
                     # (2: CoT traces filtered for held-out names too; 4: multiple-choice options a guess cannot
                     # rule out, and parse_reply's last "Answer:" on a line)
 
