@@ -6,6 +6,16 @@ observation then shows the passages with their rank, title and source so the mod
 from __future__ import annotations
 
 
+def _where(title, section) -> str:
+    """The passage's place for the model to read: the section path, which usually opens with the page's first
+    heading and so with its title ("git-log(1) Manual Page > OPTIONS" under the title "git-log(1)"); a title the
+    path does not open with ("Admin Guide" over "Installation > Proxies") is put in front, not dropped."""
+    title, section = title or "", section or ""
+    if not section or section == title:
+        return title
+    return section if not title or section.startswith(title) else f"{title} > {section}"
+
+
 def format_passages(hits, max_chars: int = 1200) -> str:
     if not hits:
         return "No passage matches this query. Try other words."
@@ -16,7 +26,7 @@ def format_passages(hits, max_chars: int = 1200) -> str:
         text = " ".join(str(get("text")).split()).replace("<|", "< |")
         if len(text) > max_chars:
             text = text[:max_chars] + " ..."
-        where = " > ".join(x for x in (get("title"), get("section")) if x and x != get("title")) or get("title")
+        where = _where(get("title"), get("section"))
         out.append(f"[{i}] {where} ({get('source')})\n{text}")
     return "\n\n".join(out)
 
