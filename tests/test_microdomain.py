@@ -429,3 +429,15 @@ def test_each_split_gives_every_letter_equally_often(seed):
     # the letters are not assigned in a pattern a model could learn from the question order
     held = [i["correct"] for i in items if i["split"] == "heldout" and i.get("choices")]
     assert held[:8] not in (list("ABCDABCD"), list("DCBADCBA"))
+
+
+def test_a_whole_number_for_a_fractional_setting_is_the_same_setting():
+    """`--set cpt.lr=1` and `--set cpt.lr=1.0` ask for one learning rate; the stage key hashes the settings'
+    JSON, where 1 and 1.0 differ, so the first form redid a finished stage. Both now store 1.0 (hand-checked)."""
+    from minagent.microdomain.tiers import tier_settings
+    whole, frac = tier_settings("tiny", {"cpt.lr": 1}), tier_settings("tiny", {"cpt.lr": 1.0})
+    assert whole == frac and isinstance(whole["cpt"]["lr"], float)
+    assert json.dumps(whole, sort_keys=True) == json.dumps(frac, sort_keys=True)
+    assert type(tier_settings("tiny", {"cpt.max_length": 128})["cpt"]["max_length"]) is int  # whole stays whole
+    assert tier_settings("tiny", {"eval.sag": 2})["eval"]["sag"] == 2
+    assert type(tier_settings("tiny", {"domain.heldout_fraction": 1 / 2})["domain"]["heldout_fraction"]) is float

@@ -115,6 +115,9 @@ def tier_settings(name: str, overrides: dict | None = None) -> dict:
             _check_range(dotted, value)
         if whole and value is not None and not isinstance(value, int):
             raise ValueError(f"--set {dotted}={value!r}: expected a whole number")
+        fractional = (train_field.type in (float, "float")) if train_field is not None else isinstance(default, float)
+        if fractional and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # --set cpt.lr=1 is the setting 1.0: the same stage key, not a rerun
         s[section][key] = value
     for section in {d.partition(".")[0] for d in overrides or {}} & set(TRAINING_SECTIONS):
         # TrainConfig's own checks now, not when the stage starts after the earlier ones (paths are the stage's)
