@@ -339,3 +339,44 @@ def test_threads_calling_tools_at_once_each_get_their_own_answer():
                   "ts = [threading.Thread(target=ask, args=(i,)) for i in range(8)]\n"
                   "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(bad))")
         assert (r.output, r.error) == ("0\n", None)
+
+
+_REAPER_SCRIPT = r"""
+import ctypes, os, sys
+from minagent.agent.sandbox import Sandbox
+# PR_SET_CHILD_SUBREAPER (36): orphans of our sandbox become our children, as they become PID 1's in a container
+# where the agent itself is PID 1
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+def zombies():
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and state == "Z":
+            out.append(int(pid))
+    return out
+with Sandbox(timeout=1) as box:
+    # a thread outliving its cell makes the holder fork itself away: the new holder is an orphan
+    r = box.run("import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\nx = 1")
+    assert r.error is None, r.error
+    assert box.run("print(x)").output.strip() == "1"
+    box.run("while True: pass")  # a killed candidate too
+    box.run("y = 2")
+    during = len(zombies())
+print(during, len(zombies()))
+"""
+
+
+def test_no_zombie_is_left_when_the_agent_is_the_reaper_of_orphans(tmp_path):
+    """In a container the agent is often PID 1, the parent of every orphan: the holder that forks itself away
+    from a cell's threads, and what it forked, became zombies nobody waited for (2 in this script). The
+    kernel's process table (/proc/PID/stat, state Z) is the oracle; a child subreaper stands in for PID 1."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _REAPER_SCRIPT], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "0"]  # while the sandbox runs and after it closed

@@ -123,6 +123,22 @@ class ToolBox:
         return [], dict(bound.arguments)
 
 
+def _reap_group(pgid: int, block: bool = True):
+    """Wait for the sandbox's processes that became ours. The holder that forks itself away from a cell's
+    threads, and the candidates of a killed holder, are orphans: the kernel hands them to the nearest child
+    subreaper or to PID 1, which is this process when the agent is a container's first process. Unwaited they
+    stay zombies for the process's life. Only the sandbox's own process group is waited for (it was just sent
+    SIGKILL), never another child of the program; when the orphans went elsewhere there is nothing to wait for.
+    block=False (after each cell): only those already gone, so a long session does not pile them up."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 class Sandbox:
     def __init__(self, tools: dict[str, Callable] | ToolBox | None = None, timeout: float = 10.0,
                  memory_mb: int = 512, max_output: int = 4000, max_file_mb: int = 16, network_namespace=True,
@@ -182,6 +198,7 @@ class Sandbox:
             except (ProcessLookupError, PermissionError):
                 pass
             self.proc.wait()
+            _reap_group(self.proc.pid)
             for f in (self.proc.stdin, self.proc.stdout):
                 try:
                     f.close()
@@ -253,6 +270,7 @@ class Sandbox:
             r = ExecResult(error=f"the sandbox crashed ({e}) and was restarted: variables from earlier steps "
                                  "are lost", breach="crash")
         r.seconds = time.monotonic() - t0
+        _reap_group(self.proc.pid, block=False)
         return r
 
     def _exchange(self, cid: int, code: str) -> ExecResult:
