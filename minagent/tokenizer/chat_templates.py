@@ -1,4 +1,4 @@
-"""Chat templates written in Python (no Jinja): ChatML (Qwen2/2.5, SmolLM2) and Llama-3 / Llama-3.1+.
+"""Chat templates written in Python (no Jinja): ChatML (Qwen2/2.5, SmolLM2), Qwen3 and Llama-3 / Llama-3.1+.
 
 A checkpoint ships its template as Jinja text in tokenizer_config.json (or chat_template.jinja). We do not run
 Jinja; we recognise the family from markers in that text and render the same string in Python:
@@ -10,16 +10,22 @@ Jinja; we recognise the family from markers in that text and render the same str
   - `<|start_header_id|>` -> Llama-3: bos + per message `<|start_header_id|>role<|end_header_id|>\\n\\n` +
     content.strip() + `<|eot_id|>`. With "Cutting Knowledge Date" in the text it is the Llama-3.1/3.2
     template: a system header that always carries the knowledge/today dates, and tool results under `ipython`.
+  - `<think>` -> only Qwen3's published template (recognised by its exact text, see _QWEN3_TEMPLATES): ChatML
+    with no default system prompt, `<think>` blocks on the assistant turns after the last user query, and
+    `enable_thinking=False` (a field of the renderer here, a keyword of HF's apply_chat_template) writing an empty
+    think block after the generation prompt. Its derivatives (QwQ, Qwen3-2507, SmolLM3, edited copies) put think
+    blocks elsewhere, so they are refused rather than rendered as Qwen3.
   - no template at all: decided by the special tokens the vocabulary has, with no default system prompt.
 Tool *calls* (assistant messages with `tool_calls`, the `tools=` argument) are out of scope and rejected; a tool
-*result* is an ordinary message with role "tool". Templates we cannot recognise (Qwen3's thinking template,
-Mistral's [INST], ...) raise a clear error when used.
+*result* is an ordinary message with role "tool". Templates we cannot recognise (Mistral's [INST], ...) raise a
+clear error when used.
 
 `render_segments` returns the text as (piece, is_assistant_output) pairs so that SFT can mask everything but
 what the model must learn to write (assistant content and its end-of-turn token), like HF's {% generation %}.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -48,6 +54,14 @@ def _check(messages) -> list[dict]:
     return list(messages)
 
 
+def _qwen_tool_turn(messages: list[dict], i: int) -> str:
+    """Qwen2.5's and Qwen3's rendering of a tool result: consecutive tool messages share one user turn."""
+    first = i == 0 or messages[i - 1]["role"] != "tool"
+    last = i == len(messages) - 1 or messages[i + 1]["role"] != "tool"
+    return (("<|im_start|>user" if first else "") + f"\n<tool_response>\n{messages[i]['content']}\n</tool_response>"
+            + ("<|im_end|>\n" if last else ""))
+
+
 @dataclass
 class ChatML:
     """<|im_start|>role\\ncontent<|im_end|>\\n per message."""
@@ -63,10 +77,7 @@ class ChatML:
         for i, m in enumerate(messages):
             role, content = m["role"], m["content"]
             if role == "tool" and self.qwen_tool_turns:
-                first = i == 0 or messages[i - 1]["role"] != "tool"
-                last = i == len(messages) - 1 or messages[i + 1]["role"] != "tool"
-                out.append((("<|im_start|>user" if first else "") + f"\n<tool_response>\n{content}\n"
-                            "</tool_response>" + ("<|im_end|>\n" if last else ""), False))
+                out.append((_qwen_tool_turn(messages, i), False))
             elif self.qwen_tool_turns and role not in ("system", "user", "assistant"):
                 raise ValueError(f"role {role!r} is not rendered by the Qwen template (it would be dropped)")
             elif role == "assistant":
@@ -75,6 +86,72 @@ class ChatML:
                 out.append((f"<|im_start|>{role}\n{content}<|im_end|>\n", False))
         if add_generation_prompt:
             out.append(("<|im_start|>assistant\n", False))
+        return out
+
+
+# Where HF's apply_chat_template finds a message's reasoning (it copies the first one set to `reasoning_content`).
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _reasoning(message: dict, i: int) -> str | None:
+    """The reasoning passed beside the content (None: none, the template then looks for <think> in the content)."""
+    value = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"messages[{i}]: reasoning ({'/'.join(_REASONING_FIELDS)}) must be a string, "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def _qwen3_last_query(messages: list[dict]) -> int:
+    """Index of the last real user query (a user turn that is not a wrapped tool response); think blocks are
+    written only on assistant turns after it. The whole conversation's last index when there is none."""
+    for i in range(len(messages) - 1, -1, -1):
+        content = messages[i]["content"]
+        if messages[i]["role"] == "user" and not (content.startswith("<tool_response>")
+                                                  and content.endswith("</tool_response>")):
+            return i
+    return len(messages) - 1
+
+
+@dataclass
+class Qwen3:
+    """Qwen3's hybrid-thinking template. Assistant turns before the last user query lose their reasoning (a
+    `<think>...</think>` prefix of the content or a reasoning field); the ones after it keep it in a think block,
+    and the final one always has a think block (empty when it has no reasoning)."""
+    enable_thinking: bool | None = None  # None: not passed (thinking on); False: empty think block in the prompt
+    name: str = "qwen3"
+
+    def _assistant_body(self, message: dict, i: int, after_last_query: bool, is_last: bool) -> str:
+        content, reasoning = message["content"], _reasoning(message, i)
+        if reasoning is None:
+            reasoning = ""
+            if "</think>" in content:
+                reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+                content = content.split("</think>")[-1].lstrip("\n")
+        if after_last_query and (is_last or reasoning):
+            return "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + content.lstrip("\n")
+        return content
+
+    def render_segments(self, messages: list[dict], add_generation_prompt: bool) -> Segments:
+        out: Segments = []
+        if messages[0]["role"] == "system":
+            out.append((f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n", False))
+        last_query = _qwen3_last_query(messages)
+        for i, m in enumerate(messages):
+            role = m["role"]
+            if role == "user" or (role == "system" and i > 0):
+                out.append((f"<|im_start|>{role}\n{m['content']}<|im_end|>\n", False))
+            elif role == "assistant":
+                body = self._assistant_body(m, i, i > last_query, i == len(messages) - 1)
+                out += [("<|im_start|>assistant\n", False), (body + "<|im_end|>", True), ("\n", False)]
+            elif role == "tool":
+                out.append((_qwen_tool_turn(messages, i), False))
+            elif role != "system":
+                raise ValueError(f"messages[{i}]: role {role!r} is not rendered by the Qwen3 template (it would be "
+                                 "dropped)")
+        if add_generation_prompt:
+            think = "<think>\n\n</think>\n\n" if self.enable_thinking is False else ""
+            out.append(("<|im_start|>assistant\n" + think, False))
         return out
 
 
@@ -137,13 +214,27 @@ def _default_system(template: str) -> str | None:
     return None
 
 
+# SHA-256 of Qwen3's published chat template (Qwen/Qwen3-0.6B to Qwen3-235B-A22B, April 2025), line ends as \n and
+# outer whitespace stripped. Recognised by its exact text because the templates derived from it decide
+# differently where think blocks go (Qwen3-2507's thinking models open one in the generation prompt, QwQ drops
+# them all, edited copies ignore enable_thinking): rendering any of those as Qwen3 would silently change prompts.
+_QWEN3_TEMPLATES = {"87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5"}
+
+
+def _template_digest(template: str) -> str:
+    return hashlib.sha256(template.replace("\r\n", "\n").strip().encode("utf-8")).hexdigest()
+
+
 def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token: str | None = None):
     """Pick the Python renderer for a Jinja template text (or, without one, for the special tokens present)."""
     if template:
         if "<|im_start|>" in template:
             if "<think>" in template:
-                return Unsupported("Qwen3-style thinking template (only Qwen2/2.5 and SmolLM2 ChatML are "
-                                   "implemented)")
+                if _template_digest(template) in _QWEN3_TEMPLATES:
+                    return Qwen3()
+                return Unsupported("a thinking template (<think>) that is not Qwen3's published one (QwQ, "
+                                   "Qwen3-2507, SmolLM3 and edited Qwen3-style templates place think blocks "
+                                   "differently; only Qwen2/2.5, SmolLM2 ChatML and Qwen3's own are implemented)")
             bos = None
             if "bos_token" in template:
                 if not _LEADING_BOS.match(template) or template.count("bos_token") > 1:
