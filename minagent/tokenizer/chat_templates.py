@@ -9,7 +9,9 @@ Jinja; we recognise the family from markers in that text and render the same str
     tool messages sharing it; other ChatML templates print the role as is.
   - `<|start_header_id|>` -> Llama-3: bos + per message `<|start_header_id|>role<|end_header_id|>\\n\\n` +
     content.strip() + `<|eot_id|>`. With "Cutting Knowledge Date" in the text it is the Llama-3.1/3.2
-    template: a system header that always carries the knowledge/today dates, and tool results under `ipython`.
+    template: a system header that always carries the knowledge/today dates (both read from the template; today's
+    date where it calls strftime_now), and tool results under `ipython`. A Llama-3.0-style template that writes
+    a system turn of its own (a default system prompt) is refused.
   - `<think>` -> only Qwen3's published template (recognised by its exact text, see _QWEN3_TEMPLATES): ChatML
     with no default system prompt, `<think>` blocks on the assistant turns after the last user query, and
     `enable_thinking=False` (a field of the renderer here, a keyword of HF's apply_chat_template) writing an empty
@@ -161,6 +163,7 @@ class Llama3:
     bos_token: str = "<|begin_of_text|>"
     dated_system: bool = False
     date_string: str | None = None  # Llama-3.1's fixed "26 Jul 2024"; None: today (3.2's strftime_now)
+    knowledge_date: str = "December 2023"  # the "Cutting Knowledge Date" the template writes
     name: str = "llama3"
 
     def render_segments(self, messages: list[dict], add_generation_prompt: bool) -> Segments:
@@ -170,8 +173,8 @@ class Llama3:
             if messages[0]["role"] == "system":
                 system, messages = messages[0]["content"].strip(), messages[1:]
             date = self.date_string or datetime.now().strftime("%d %b %Y")
-            out.append(("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-                        f"Today Date: {date}\n\n{system}<|eot_id|>", False))
+            out.append(("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+                        f"{self.knowledge_date}\nToday Date: {date}\n\n{system}<|eot_id|>", False))
         for m in messages:
             role, content = m["role"], m["content"]
             header = f"<|start_header_id|>{role}<|end_header_id|>\n\n"
@@ -225,6 +228,26 @@ def _template_digest(template: str) -> str:
     return hashlib.sha256(template.replace("\r\n", "\n").strip().encode("utf-8")).hexdigest()
 
 
+_LLAMA_KNOWLEDGE_DATE = re.compile(r"Cutting Knowledge Date: ([^\\\"'{}]*)\\n")  # up to the literal's "\\n"
+_LLAMA_FIXED_DATE = re.compile(r"""set\s+date_string\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+def _llama31(template: str, bos: str):
+    """The dated Llama-3.1/3.2 renderer with the dates this template writes: the knowledge cut-off and, without
+    strftime_now (3.1, 3.3), the fixed "Today Date" it sets (3.2 writes today's date)."""
+    knowledge = _LLAMA_KNOWLEDGE_DATE.search(template)
+    if not knowledge:
+        return Unsupported("a Llama-3.1-style template whose 'Cutting Knowledge Date' is not a plain text literal")
+    date = None
+    if "strftime_now" not in template:
+        fixed = _LLAMA_FIXED_DATE.search(template)
+        if not fixed:
+            return Unsupported("a Llama-3.1-style template that sets no date_string literal and has no strftime_now")
+        date = fixed.group(1) if fixed.group(1) is not None else fixed.group(2)
+    return Llama3(bos, dated_system=True, date_string=date, knowledge_date=knowledge.group(1),
+                  name="llama3.1")
+
+
 def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token: str | None = None):
     """Pick the Python renderer for a Jinja template text (or, without one, for the special tokens present)."""
     if template:
@@ -247,8 +270,10 @@ def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token
         if "<|start_header_id|>" in template:
             bos = bos_token or "<|begin_of_text|>"
             if "Cutting Knowledge Date" in template:
-                date = None if "strftime_now" in template else "26 Jul 2024"
-                return Llama3(bos, dated_system=True, date_string=date, name="llama3.1")
+                return _llama31(template, bos)
+            if "<|start_header_id|>system" in template:
+                return Unsupported("a Llama-3 template that writes a system turn of its own (only Llama-3.0's, "
+                                   "which writes none, and the dated Llama-3.1/3.2 one are implemented)")
             return Llama3(bos)
         return Unsupported(f"unrecognised template (not ChatML, not Llama-3): {template[:120]!r}...")
     if "<|im_start|>" in vocab_tokens:
