@@ -64,3 +64,20 @@ def test_a_llama3_template_with_its_own_system_turn_is_refused(tmp_path, llama3_
     assert "You are a helpful assistant." in hf.apply_chat_template(messages, tokenize=False)
     with pytest.raises(ValueError, match="system turn of its own"):
         ours.apply_chat_template(messages)
+
+
+# Mistral-7B-Instruct-v0.1's template (v1 [INST] form): a valid template transformers renders, which we refuse by
+# name rather than with a generic "unrecognised" and the template's first characters.
+MISTRAL_V1 = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+              "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+              "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+              "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+              "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+
+
+def test_mistral_inst_templates_are_refused_by_name(tmp_path, llama3_spec):
+    ours, hf = _pair(tmp_path, llama3_spec, MISTRAL_V1)
+    messages = [{"role": "user", "content": "hi"}]
+    assert "[INST] hi [/INST]" in hf.apply_chat_template(messages, tokenize=False)
+    with pytest.raises(ValueError, match=r"Mistral's \[INST\] format .* not implemented"):
+        ours.apply_chat_template(messages)

@@ -275,6 +275,9 @@ def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token
                 return Unsupported("a Llama-3 template that writes a system turn of its own (only Llama-3.0's, "
                                    "which writes none, and the dated Llama-3.1/3.2 one are implemented)")
             return Llama3(bos)
+        if "[INST]" in template:
+            return Unsupported("unrecognised template: Mistral's [INST] format (v1/v3/Tekken, the system prompt "
+                               "folded into a user turn) is not implemented; use a ChatML or Llama-3 template")
         return Unsupported(f"unrecognised template (not ChatML, not Llama-3): {template[:120]!r}...")
     if "<|im_start|>" in vocab_tokens:
         return ChatML()
