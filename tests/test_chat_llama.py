@@ -68,7 +68,8 @@ def test_a_llama3_template_with_its_own_system_turn_is_refused(tmp_path, llama3_
 
 # Mistral-7B-Instruct-v0.1's template (v1 [INST] form): a valid template transformers renders, which we refuse by
 # name rather than with a generic "unrecognised" and the template's first characters.
-MISTRAL_V1 = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+MISTRAL_V1 = ("{{ bos_token }}{% for message in messages %}"
+              "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
               "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
               "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
               "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
