@@ -8,8 +8,11 @@ Two stages, as in the original BERT code and HF `tokenizers`:
    with no full segmentation (or longer than 100 chars) becomes [UNK].
 Before both, the special tokens ([CLS], [SEP], [PAD], [UNK], [MASK]) are cut out of the raw text and encoded as
 themselves, as HF's added tokens are: "use [MASK] here" has id 103 in the middle, not "[", "mask", "]".
-Results are cached per word: manuals repeat the same words endlessly. Characters added in very recent Unicode
-versions can be classified differently by Python's unicodedata and HF's Rust tables; everything else matches.
+Results are cached per word: manuals repeat the same words endlessly.
+Character classes (control, punctuation, non-spacing mark) follow HF tokenizers, whose Rust tables are Unicode
+8.0's, not the newer ones in Python's unicodedata: the few hundred code points that moved since are listed
+below, so ids are identical for every character assigned up to Unicode 14.0 (Python 3.11's tables). Characters
+assigned later are classified by whatever unicodedata the running Python has.
 """
 
 import os
@@ -30,11 +33,54 @@ def _is_cjk(cp):
             or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
+def _code_points(*ranges):
+    """frozenset of the code points in (first, last) / (single,) tuples."""
+    return frozenset(c for r in ranges for c in range(r[0], r[-1] + 1))
+
+
+# HF tokenizers classifies characters with Unicode 8.0's general categories (its `unicode_categories` crate).
+# Characters assigned since then are ordinary letters to it (kept, never split off, never stripped), and three
+# changed category. Found by running every assigned code point through tokenizers' BertNormalizer and
+# BertPreTokenizer; Python 3.11's unicodedata (Unicode 14.0) disagrees exactly on these:
+_NOT_PUNCTUATION_IN_HF = _code_points(   # P* now, unassigned in 8.0
+    (0x61D,), (0x9FD,), (0xA76,), (0xC77,), (0xC84,), (0x1B7D, 0x1B7E), (0x2E43, 0x2E4F), (0x2E52, 0x2E5D),
+    (0x10EAD,), (0x10F55, 0x10F59), (0x10F86, 0x10F89), (0x1144B, 0x1144F), (0x1145A, 0x1145B), (0x1145D,),
+    (0x11660, 0x1166C), (0x116B9,), (0x1183B,), (0x11944, 0x11946), (0x119E2,), (0x11A3F, 0x11A46),
+    (0x11A9A, 0x11A9C), (0x11A9E, 0x11AA2), (0x11C41, 0x11C45), (0x11C70, 0x11C71), (0x11EF7, 0x11EF8),
+    (0x11FFF,), (0x12FF1, 0x12FF2), (0x16E97, 0x16E9A), (0x16FE2,), (0x1E95E, 0x1E95F))
+_PUNCTUATION_IN_HF = _code_points((0x166D,), (0x111C9,))   # Po in 8.0, So / Mn now
+_NOT_NONSPACING_MARK_IN_HF = _code_points(   # Mn now, unassigned in 8.0 (0x111C9: Po in 8.0)
+    (0x7FD,), (0x898, 0x89F), (0x8CA, 0x8E1), (0x9FE,), (0xAFA, 0xAFF), (0xB55,), (0xC04,), (0xC3C,), (0xD00,),
+    (0xD3B, 0xD3C), (0xD81,), (0xEBA,), (0x180F,), (0x1885, 0x1886), (0x1ABF, 0x1ACE), (0x1DF6, 0x1DFB),
+    (0xA82C,), (0xA8C5,), (0xA8FF,), (0xA9BD,), (0x10D24, 0x10D27), (0x10EAB, 0x10EAC), (0x10F46, 0x10F50),
+    (0x10F82, 0x10F85), (0x11070,), (0x11073, 0x11074), (0x110C2,), (0x111C9,), (0x111CF,), (0x1123E,),
+    (0x1133B,), (0x11438, 0x1143F), (0x11442, 0x11444), (0x11446,), (0x1145E,), (0x1182F, 0x11837),
+    (0x11839, 0x1183A), (0x1193B, 0x1193C), (0x1193E,), (0x11943,), (0x119D4, 0x119D7), (0x119DA, 0x119DB),
+    (0x119E0,), (0x11A01, 0x11A0A), (0x11A33, 0x11A38), (0x11A3B, 0x11A3E), (0x11A47,), (0x11A51, 0x11A56),
+    (0x11A59, 0x11A5B), (0x11A8A, 0x11A96), (0x11A98, 0x11A99), (0x11C30, 0x11C36), (0x11C38, 0x11C3D),
+    (0x11C3F,), (0x11C92, 0x11CA7), (0x11CAA, 0x11CB0), (0x11CB2, 0x11CB3), (0x11CB5, 0x11CB6),
+    (0x11D31, 0x11D36), (0x11D3A,), (0x11D3C, 0x11D3D), (0x11D3F, 0x11D45), (0x11D47,), (0x11D90, 0x11D91),
+    (0x11D95,), (0x11D97,), (0x11EF3, 0x11EF4), (0x16F4F,), (0x16FE4,), (0x1CF00, 0x1CF2D), (0x1CF30, 0x1CF46),
+    (0x1E000, 0x1E006), (0x1E008, 0x1E018), (0x1E01B, 0x1E021), (0x1E023, 0x1E024), (0x1E026, 0x1E02A),
+    (0x1E130, 0x1E136), (0x1E2AE,), (0x1E2EC, 0x1E2EF), (0x1E944, 0x1E94A))
+_NONSPACING_MARK_IN_HF = _code_points((0x1734,))                     # Mn in 8.0, Mc now
+_NOT_CONTROL_IN_HF = _code_points((0x890, 0x891), (0x8E2,), (0x110CD,), (0x13430, 0x13438))  # Cf now, new
+
+
 def _is_punctuation(ch):
     cp = ord(ch)
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
         return True                       # all ASCII non-alphanumerics count, e.g. "$" and "^"
-    return unicodedata.category(ch).startswith("P")
+    if cp in _NOT_PUNCTUATION_IN_HF:
+        return False
+    return cp in _PUNCTUATION_IN_HF or unicodedata.category(ch).startswith("P")
+
+
+def _is_nonspacing_mark(ch):
+    """What strip_accents drops after NFD (HF's `is_mark_nonspacing`)."""
+    if unicodedata.category(ch) == "Mn":
+        return ord(ch) not in _NOT_NONSPACING_MARK_IN_HF
+    return ord(ch) in _NONSPACING_MARK_IN_HF
 
 
 def _is_whitespace(ch):
@@ -45,7 +91,7 @@ def _is_control(ch):
     """HF tokenizers' `is_control`: control, format, private-use and surrogate characters (not unassigned)."""
     if ch in "\t\n\r":
         return False
-    return unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs")
+    return unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") and ord(ch) not in _NOT_CONTROL_IN_HF
 
 
 # ASCII fast path: controls vanish, \t \n \r become spaces; words are [a-z0-9]+ and every other printable
@@ -102,7 +148,7 @@ class WordPieceTokenizer:
                 out.append(ch)
         text = "".join(out)
         if self.strip_accents:
-            text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+            text = "".join(c for c in unicodedata.normalize("NFD", text) if not _is_nonspacing_mark(c))
         if self.lowercase:
             # per character like Rust's to_lowercase: str.lower() would turn a word-final Σ into ς
             text = "".join(c.lower() for c in text) if "\u03a3" in text else text.lower()
