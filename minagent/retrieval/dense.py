@@ -51,6 +51,9 @@ class DenseIndex:
             raise ValueError(f"vectors must have shape [n, {self.dim}], got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise ValueError("vectors contain NaN or inf")
+        if self.dtype == "float16" and vectors.size and np.abs(vectors).max() > np.finfo(np.float16).max:
+            raise ValueError(f"vectors hold values up to {np.abs(vectors).max():g}, beyond float16's "
+                             f"{np.finfo(np.float16).max:g}: they would be stored as inf (normalise them)")
         return vectors
 
     def add(self, vectors):
@@ -68,13 +71,15 @@ class DenseIndex:
         back. Returns (indices int64 [B, k'], scores float32 [B, k']) with k' = min(k, passages allowed); for a
         1-D query the batch dimension is dropped. Equal scores within the top-k are ordered by passage index.
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         q = np.asarray(queries, dtype=np.float32)
         single = q.ndim == 1
         q = q[None] if single else q
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must have shape [{self.dim}] or [batch, {self.dim}], got {np.shape(queries)}")
+        if not np.isfinite(q).all():   # NaN scores would come back as if they were matches
+            raise ValueError("queries contain NaN or inf")
         data, ids_map = self._data, None
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)
