@@ -35,6 +35,10 @@ def test_exact_ties_k_beyond_n_and_filters(dtype, batch, monkeypatch):
             np.testing.assert_allclose(got_s, ref_s, atol=1e-6)
             if mask is not None:
                 assert mask[got_i].all()
+            if batch == 1:                                   # a 1-D query takes the single-query paths
+                one_i, one_s = idx.search(q[0], k, allowed=mask)
+                np.testing.assert_array_equal(one_i, ref_i[0])
+                np.testing.assert_allclose(one_s, ref_s[0], atol=1e-6)
 
 
 def test_non_finite_queries_are_refused():
