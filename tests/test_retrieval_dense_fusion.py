@@ -69,3 +69,8 @@ def test_weighted_fusion_hand_computed():
     assert ids.tolist() == [5, 6] and scores.tolist() == [0.5, 0.5]
     with pytest.raises(ValueError, match="2 lists but 1 weights"):
         weighted_fusion([bm25, dense], [1.0])
+
+
+def test_weighted_fusion_refuses_ids_and_scores_of_different_lengths():
+    with pytest.raises(ValueError, match="list 1: 3 ids but 2 scores"):
+        weighted_fusion([([1], [1.0]), ([1, 2, 3], [0.5, 0.4])], [0.5, 0.5])

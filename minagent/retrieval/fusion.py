@@ -32,8 +32,10 @@ def weighted_fusion(scored_lists, weights):
     if len(scored_lists) != len(weights):
         raise ValueError(f"{len(scored_lists)} lists but {len(weights)} weights")
     parts = {}
-    for (ids, scores), w in zip(scored_lists, weights):
+    for n, ((ids, scores), w) in enumerate(zip(scored_lists, weights)):
         scores = np.asarray(scores, dtype=np.float64)
+        if len(ids) != len(scores):    # zip() would silently drop the unmatched tail
+            raise ValueError(f"weighted fusion list {n}: {len(ids)} ids but {len(scores)} scores")
         if len(scores) == 0:
             continue
         lo, hi = scores.min(), scores.max()
