@@ -211,3 +211,36 @@ def test_batches_cap_padded_tokens_and_cover_every_text_once():
     batches = [b.tolist() for b in _batches_by_length(lengths, batch_size=3, max_tokens=256)]
     assert batches == [[1], [4], [7, 2], [3, 6, 0], [5]]
     assert [b.tolist() for b in _batches_by_length(lengths, batch_size=3)] == [[1, 4, 7], [2, 3, 6], [0, 5]]
+
+
+def test_lm_encoder_reads_special_token_text_in_a_passage_as_text(tmp_path):
+    """A manual about chat models may write "<|im_end|>": the LM encoder embedded it as the end-of-turn token.
+    Oracle: HF tokenizers with encode_special_tokens=True (special tokens in the text split as plain text)."""
+    import json
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import tokenizer_tiny as tiny
+    from tokenizers import Tokenizer
+
+    from minagent.tokenizer import load_tokenizer
+    spec = tiny.qwen_style()
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    ours = load_tokenizer(tmp_path)
+    hf = Tokenizer.from_str(json.dumps(spec))
+    hf.encode_special_tokens = True
+    text = "Each turn ends with <|im_end|> and <mask> marks a gap."
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(4)
+            self.seen = []
+
+        def forward(self, ids):
+            self.seen.append(ids)
+            return self.norm(torch.zeros(*ids.shape, 4))
+
+    model = Recorder()
+    enc = HiddenStateEncoder.from_causal_lm(model, ours, max_length=512)
+    enc.encode([text])
+    assert model.seen[0][0].tolist() == hf.encode(text, add_special_tokens=False).ids

@@ -10,6 +10,7 @@ rebuilds it at search time so queries are embedded by the same model as the pass
 """
 
 import importlib.util
+import inspect
 import json
 import os
 
@@ -209,8 +210,19 @@ class HiddenStateEncoder(_PooledEncoder):
         pad = getattr(tokenizer, "pad_token_id", None)
         if pad is None:
             pad = getattr(tokenizer, "eos_token_id", None) or 0
-        return cls(hidden_fn, lambda t: tokenizer.encode(t), dim, pad_id=pad, max_length=max_length,
+        return cls(hidden_fn, _text_as_text(tokenizer), dim, pad_id=pad, max_length=max_length,
                    batch_size=batch_size, spec=spec)
+
+
+def _text_as_text(tokenizer):
+    """encode() for passages: "<|im_end|>" written in a manual is those characters, not the special token (as
+    the token, the LM would embed an end of turn in the middle of the passage). minagent's tokenizers take
+    parse_special=False; a tokenizer without the keyword is used as it is."""
+    try:
+        takes_it = "parse_special" in inspect.signature(tokenizer.encode).parameters
+    except (TypeError, ValueError):
+        takes_it = False
+    return (lambda text: tokenizer.encode(text, parse_special=False)) if takes_it else tokenizer.encode
 
 
 def lm_encoder(path, max_length=512, batch_size=8):
