@@ -41,11 +41,22 @@ def _holds(text: str, option: str) -> bool:
 
 
 # another option letter joined right after the named one: "A or B", "(A) and (C)", "Answer: A, B", "A/B",
-# "Option B or option C" (the letter's own closing bracket or emphasis first)
-_JOINED_LETTER = re.compile(r"[\)\]*_]*\s*(?:\b(?i:or|and)\b|[,/&])\s*(?:(?i:option|choice)\s+)?"
-                            r"(?:[\(\[]([A-Za-z])[\)\]]|([A-Z])(?![\w'-]))")
+# "Option B or option C"; "B, or maybe A" and "B (or A)" hedge too (the letter's own closing bracket or emphasis
+# first)
+_JOINED_LETTER = re.compile(r"[\)\]*_]*\s*[\(\[]?\s*(?:,?\s*\b(?i:or|and)\b|[,/&])\s*"
+                            r"(?:(?i:maybe|perhaps|possibly|probably)\s+)?(?:(?i:option|choice)\s+)?"
+                            r"(?:[\(\[]([A-Za-z])[\)\]]|[*_]*([A-Z])(?![\w'-]))")
 # another option given as "Y) text" after a joiner, in an answer that starts "X) text": "A) git log, B) git add"
-_LISTED_OPTION = re.compile(r"(?:\b(?i:or|and)\b|[,/&])\s*[\(\[]?([A-Z])[\)\]]\s+\S")
+_LISTED_OPTION = re.compile(r"(?:\b(?i:or|and)\b|[,/&])\s*(?:(?i:maybe|perhaps|possibly|probably)\s+)?"
+                            r"[\(\[]?([A-Z])[\)\]]\s+\S")
+
+
+# A reply that opens with a letter and goes on to explain it: "B, because A is wrong", "C; option A lists commits",
+# "B (A only logs)", "B - A is wrong", "**B**, because ...", "B is correct". The letter must be followed by one of these
+# (not by a plain word: "A timeout occurs" opens with the article), and letters named in the explanation are
+# mentions, not answers; a letter joined to it ("A, B", "B, or maybe A") still hedges (_hedged).
+_LEADING_LETTER = re.compile(r"[\(\[]?([A-Za-z])[\)\]]?[*_]*(?=[ \t]*[,;(]|\s+[-\u2013\u2014]\s|"
+                             r"\s+(?i:because|since|as)\b|\s+is\s+(?i:the\s+)?(?i:correct|right|best)\b)")
 
 
 def _hedged(text: str, end: int, letter: str, letters, listed: bool = False) -> bool:
@@ -70,6 +81,9 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     m = re.match(r"^[\(\[]?([A-Za-z])[\)\]\.:]\s+\S", text)  # "B) git log", "b. git log"
     if m and m.group(1).upper() in letters:
         return None if _hedged(text, m.start(1) + 1, m.group(1).upper(), letters, listed=True) else m.group(1).upper()
+    m = _LEADING_LETTER.match(text)  # "B, because A is wrong": the reply commits to B, then explains
+    if m and m.group(1).upper() in letters:
+        return None if _hedged(text, m.end(), m.group(1).upper(), letters) else m.group(1).upper()
     # "answer is C", "Option: D", "The correct answer is: **C**"
     m = re.search(r"\b(?:answer|option|choice)\s*(?:is\s*:?|:)?\s*\**\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
     # ("the answer is a timeout": the article "a" before a word is no letter; "answer is b because" is)
