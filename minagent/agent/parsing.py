@@ -90,14 +90,17 @@ def _fences(text: str):
         pos = p + 3
 
 
-def python_blocks(text: str) -> tuple[list[str], int]:
-    """(the Python fenced blocks of text, dedented, in order; where the last closed one ends, 0 if none)."""
-    blocks, end = [], 0
+def python_blocks(text: str) -> tuple[list[str], int, int]:
+    """(the Python fenced blocks of text, dedented, in order; where the last closed Python block ends, 0 if none;
+    where the last closed block of any language ends, 0 if none: an unclosed opener is looked for only after it,
+    or the closing fence of a ```bash block would open a Python block of the prose after it)."""
+    blocks, end, any_end = [], 0, 0
     for lang, body, stop in _fences(text):
+        any_end = stop
         if lang.lower() in _PYTHON:
             blocks.append(textwrap.dedent(body).strip("\n"))
             end = stop
-    return blocks, end
+    return blocks, end, any_end
 
 
 @dataclass
@@ -123,17 +126,16 @@ def cut_trailing(text: str) -> str:
 
 def parse_step(raw: str) -> Step:
     text = cut_trailing(raw.replace("\r\n", "\n"))
-    blocks, end = python_blocks(text)
+    blocks, end, any_end = python_blocks(text)
     if blocks:
-        rest = text[end:]
-        m = _OPEN_FENCE.search(rest)
+        m = _OPEN_FENCE.search(text, any_end)
         if m and m.group(1).strip():  # a second block left open after the closed ones
             blocks.append(textwrap.dedent(m.group(1)).strip("\n"))
             text = text.rstrip() + "\n```"
         else:
             text = text[:end]  # prose after the last closed block is dropped
     else:
-        m = _OPEN_FENCE.search(text)
+        m = _OPEN_FENCE.search(text, any_end)
         if m:
             blocks = [textwrap.dedent(m.group(1)).strip("\n")]
             text = text.rstrip() + "\n```"  # close it, so the kept step shows the format the model should use
