@@ -38,3 +38,13 @@ def test_hedged_replies_name_no_letter(reply):
 ])
 def test_a_leading_article_or_discussed_letter_is_not_the_answer(reply, letter):
     assert to_letter(reply, {"A": "a retry", "B": "a timeout, then a retry", "C": "x", "D": "y"}) == letter
+
+
+@pytest.mark.parametrize("text,answer", [
+    # the sandbox's final_answer(answer) takes the keyword too: the answer is its value, not 'answer="B'
+    ('final_answer(answer="B")', "B"), ("final_answer(answer = 'git log')  # done", "git log"),
+    ('final_answer("""git\nlog""")', "git\nlog"), ('final_answer("it\'s (x")', "it's (x"), ("final_answer()", ""),
+])
+def test_forced_answer_reads_the_call_as_python_does(text, answer):
+    from minagent.agent.executor import parse_forced_answer
+    assert parse_forced_answer(text) == answer

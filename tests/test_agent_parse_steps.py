@@ -27,3 +27,21 @@ def test_prose_after_a_shell_block_alone_is_a_parse_failure():
     s = parse_step("Thought: in a shell:\n```bash\ngit log\n```\nI think that is it.")
     assert s.code is None and "no code found" in s.error
     assert step_message(s) == "Thought: in a shell:\n```bash\ngit log\n```\nI think that is it."
+
+
+@pytest.mark.parametrize("raw,code", [
+    # a bare final_answer line with a comment or prose after the call: the call is the action
+    ("Thought: I know it.\nfinal_answer('git log')  # the manual says so", "final_answer('git log')"),
+    ("Thought: I know it.\nfinal_answer('git log') and that is the answer.", "final_answer('git log')"),
+    # its argument spans lines (a triple-quoted string) or nests parentheses and quotes
+    ('Thought: t\nfinal_answer("""git log\n(shows history)""")', 'final_answer("""git log\n(shows history)""")'),
+    ("Thought: t\nfinal_answer(f\"{len(str(x))} ({y!r})\")", "final_answer(f\"{len(str(x))} ({y!r})\")"),
+])
+def test_a_bare_final_answer_call_is_cut_where_python_ends_it(raw, code):
+    parses_to(raw, code)
+
+
+def test_a_bare_final_answer_call_is_not_repeated_in_the_thought():
+    s = parses_to("Thought: I know it.\nfinal_answer('git log')", "final_answer('git log')")
+    assert s.thought == "I know it."
+    assert step_message(s) == "Thought: I know it.\nCode:\n```py\nfinal_answer('git log')\n```<end_code>"

@@ -20,7 +20,7 @@ from typing import Callable
 from . import prompts
 from .llm import ContextOverflow
 from .multiple_choice import to_letter
-from .parsing import STOP_STRINGS, parse_step, step_message
+from .parsing import STOP_STRINGS, final_answer_call, parse_step, step_message
 from .sag import choose_step
 from .sandbox import Sandbox, ToolBox
 
@@ -80,16 +80,22 @@ def parse_forced_answer(text: str) -> str:
 
 
 def _final_call_argument(text: str) -> str | None:
-    """The argument of the first final_answer(...) in text: the shortest literal that parses (so prose after the
-    call, even with parentheses, stays out), else everything up to the parenthesis that closes the call."""
-    for m in _FINAL_CALL.finditer(text):
+    """The argument of the first final_answer(...) in text, as the sandbox's final_answer(answer) would receive it:
+    its value if it is a literal, else its source (a variable name); `answer=` as a keyword too. The call is the
+    shortest one Python parses (so prose after it, even with parentheses, stays out); if none parses, everything
+    up to the parenthesis that closes the call."""
+    call = final_answer_call(text)
+    if call is not None:
+        source, node, _ = call
+        args = list(node.args) + [k.value for k in node.keywords if k.arg == "answer"]
+        if not args:
+            return ""
+        try:
+            return str(ast.literal_eval(args[0]))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return ast.get_source_segment(source, args[0]) or ""
+    for m in _FINAL_CALL.finditer(text):  # a call Python cannot parse: up to the parenthesis that closes it
         start = m.end()
-        for close in (i for i in range(start, len(text)) if text[i] == ")"):
-            arg = text[start:close].strip()
-            try:
-                return str(ast.literal_eval(arg)) if arg else ""
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                continue
         depth = 1
         for i in range(start, len(text)):
             depth += {"(": 1, ")": -1}.get(text[i], 0)

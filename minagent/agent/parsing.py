@@ -21,6 +21,7 @@ A step with none of these is a parse failure; its message tells the model the ex
 """
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ _FENCE_OPEN = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n", re.M)
 _OPEN_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I | re.M)
 _PYTHON = {"", "py", "python", "python3"}
 _FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
+_FINAL_LINE_START = re.compile(r"^[ \t]*(?=final_answer[ \t]*\()", re.M)
+_FINAL_ANYWHERE = re.compile(r"\bfinal_answer[ \t]*\(")
 # "Final answer: X", "**Final Answer:** X", "Final answer： X" (line-anchored: no quadratic rescans of blank runs)
 _FINAL_TEXT = re.compile(r"^[ \t]*[*_]*final answer[*_]*[ \t]*[:：]\s*(?:\*+|__?(?=\s))?\s*(\S.*)", re.I | re.M)
 _CODE_LABEL = re.compile(r"^[ \t]*Code[ \t]*:[ \t]*\n", re.M)
@@ -103,6 +106,30 @@ def python_blocks(text: str) -> tuple[list[str], int, int]:
     return blocks, end, any_end
 
 
+def final_answer_call(text: str, at_line_start: bool = False) -> tuple[str, ast.Call, int] | None:
+    """(source, parsed call, where it starts in text) of the first final_answer(...) call in text, or None. The call ends at the first ")"
+    after which it parses as a Python expression (Python's own parser decides, so nested parentheses, quotes and
+    multi-line strings in the argument are kept, and prose or a # comment after the call is left out).
+    at_line_start: only a call that opens its line (prose that merely names final_answer is not code)."""
+    starts = _FINAL_LINE_START if at_line_start else _FINAL_ANYWHERE
+    for m in starts.finditer(text):
+        begin = m.end() if at_line_start else m.start()
+        close = text.find(")", begin)
+        for _ in range(64):  # a bound: a long reply with an unclosed call is not parsed ")" by ")" to its end
+            if close < 0:
+                break
+            source = text[begin:close + 1]
+            try:
+                node = ast.parse(source, mode="eval").body
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                close = text.find(")", close + 1)
+                continue
+            if isinstance(node, ast.Call):
+                return source, node, begin
+            break
+    return None
+
+
 @dataclass
 class Step:
     text: str            # the step as it should stay in the conversation (cut after the action)
@@ -126,6 +153,7 @@ def cut_trailing(text: str) -> str:
 
 def parse_step(raw: str) -> Step:
     text = cut_trailing(raw.replace("\r\n", "\n"))
+    thought_text = None  # where the thought is read from, when not the whole text
     blocks, end, any_end = python_blocks(text)
     if blocks:
         m = _OPEN_FENCE.search(text, any_end)
@@ -144,12 +172,15 @@ def parse_step(raw: str) -> Step:
             if code_at and text[code_at.end():].strip():
                 code = text[code_at.end():].strip("\n")
                 blocks = [code[:-3].rstrip() if code.rstrip().endswith("```") else code]  # a lone closing fence
-            elif _FINAL_CALL.search(text):
+            elif (call := final_answer_call(text, at_line_start=True)) is not None:
+                blocks = [call[0]]  # final_answer('x')  # done   /   final_answer("""multi-line""")
+                thought_text = text[:call[2]]  # the call is the action, not part of the thought
+            elif _FINAL_CALL.search(text):  # a line that Python cannot parse: its error goes back to the model
                 blocks = [_FINAL_CALL.search(text).group(0).strip()]
             elif _FINAL_TEXT.search(text):
                 answer = _FINAL_TEXT.search(text).group(1).strip().strip("*").strip()  # not "_": __init__.py
                 blocks = [f"final_answer({answer!r})"]
-    thought = _THOUGHT_END.split(text, maxsplit=1)[0]
+    thought = _THOUGHT_END.split(text if thought_text is None else thought_text, maxsplit=1)[0]
     thought = re.sub(r"^\s*Thought\s*:\s*", "", thought).strip()
     code = "\n\n".join(b for b in blocks if b.strip())
     if not code.strip():
