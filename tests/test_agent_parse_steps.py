@@ -45,3 +45,11 @@ def test_a_bare_final_answer_call_is_not_repeated_in_the_thought():
     s = parses_to("Thought: I know it.\nfinal_answer('git log')", "final_answer('git log')")
     assert s.thought == "I know it."
     assert step_message(s) == "Thought: I know it.\nCode:\n```py\nfinal_answer('git log')\n```<end_code>"
+
+
+@pytest.mark.parametrize("raw", [
+    "Thought: t\nCode: ```py\nprint(search('x'))\n```", "Thought: t\nCode:```python\nprint(search('x'))\n```<end_code>",
+    "Thought: t\nCode: ```py\nprint(search('x'))",  # left open
+])
+def test_a_fence_opened_on_the_code_label_line(raw):
+    assert parses_to(raw, "print(search('x'))").thought == "t"

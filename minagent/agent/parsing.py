@@ -37,8 +37,10 @@ FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# py
 # A block closes at a ``` that starts a line, or at one inside a line outside the line's string literals (for
 # Python blocks): a ``` in a string literal (final_answer("run ```git log```"), print("```")) is code, not the end
 # of the block, while `print(r)``` Let's see` still closes after print(r) (the quote after it is prose).
-_FENCE_OPEN = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n`]*\n", re.M)
-_OPEN_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$", re.S | re.I | re.M)
+# An opener may follow the Code: label on its line ("Code: ```py").
+_FENCE_OPEN = re.compile(r"^[ \t]*(?:Code[ \t]*:[ \t]*)?```[ \t]*([\w+#.-]*)[^\n`]*\n", re.M)
+_OPEN_FENCE = re.compile(r"^[ \t]*(?:Code[ \t]*:[ \t]*)?```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$",
+                         re.S | re.I | re.M)
 _PYTHON = {"", "py", "python", "python3"}
 _FINAL_CALL = re.compile(r"^[ \t]*final_answer\(.*\)[ \t]*$", re.M)
 _FINAL_LINE_START = re.compile(r"^[ \t]*(?=final_answer[ \t]*\()", re.M)
