@@ -53,3 +53,32 @@ def test_a_bare_final_answer_call_is_not_repeated_in_the_thought():
 ])
 def test_a_fence_opened_on_the_code_label_line(raw):
     assert parses_to(raw, "print(search('x'))").thought == "t"
+
+
+@pytest.mark.parametrize("raw,code,thought", [
+    # function-calling habits: a JSON tool call, bare, after Action:, in a ```json block, after Code:
+    ('Thought: I will search.\n{"name": "search", "arguments": {"query": "git log"}}',
+     "print(search(query='git log'))", "I will search."),
+    ('Thought: t\nAction:\n{"name": "search", "arguments": {"query": "git log", "k": 2}}',
+     "print(search(query='git log', k=2))", "t"),
+    ('Thought: t\n```json\n{"name": "search", "parameters": {"query": "x"}}\n```', "print(search(query='x'))", "t"),
+    ('Thought: t\nCode:\n{"name": "search", "arguments": {"query": "x"}}', "print(search(query='x'))", "t"),
+    # "arguments" as a JSON-encoded string (the OpenAI API's form), or a plain string
+    ('Thought: t\n{"name": "search", "arguments": "{\\"query\\": \\"q\\"}"}', "print(search(query='q'))", "t"),
+    ('Thought: t\nAction: {"name": "search", "arguments": "git log"}', "print(search('git log'))", "t"),
+    ('Thought: done\n{"name": "final_answer", "arguments": {"answer": "git log"}}', "final_answer('git log')", "done"),
+    ('Thought: done\n{"name": "final_answer", "arguments": {"answer": 42}}', "final_answer(42)", "done"),
+])
+def test_a_json_tool_call_runs_as_the_call_it_names(raw, code, thought):
+    s = parses_to(raw, code)
+    assert s.thought == thought
+    assert step_message(s) == f"Thought: {thought}\nCode:\n```py\n{code}\n```<end_code>"
+
+
+@pytest.mark.parametrize("raw,code", [
+    # a dict literal in real code stays code; JSON that is not a tool call is no action
+    ('Thought: t\nCode:\nx = {"name": "a", "arguments": 1}\nprint(x)', 'x = {"name": "a", "arguments": 1}\nprint(x)'),
+    ('Thought: t\n{"name": "Alice"}', None), ('Thought: t\n{"name": "os.system", "arguments": {"c": "ls"}}', None),
+])
+def test_json_that_is_not_a_tool_call_is_left_alone(raw, code):
+    assert parse_step(raw).code == code

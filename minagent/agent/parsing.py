@@ -17,11 +17,14 @@ Small models bend it, and a strict regex turns every bend into a "code block not
   - an unclosed fence (the stop string cut the closing ``` off, or the model forgot it), also after closed ones
   - no fence at all after `Code:` (the rest is taken as code)
   - a bare `final_answer(...)` line or `Final answer: X` (`**Final Answer:** X`) with no code block
+  - a JSON tool call, {"name": "search", "arguments": {"query": "..."}} (bare, after Action:, in a ```json
+    block), run as print(search(query="...")); kept in the conversation as the code step it stands for
 A step with none of these is a parse failure; its message tells the model the expected format.
 """
 from __future__ import annotations
 
 import ast
+import json
 import re
 import textwrap
 from dataclasses import dataclass
@@ -132,6 +135,56 @@ def final_answer_call(text: str, at_line_start: bool = False) -> tuple[str, ast.
     return None
 
 
+_JSON_DECODER = json.JSONDecoder()
+_ACTION_LABEL = re.compile(r"\n?[ \t]*(?:Action|Tool call)[ \t]*:[ \t]*(?:```[\w]*[ \t]*)?\s*$", re.I)
+
+
+def _json_tool_call(text: str, whole: bool = False) -> tuple[str, int] | None:
+    """(the Python code, where the object starts) for the first JSON tool call in text, the habit of chat models
+    trained on function calling: {"name": "search", "arguments": {"query": "git log"}} (also "parameters", and
+    "arguments" as a JSON-encoded string, as the OpenAI API sends it). Tools are called with those keyword
+    arguments and printed; final_answer gets its one argument. None if there is none, or (whole) if text is not
+    just that object."""
+    for i in (m.start() for m in re.finditer(r"\{", text)):
+        try:
+            obj, stop = _JSON_DECODER.raw_decode(text, i)
+        except ValueError:
+            continue
+        if whole and (text[:i].strip() or text[stop:].strip()):
+            return None
+        code = _tool_call_code(obj)
+        if code is not None:
+            return code, i
+        if whole:
+            return None
+    return None
+
+
+def _tool_call_code(obj) -> str | None:
+    """The Python call a parsed JSON tool call means, or None if it is not one."""
+    if not (isinstance(obj, dict) and isinstance(obj.get("name"), str) and obj["name"].isidentifier()
+            and set(obj) <= {"name", "arguments", "parameters", "id", "type"}
+            and ("arguments" in obj or "parameters" in obj)):
+        return None
+    args = obj.get("arguments", obj.get("parameters"))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass  # a plain string argument
+    if obj["name"] == "final_answer":
+        if isinstance(args, dict):
+            if len(args) != 1:
+                return None
+            args = next(iter(args.values()))  # {"answer": x}
+        return f"final_answer({args!r})"
+    if isinstance(args, dict):
+        if not all(isinstance(k, str) and k.isidentifier() for k in args):
+            return None
+        return f"print({obj['name']}({', '.join(f'{k}={v!r}' for k, v in args.items())}))"
+    return f"print({obj['name']}({'' if args is None else repr(args)}))"
+
+
 @dataclass
 class Step:
     text: str            # the step as it should stay in the conversation (cut after the action)
@@ -156,6 +209,7 @@ def cut_trailing(text: str) -> str:
 def parse_step(raw: str) -> Step:
     text = cut_trailing(raw.replace("\r\n", "\n"))
     thought_text = None  # where the thought is read from, when not the whole text
+    tool_call = None
     blocks, end, any_end = python_blocks(text)
     if blocks:
         m = _OPEN_FENCE.search(text, any_end)
@@ -171,7 +225,12 @@ def parse_step(raw: str) -> Step:
             text = text.rstrip() + "\n```"  # close it, so the kept step shows the format the model should use
         else:
             code_at = _CODE_LABEL.search(text)
-            if code_at and text[code_at.end():].strip():
+            tool_call = _json_tool_call(text[code_at.end():], whole=True) if code_at else _json_tool_call(text)
+            if tool_call is not None:  # {"name": "search", "arguments": {...}}: run as the call it names
+                blocks = [tool_call[0]]
+                thought_text = text[:code_at.start()] if code_at else text[:tool_call[1]]
+                thought_text = _ACTION_LABEL.sub("", thought_text)
+            elif code_at and text[code_at.end():].strip():
                 code = text[code_at.end():].strip("\n")
                 blocks = [code[:-3].rstrip() if code.rstrip().endswith("```") else code]  # a lone closing fence
             elif (call := final_answer_call(text, at_line_start=True)) is not None:
@@ -187,6 +246,8 @@ def parse_step(raw: str) -> Step:
     code = "\n\n".join(b for b in blocks if b.strip())
     if not code.strip():
         return Step(text, thought, None, "Error: no code found in your step. " + FORMAT_HINT)
+    if tool_call is not None:  # kept in the format the model should use, not as JSON
+        text = f"Thought: {thought}\nCode:\n```py\n{code}\n```"
     return Step(text, thought, code)
 
 
