@@ -28,8 +28,10 @@ class ContextExtractor:
         return f"Relevant text from the passages:\n{text}" if text else passages
 
     def wrap(self, search, question: str):
-        def search_extracted(query: str, k: int | None = None) -> str:  # (None: the search tool's own default k)
-            return self.extract(question, search(query) if k is None else search(query, k))
+        def search_extracted(*args, **kwargs) -> str:
+            """search with the extract in place of the passages; its arguments go to the tool as given, so its
+            own defaults (k) and parameter names (search(q=...)) hold as without the extractor."""
+            return self.extract(question, search(*args, **kwargs))
         try:  # the tool's own signature, so the tool cache binds search('q') and search('q', its default k) alike
             search_extracted.__signature__ = inspect.signature(search)
         except (TypeError, ValueError):
