@@ -82,3 +82,21 @@ def test_a_json_tool_call_runs_as_the_call_it_names(raw, code, thought):
 ])
 def test_json_that_is_not_a_tool_call_is_left_alone(raw, code):
     assert parse_step(raw).code == code
+
+
+@pytest.mark.parametrize("raw,code,value", [
+    # a ``` line inside a triple-quoted string is part of the string (Python's tokenizer agrees), not the end
+    ("Thought: t\nCode:\n```py\nfinal_answer(\"\"\"Run:\n```\ngit log\n```\n\"\"\")\n```<end_code>",
+     "final_answer(\"\"\"Run:\n```\ngit log\n```\n\"\"\")", "Run:\n```\ngit log\n```\n"),
+    ("Thought: t\nCode:\n```py\nfinal_answer('''Run\ngit log``` now''')\n```", "final_answer('''Run\ngit log``` now''')",
+     "Run\ngit log``` now"),
+])
+def test_fences_inside_a_multi_line_string_do_not_close_the_block(raw, code, value):
+    s = parses_to(raw, code)
+    assert ast.literal_eval(ast.parse(s.code, mode="eval").body.args[0]) == value
+
+
+def test_a_string_left_open_by_mistake_does_not_swallow_the_prose_after_the_block():
+    # the model forgot to close its string: the first fence that starts a line still ends the block
+    s = parse_step('Thought: t\nCode:\n```py\nprint("""oops)\n```\nDone. final_answer is next.')
+    assert s.code == 'print("""oops)'

@@ -37,9 +37,11 @@ FORMAT_HINT = ("Write your step as:\nThought: your reasoning\nCode:\n```py\n# py
 # A fenced block of any language (its info string in group 1): blocks in other languages (```bash, ```json, a
 # shell command shown before the code) are consumed whole, so their closing fence never opens a Python block.
 # Openers stand at the start of a line: ``` inside prose ("I will run ```git log``` first") opens nothing.
-# A block closes at a ``` that starts a line, or at one inside a line outside the line's string literals (for
-# Python blocks): a ``` in a string literal (final_answer("run ```git log```"), print("```")) is code, not the end
-# of the block, while `print(r)``` Let's see` still closes after print(r) (the quote after it is prose).
+# A block closes at a ``` outside the code's string literals (for Python blocks; Python's tokenizer agrees): a ```
+# in a string literal (final_answer("run ```git log```"), print("```"), a triple-quoted string with a ``` line in
+# it) is code, not the end of the block, while `print(r)``` Let's see` still closes after print(r) (the quote
+# after it is prose). If only a string the model left open keeps every fence "inside", the first fence that
+# starts a line closes the block.
 # An opener may follow the Code: label on its line ("Code: ```py").
 _FENCE_OPEN = re.compile(r"^[ \t]*(?:Code[ \t]*:[ \t]*)?```[ \t]*([\w+#.-]*)[^\n`]*\n", re.M)
 _OPEN_FENCE = re.compile(r"^[ \t]*(?:Code[ \t]*:[ \t]*)?```[ \t]*(?:py|python|python3)?[ \t]*\n(.*)$",
@@ -54,23 +56,29 @@ _CODE_LABEL = re.compile(r"^[ \t]*Code[ \t]*:[ \t]*\n", re.M)
 _THOUGHT_END = re.compile(r"^[ \t]*Code[ \t]*:|```", re.M)
 
 
-def _in_string(line: str) -> bool:
-    """Whether the end of this line of Python is inside a string literal opened on it (a # comment ends the
-    scan: a quote in a comment opens nothing)."""
+def _in_string(code: str) -> bool:
+    """Whether the end of this Python code is inside a string literal: one opened on its last line, or a
+    triple-quoted one opened on an earlier line and still open. A # comment runs to the end of its line (a quote
+    in it opens nothing); a one-quote string left open at a line end closes there (it is a syntax error anyway)."""
     quote, i = None, 0
-    while i < len(line):
-        c = line[i]
+    while i < len(code):
+        c = code[i]
         if quote:
             if c == "\\":
                 i += 2
                 continue
-            if line.startswith(quote, i):
+            if code.startswith(quote, i):
                 i, quote = i + len(quote), None
                 continue
+            if c == "\n" and len(quote) == 1:
+                quote = None
         elif c == "#":
-            return False
+            i = code.find("\n", i)
+            if i < 0:
+                return False
+            continue
         elif c in "\"'":
-            quote = line[i:i + 3] if line[i:i + 3] in ('"""', "'''") else c
+            quote = code[i:i + 3] if code[i:i + 3] in ('"""', "'''") else c
             i += len(quote)
             continue
         i += 1
@@ -82,19 +90,23 @@ def _fences(text: str):
     pos = 0
     while (m := _FENCE_OPEN.search(text, pos)) is not None:
         python = m.group(1).lower() in _PYTHON
-        p = text.find("```", m.end())
+        p, first_line_fence = text.find("```", m.end()), None
         while p >= 0:
             start = text.rfind("\n", 0, p) + 1
-            if not text[start:p].strip():  # a fence that starts a line
-                yield m.group(1), text[m.end():start], p + 3
+            at_line_start = not text[start:p].strip()
+            if not (python and _in_string(text[m.end():p])):
+                yield m.group(1), text[m.end():start if at_line_start else p], p + 3
                 break
-            if not (python and _in_string(text[start:p])):
-                yield m.group(1), text[m.end():p], p + 3
-                break
+            if at_line_start and first_line_fence is None:
+                first_line_fence = start, p
             p = text.find("```", p + 3)
-        else:  # never closed: the next opener may be
-            pos = m.start() + 1
-            continue
+        else:
+            if first_line_fence is not None:  # only "inside" a string left open by mistake: the line's fence closes
+                start, p = first_line_fence
+                yield m.group(1), text[m.end():start], p + 3
+            else:  # never closed: the next opener may be
+                pos = m.start() + 1
+                continue
         pos = p + 3
 
 
