@@ -48,3 +48,16 @@ def test_a_leading_article_or_discussed_letter_is_not_the_answer(reply, letter):
 def test_forced_answer_reads_the_call_as_python_does(text, answer):
     from minagent.agent.executor import parse_forced_answer
     assert parse_forced_answer(text) == answer
+
+
+@pytest.mark.parametrize("reply,letter", [
+    # a letter in quotes or backticks is that letter
+    ('"B"', "B"), ("'B'", "B"), ("`B`", "B"), ("**`B`**", "B"),
+    # "X is the answer"; "I choose B"
+    ("B is the answer", "B"), ("I choose B", "B"), ("I pick A because it logs", "A"), ("I choose a timeout", None),
+    # an option named in passing gives way to the one called the answer
+    ("Option A is wrong, the answer is B", "B"), ("I would not choose A, the answer is B", "B"),
+    ("'B' is wrong, the answer is C", "C"), ("Choose C or D", None),
+])
+def test_quoted_letters_and_the_answer_named_after_a_mention(reply, letter):
+    assert to_letter(reply, CHOICES) == letter

@@ -52,11 +52,11 @@ _LISTED_OPTION = re.compile(r"(?:\b(?i:or|and)\b|[,/&])\s*(?:(?i:maybe|perhaps|p
 
 
 # A reply that opens with a letter and goes on to explain it: "B, because A is wrong", "C; option A lists commits",
-# "B (A only logs)", "B - A is wrong", "**B**, because ...", "B is correct". The letter must be followed by one of these
+# "B (A only logs)", "B - A is wrong", "**B**, because ...", "B is correct", "B is the answer". The letter must be followed by one of these
 # (not by a plain word: "A timeout occurs" opens with the article), and letters named in the explanation are
 # mentions, not answers; a letter joined to it ("A, B", "B, or maybe A") still hedges (_hedged).
 _LEADING_LETTER = re.compile(r"[\(\[]?([A-Za-z])[\)\]]?[*_]*(?=[ \t]*[,;(]|\s+[-\u2013\u2014]\s|"
-                             r"\s+(?i:because|since|as)\b|\s+is\s+(?i:the\s+)?(?i:correct|right|best)\b)")
+                             r"\s+(?i:because|since|as)\b|\s+is\s+(?i:the\s+)?(?i:correct|right|best|answer)\b)")
 
 
 def _hedged(text: str, end: int, letter: str, letters, listed: bool = False) -> bool:
@@ -69,11 +69,33 @@ def _hedged(text: str, end: int, letter: str, letters, listed: bool = False) -> 
     return listed and any(y in letters and y != letter for y in _LISTED_OPTION.findall(text, end))
 
 
+_NAMED = r"\s*(?:is\s*:?|:)?\s*\**\s*([\(\[]?)([A-Za-z])\b[\)\]]?"
+_ANSWER_IS = re.compile(r"\banswer" + _NAMED, re.I)
+_OPTION_NAMED = re.compile(r"\b(?:option|choice|choose|chose|pick|select)" + _NAMED, re.I)
+
+
+def _named_letter(pattern, text: str, letters):
+    """The first match of pattern whose letter is an option ("the answer is a timeout": the article "a" before a
+    word is no letter; "answer is b because" is)."""
+    for m in pattern.finditer(text):
+        article = m.group(2) == "a" and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
+        if m.group(2).upper() in letters and not article:
+            return m
+    return None
+
+
+def _unquoted(text: str) -> str:
+    """text without the quotes or backticks that wrap all of it ('"B"', "`B`": the letter B)."""
+    while len(text) > 1 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip().strip("*_").strip()
+    return text
+
+
 def to_letter(answer, choices: dict | None = None) -> str | None:
     """The option letter an answer means, or None. choices maps letters to option texts (optional)."""
     if answer is None:
         return None
-    text = str(answer).strip().strip("*_").strip()  # markdown emphasis: "**B**"
+    text = _unquoted(str(answer).strip().strip("*_").strip())  # markdown emphasis: "**B**"; quotes: "`B`"
     letters = sorted(choices) if choices else list(LETTERS)
     m = re.fullmatch(r"[\(\[]?\s*([A-Za-z])\s*[\)\]\.:]?", text)
     if m and m.group(1).upper() in letters:
@@ -84,12 +106,12 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     m = _LEADING_LETTER.match(text)  # "B, because A is wrong": the reply commits to B, then explains
     if m and m.group(1).upper() in letters:
         return None if _hedged(text, m.end(), m.group(1).upper(), letters) else m.group(1).upper()
-    # "answer is C", "Option: D", "The correct answer is: **C**"
-    m = re.search(r"\b(?:answer|option|choice)\s*(?:is\s*:?|:)?\s*\**\s*([\(\[]?)([A-Za-z])\b[\)\]]?", text, re.I)
-    # ("the answer is a timeout": the article "a" before a word is no letter; "answer is b because" is)
-    article = m and m.group(2) == "a" and not m.group(1) and re.match(r"\s+[A-Za-z]", text[m.end():])
-    if m and m.group(2).upper() in letters and not article:
-        return None if _hedged(text, m.start(2) + 1, m.group(2).upper(), letters) else m.group(2).upper()
+    # "answer is C", "The correct answer is: **C**"; then "Option: D", "I choose B": an option named in passing
+    # ("Option A is wrong, the answer is B") gives way to the one called the answer
+    for named in (_ANSWER_IS, _OPTION_NAMED):
+        m = _named_letter(named, text, letters)
+        if m:
+            return None if _hedged(text, m.start(2) + 1, m.group(2).upper(), letters) else m.group(2).upper()
     found = {x.upper() for x in re.findall(r"[\(\[]([A-Za-z])[\)\]]", text)} & set(letters)
     if len(found) == 1:  # "I pick (c)"
         return found.pop()
