@@ -100,3 +100,12 @@ def test_a_string_left_open_by_mistake_does_not_swallow_the_prose_after_the_bloc
     # the model forgot to close its string: the first fence that starts a line still ends the block
     s = parse_step('Thought: t\nCode:\n```py\nprint("""oops)\n```\nDone. final_answer is next.')
     assert s.code == 'print("""oops)'
+
+
+@pytest.mark.parametrize("raw,code", [
+    # the call written after the label is the action, not the answer's text
+    ("Thought: done.\nFinal Answer: final_answer('B')", "final_answer('B')"),
+    ('Thought: done.\nFinal Answer: `final_answer("git log")`', 'final_answer("git log")'),
+])
+def test_a_final_answer_call_after_the_final_answer_label(raw, code):
+    parses_to(raw, code)

@@ -252,7 +252,8 @@ def parse_step(raw: str) -> Step:
                 blocks = [_FINAL_CALL.search(text).group(0).strip()]
             elif _FINAL_TEXT.search(text):
                 answer = _FINAL_TEXT.search(text).group(1).strip().strip("*").strip()  # not "_": __init__.py
-                blocks = [f"final_answer({answer!r})"]
+                call = final_answer_call(answer)  # "Final Answer: final_answer('B')" answers B
+                blocks = [call[0] if call else f"final_answer({answer!r})"]
     thought = _THOUGHT_END.split(text if thought_text is None else thought_text, maxsplit=1)[0]
     thought = re.sub(r"^\s*Thought\s*:\s*", "", thought).strip()
     code = "\n\n".join(b for b in blocks if b.strip())
