@@ -109,3 +109,15 @@ def test_a_string_left_open_by_mistake_does_not_swallow_the_prose_after_the_bloc
 ])
 def test_a_final_answer_call_after_the_final_answer_label(raw, code):
     parses_to(raw, code)
+
+
+@pytest.mark.parametrize("raw,kept", [
+    # an action found outside a Python fence is kept in the step format (no lone closing fence, no <end_code> after
+    # prose), as the unclosed-fence case is: these turns are what a student is trained on
+    ("Thought: t\nCode:\nprint(9)\n```<end_code>", "Thought: t\nCode:\n```py\nprint(9)\n```<end_code>"),
+    ("Thought: in a shell:\n```bash\ngit log\n```\nFinal answer: git log",
+     "Thought: in a shell:\nCode:\n```py\nfinal_answer('git log')\n```<end_code>"),
+    ("Thought: t\n```bash\nls\n```\nfinal_answer('x')", "Thought: t\nCode:\n```py\nfinal_answer('x')\n```<end_code>"),
+])
+def test_an_unfenced_action_is_kept_in_the_step_format(raw, kept):
+    assert step_message(parse_step(raw)) == kept

@@ -221,7 +221,7 @@ def cut_trailing(text: str) -> str:
 def parse_step(raw: str) -> Step:
     text = cut_trailing(raw.replace("\r\n", "\n"))
     thought_text = None  # where the thought is read from, when not the whole text
-    tool_call = None
+    unfenced = False     # the action was not in a fenced block: the kept step is rewritten in the step format
     blocks, end, any_end = python_blocks(text)
     if blocks:
         m = _OPEN_FENCE.search(text, any_end)
@@ -236,6 +236,7 @@ def parse_step(raw: str) -> Step:
             blocks = [textwrap.dedent(m.group(1)).strip("\n")]
             text = text.rstrip() + "\n```"  # close it, so the kept step shows the format the model should use
         else:
+            unfenced = True
             code_at = _CODE_LABEL.search(text)
             tool_call = _json_tool_call(text[code_at.end():], whole=True) if code_at else _json_tool_call(text)
             if tool_call is not None:  # {"name": "search", "arguments": {...}}: run as the call it names
@@ -259,7 +260,7 @@ def parse_step(raw: str) -> Step:
     code = "\n\n".join(b for b in blocks if b.strip())
     if not code.strip():
         return Step(text, thought, None, "Error: no code found in your step. " + FORMAT_HINT)
-    if tool_call is not None:  # kept in the format the model should use, not as JSON
+    if unfenced:  # kept in the format the model should use (not as JSON, a bare call, a lone closing fence)
         text = f"Thought: {thought}\nCode:\n```py\n{code}\n```"
     return Step(text, thought, code)
 
