@@ -13,7 +13,8 @@ CHOICES = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}
     ("B, since A and C are wrong", "B"), ("B; A is wrong", "B"), ("B - A is wrong", "B"),
     ("B (A is wrong)", "B"), ("B, not A", "B"), ("B, and not A", "B"), ("B, but A is close", "B"),
     ("B, as A only logs", "B"), ("**B**, because A is wrong", "B"), ("(B), because (A) is wrong", "B"),
-    ("b, because a only shows history", "B"), ("B is correct", "B"), ("B is the correct answer because A only logs", "B"),
+    ("b, because a only shows history", "B"), ("B is correct", "B"),
+    ("B is the correct answer because A only logs", "B"),
     # "option A" in the explanation is a mention (it was read as the answer)
     ("C, because option A lists commits", "C"),
 ])

@@ -40,9 +40,9 @@ def test_identical_tool_calls_run_once_and_the_winner_is_not_run_again():
     def search(query, k=3):
         ran.append((query, k))
         return f"passage about {query}"
-    step, result, stats, n, toolbox = vote([cand("n += 1\nprint(search('log'))"), cand("n += 1\nprint(search('log', 3))"),
-                                   cand("n += 1\nprint(search(query='log', k=3))"), cand("n += 1\nprint(search('add'))")],
-                                  {"search": search})
+    candidates = [cand("n += 1\nprint(search('log'))"), cand("n += 1\nprint(search('log', 3))"),
+                  cand("n += 1\nprint(search(query='log', k=3))"), cand("n += 1\nprint(search('add'))")]
+    step, result, stats, n, toolbox = vote(candidates, {"search": search})
     # three spellings of one call, one other call: the tool ran twice; the winner's cell ran once (n == 1)
     assert ran == [("log", 3), ("add", 3)] and (toolbox.calls, toolbox.real_calls) == (4, 2)
     assert stats.group_sizes == [3, 1]

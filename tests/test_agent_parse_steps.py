@@ -88,8 +88,8 @@ def test_json_that_is_not_a_tool_call_is_left_alone(raw, code):
     # a ``` line inside a triple-quoted string is part of the string (Python's tokenizer agrees), not the end
     ("Thought: t\nCode:\n```py\nfinal_answer(\"\"\"Run:\n```\ngit log\n```\n\"\"\")\n```<end_code>",
      "final_answer(\"\"\"Run:\n```\ngit log\n```\n\"\"\")", "Run:\n```\ngit log\n```\n"),
-    ("Thought: t\nCode:\n```py\nfinal_answer('''Run\ngit log``` now''')\n```", "final_answer('''Run\ngit log``` now''')",
-     "Run\ngit log``` now"),
+    ("Thought: t\nCode:\n```py\nfinal_answer('''Run\ngit log``` now''')\n```",
+     "final_answer('''Run\ngit log``` now''')", "Run\ngit log``` now"),
 ])
 def test_fences_inside_a_multi_line_string_do_not_close_the_block(raw, code, value):
     s = parses_to(raw, code)

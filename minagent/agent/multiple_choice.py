@@ -52,9 +52,9 @@ _LISTED_OPTION = re.compile(r"(?:\b(?i:or|and)\b|[,/&])\s*(?:(?i:maybe|perhaps|p
 
 
 # A reply that opens with a letter and goes on to explain it: "B, because A is wrong", "C; option A lists commits",
-# "B (A only logs)", "B - A is wrong", "**B**, because ...", "B is correct", "B is the answer". The letter must be followed by one of these
-# (not by a plain word: "A timeout occurs" opens with the article), and letters named in the explanation are
-# mentions, not answers; a letter joined to it ("A, B", "B, or maybe A") still hedges (_hedged).
+# "B (A only logs)", "B - A is wrong", "**B**, because ...", "B is correct", "B is the answer". The letter must be
+# followed by one of these (not by a plain word: "A timeout occurs" opens with the article), and letters named in
+# the explanation are mentions, not answers; a letter joined to it ("A, B", "B, or maybe A") still hedges.
 _LEADING_LETTER = re.compile(r"[\(\[]?([A-Za-z])[\)\]]?[*_]*(?=[ \t]*[,;(]|\s+[-\u2013\u2014]\s|"
                              r"\s+(?i:because|since|as)\b|\s+is\s+(?i:the\s+)?(?i:correct|right|best|answer)\b)")
 

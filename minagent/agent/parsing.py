@@ -124,10 +124,10 @@ def python_blocks(text: str) -> tuple[list[str], int, int]:
 
 
 def final_answer_call(text: str, at_line_start: bool = False) -> tuple[str, ast.Call, int] | None:
-    """(source, parsed call, where it starts in text) of the first final_answer(...) call in text, or None. The call ends at the first ")"
-    after which it parses as a Python expression (Python's own parser decides, so nested parentheses, quotes and
-    multi-line strings in the argument are kept, and prose or a # comment after the call is left out).
-    at_line_start: only a call that opens its line (prose that merely names final_answer is not code)."""
+    """(source, parsed call, where it starts in text) of the first final_answer(...) call in text, or None. The
+    call ends at the first ")" after which it parses as a Python expression (Python's own parser decides, so nested
+    parentheses, quotes and multi-line strings in the argument are kept, and prose or a # comment after the call is
+    left out). at_line_start: only a call that opens its line (prose that merely names final_answer is not code)."""
     starts = _FINAL_LINE_START if at_line_start else _FINAL_ANYWHERE
     for m in starts.finditer(text):
         begin = m.end() if at_line_start else m.start()
