@@ -11,7 +11,8 @@ The reference step format (CodeAct, agent-distillation / smolagents) is
 Small models bend it, and a strict regex turns every bend into a "code block not found" failure. Tolerated here:
   - text after the action: a self-written `Observation:` (with made-up results), `Calling tools:`, more prose
     after the closing fence, `<end_code>` missing or present
-  - ```python / ``` / ```py fences, indented or with CRLF line ends, ``` inside the code's string literals;
+  - ```python / ``` / ```py fences, indented, with CRLF line ends or opened on the `Code:` line, ``` inside the
+    code's string literals (also multi-line ones);
     several blocks (joined in order, as smolagents does); blocks in other languages (```bash, ```json: a
     command shown, not code to run) skipped
   - an unclosed fence (the stop string cut the closing ``` off, or the model forgot it), also after closed ones
