@@ -31,3 +31,17 @@ def test_text_of_the_models_own_maps_to_nothing():
     assert snap_to_source("No relevant text.", PASSAGES) == []
     assert snap_to_source("The answer is 500.", PASSAGES) == []  # one word in four is the passage's
     assert snap_to_source("", PASSAGES) == [] and snap_to_source(TABLE, "") == []
+
+
+def test_the_extractor_hands_the_agent_only_the_passages_sentences():
+    """Hand-checked: the extractor model slips a digit; the agent must read 500, the manual's value. When the
+    model writes nothing from the passages, the agent gets the passages unchanged (an extract with no evidence
+    would hide what was retrieved); snap=False keeps the model's own text."""
+    from minagent.agent.extractor import ContextExtractor
+    from minagent.agent.llm import ScriptedLLM
+    slip = "Default | 50 Range | 200 to 2000 Unit | milliseconds"
+    ex = ContextExtractor(ScriptedLLM([slip, "No relevant text."]), min_chars=0)
+    assert ex.extract("default of ledger_flush_interval?", PASSAGES) == "Relevant text from the passages:\n" + TABLE
+    assert ex.extract("what is KIS0000-E?", PASSAGES) == PASSAGES and (ex.calls, ex.unchanged) == (2, 1)
+    plain = ContextExtractor(ScriptedLLM([slip]), min_chars=0, snap=False)
+    assert plain.extract("default?", PASSAGES) == "Relevant text from the passages:\n" + slip
