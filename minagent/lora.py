@@ -244,6 +244,31 @@ def _inside_lora(name: str) -> bool:
     return name.endswith((".lora_A", ".lora_B", ".base"))
 
 
+def init_method(config: LoraConfig):
+    """The adapter's `init_lora_weights` (True unless the config's extra fields say otherwise), lower-cased as peft
+    compares it."""
+    init = config.extra.get("init_lora_weights", True)
+    return init.lower() if isinstance(init, str) else init
+
+
+def uses_mica(config: LoraConfig) -> bool:
+    """MiCA (peft's init_lora_weights="mica") trains A only: B holds the base weight's minor singular directions
+    and stays frozen, also when a saved MiCA adapter is loaded to train on."""
+    return init_method(config) == "mica"
+
+
+@torch.no_grad()
+def _mica_init(layer: LoRALinear):
+    """B = the r left singular vectors of W with the smallest singular values, A = 0 (so B @ A = 0 and W stays
+    as it is), B frozen: peft's MiCA initialisation."""
+    w = layer.base.weight.float()
+    if layer.r > min(w.shape):
+        raise ValueError(f"MiCA needs r <= min(in, out) = {min(w.shape)}, got r={layer.r}")
+    u = torch.linalg.svd(w, full_matrices=False)[0]
+    layer.lora_B.weight.copy_(u[:, -layer.r:])
+    layer.lora_A.weight.zero_()
+
+
 def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
     """Replace the targeted nn.Linear modules by LoRALinear, freeze everything else. Returns the names wrapped."""
     for p in model.parameters():
@@ -253,6 +278,9 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = LoRALinear(getattr(parent, child), config.r, config.alpha, config.dropout, config.use_rslora)
+        if uses_mica(config):
+            _mica_init(layer)
+            layer.lora_B.weight.requires_grad_(False)
         setattr(parent, child, layer.train(model.training))  # an eval-mode model must not get active dropout
     model.lora_config = config
     return names
@@ -319,7 +347,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
     cfg = {**config.extra, "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r,
            "lora_alpha": config.alpha, "lora_dropout": config.dropout, "target_modules": targets,
            "use_rslora": config.use_rslora, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
-           "init_lora_weights": True, "modules_to_save": None, "use_dora": False,
+           "init_lora_weights": config.extra.get("init_lora_weights", True),  # (MiCA: peft then freezes B)
+           "modules_to_save": None, "use_dora": False,
            "base_model_name_or_path": config.base_model_name_or_path}
     tensors = {k: v.float().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
     tmp = out / (ADAPTER_WEIGHTS + ".tmp")
@@ -405,6 +434,8 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
             raise AdapterError(f"{adapter_dir / ADAPTER_CONFIG}: lora_alpha={config.alpha:g}, r={config.r}, "
                                f"use_rslora={config.use_rslora} (scale {config.scale:g}) but LoRA layer '{name}' "
                                f"has scale {m.scale:g}; load with inject=True into a model without LoRA")
+        if uses_mica(config):
+            m.lora_B.weight.requires_grad_(False)
     seen = set()
     with safe_open(str(weights), framework="pt") as f:
         for key in f.keys():

@@ -1,0 +1,84 @@
+"""peft LoRA configurations beyond the plain one, against peft itself (the oracle)."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import minagent
+from minagent.lora import LoraConfig, inject_lora, load_adapter, save_adapter
+
+peft = pytest.importorskip("peft")
+
+
+def _ids():
+    return torch.randint(0, 257, (2, 9), generator=torch.Generator().manual_seed(0))
+
+
+def _randomize_lora(model, seed=2):
+    """Random A and B (a trained adapter) so a wrong load cannot match by accident."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def _peft_adapter(ckpt, directory, **config):
+    """A trained adapter written by peft's own save_pretrained."""
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", **config))
+    _randomize_lora(pm)
+    pm.save_pretrained(directory)
+    return directory
+
+
+def _peft_load(ckpt, directory, **kw):
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    return peft.PeftModel.from_pretrained(hf, directory, **kw)
+
+
+def _trainable(named_parameters):
+    """Trainable LoRA tensors under one naming: 'layers.0.self_attn.q_proj.lora_B'."""
+    out = set()
+    for n, p in named_parameters:
+        if p.requires_grad:
+            n = n.removeprefix("base_model.model.").replace(".default", "").removesuffix(".weight")
+            out.add(n)
+    return out
+
+
+def test_mica_adapter_trains_a_only_as_in_peft(hf_checkpoint, tmp_path):
+    """MiCA (init_lora_weights="mica") freezes B; loading a MiCA adapter to train on used to leave B trainable
+    (peft's is_trainable load freezes it), and re-saving it wrote init_lora_weights=True, so peft unfroze it too."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    targets = ["q_proj", "down_proj"]
+    adapter = _peft_adapter(ckpt, tmp_path / "mica", target_modules=targets, init_lora_weights="mica")
+    want = _trainable(_peft_load(ckpt, adapter, is_trainable=True).named_parameters())
+    assert want and all(n.endswith("lora_A") for n in want)
+    ours = minagent.load_model(ckpt, dtype="float32")
+    load_adapter(ours, adapter)
+    assert _trainable(ours.named_parameters()) == want
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_ids()), _peft_load(ckpt, adapter).eval()(_ids()).logits,
+                                   rtol=1e-5, atol=1e-5)
+    # re-saved by us, peft still reads a MiCA adapter (B frozen when it trains on it)
+    save_adapter(ours, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())["init_lora_weights"] == "mica"
+    assert _trainable(_peft_load(ckpt, tmp_path / "again", is_trainable=True).named_parameters()) == want
+
+
+def test_fresh_mica_adapter_starts_as_peft_does(hf_checkpoint):
+    """A fresh MiCA adapter: B = the minor left singular vectors of W, A = 0 (a no-op), B frozen, as in peft."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["v_proj"],
+                                                 init_lora_weights="mica", task_type="CAUSAL_LM"))
+    ours = minagent.load_model(ckpt, dtype="float32")
+    inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=["v_proj"], extra={"init_lora_weights": "mica"}))
+    theirs = dict(pm.named_parameters())
+    for n, p in ours.named_parameters():
+        if "lora_" in n:
+            q = theirs["base_model.model." + n.replace(".weight", ".default.weight")]
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    assert _trainable(ours.named_parameters()) == _trainable(pm.named_parameters())
