@@ -412,6 +412,22 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
                       extra={k: v for k, v in raw.items() if k not in known})
 
 
+def _parse_adapter_key(key: str, weights: Path, config: LoraConfig) -> tuple[str, str]:
+    """(module name, "lora_A" | "lora_B" | "base_layer") of a tensor in a peft adapter file.
+
+    "base_layer" is the frozen weight of an adapted layer that peft writes as well when target_modules names an
+    embedding-like layer (lm_head, embed_tokens: its save_embedding_layers="auto"); peft loads it back into the
+    model, and so do we."""
+    m = re.fullmatch(r"base_model\.model\.(.+)\.(lora_[AB])(?:\.[^.]+)?\.weight", key)
+    if m:
+        return m.group(1), m.group(2)
+    m = re.fullmatch(r"base_model\.model\.(.+)\.base_layer\.weight", key)
+    if m:
+        return m.group(1), "base_layer"
+    raise AdapterError(f"{weights}: unexpected tensor '{key}' (expected '{PEFT_PREFIX}<module>.lora_A.weight' / "
+                       "'.lora_B.weight', or '.base_layer.weight' of an adapted layer)")
+
+
 def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True) -> LoraConfig:
     """Load a PEFT LoRA adapter (ours or peft's) into `model`, injecting LoRA layers first when `inject`.
 
@@ -439,21 +455,21 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
     seen = set()
     with safe_open(str(weights), framework="pt") as f:
         for key in f.keys():
-            m = re.fullmatch(r"base_model\.model\.(.+)\.(lora_[AB])(?:\.[^.]+)?\.weight", key)
-            if m is None:
-                raise AdapterError(f"{weights}: unexpected tensor '{key}' (expected "
-                                   f"'{PEFT_PREFIX}<module>.lora_A.weight' / '.lora_B.weight')")
-            name, which = m.groups()
+            name, which = _parse_adapter_key(key, weights, config)
             if name not in modules:
                 raise AdapterError(f"{weights}: tensor '{key}' is for module '{name}', which is not a LoRA layer "
                                    f"of this model (target_modules={config.target_modules!r})")
-            param = getattr(modules[name], which).weight
+            layer = modules[name]
+            param = layer.base.weight if which == "base_layer" else getattr(layer, which).weight
             t = f.get_tensor(key)
             if tuple(t.shape) != tuple(param.shape):
+                why = "the model's own weight" if which == "base_layer" else f"r={config.r}"
                 raise AdapterError(f"{weights}: tensor '{key}' has shape {tuple(t.shape)}, expected "
-                                   f"{tuple(param.shape)} (r={config.r})")
+                                   f"{tuple(param.shape)} ({why})")
             with torch.no_grad():
-                param.copy_(t)
+                # A saved base weight is nearly always the model's own: copying it would write into a tied one.
+                if which != "base_layer" or not torch.equal(param, t.to(param.dtype)):
+                    param.copy_(t)
             seen.add((name, which))
     missing = [f"{n}.{w}" for n in modules for w in ("lora_A", "lora_B") if (n, w) not in seen]
     if missing:

@@ -1,4 +1,5 @@
-"""peft LoRA configurations beyond the plain one, against peft itself (the oracle)."""
+"""peft LoRA configurations beyond the plain one, against peft itself (the oracle): MiCA's frozen B, adapters on
+the LM head (whose files carry the head's base weight)."""
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import minagent
-from minagent.lora import LoraConfig, inject_lora, load_adapter, save_adapter
+from minagent.lora import AdapterError, LoraConfig, inject_lora, load_adapter, save_adapter
 
 peft = pytest.importorskip("peft")
 
@@ -82,3 +83,32 @@ def test_fresh_mica_adapter_starts_as_peft_does(hf_checkpoint):
             q = theirs["base_model.model." + n.replace(".weight", ".default.weight")]
             torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
     assert _trainable(ours.named_parameters()) == _trainable(pm.named_parameters())
+
+
+@pytest.mark.parametrize("variant", ["llama-gqa", "qwen2-tied"])
+def test_peft_adapter_on_lm_head_loads_with_peft_logits(hf_checkpoint, tmp_path, variant):
+    """target_modules naming lm_head makes peft write the head's base weight too
+    (`base_model.model.lm_head.base_layer.weight`, save_embedding_layers="auto"); such adapters were refused as
+    'unexpected tensor'. They load now, tied head or not, with peft's logits."""
+    ckpt, _ = hf_checkpoint(variant)
+    adapter = _peft_adapter(ckpt, tmp_path / "head", target_modules=["q_proj", "lm_head"])
+    from safetensors import safe_open
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        assert "base_model.model.lm_head.base_layer.weight" in f.keys()
+    ours = minagent.load_model(ckpt, dtype="float32")
+    load_adapter(ours, adapter)
+    with torch.no_grad():
+        want = _peft_load(ckpt, adapter).eval()(_ids()).logits
+        torch.testing.assert_close(ours(_ids()), want, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_base_weight_of_wrong_shape_is_refused(hf_checkpoint, tmp_path):
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    adapter = _peft_adapter(ckpt, tmp_path / "head", target_modules=["lm_head"])
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    key = "base_model.model.lm_head.base_layer.weight"
+    tensors[key] = torch.cat([tensors[key], tensors[key][:3]])  # a resized vocabulary
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(AdapterError, match=r"lm_head.base_layer.weight' has shape \(260, 64\), expected \(257, 64\)"):
+        load_adapter(minagent.load_model(ckpt, dtype="float32"), adapter)
