@@ -221,19 +221,29 @@ def _output_layer_names(model: nn.Module) -> set[str]:
     return {"lm_head"} if hasattr(model, "lm_head") else set()
 
 
+def _matches(name: str, targets) -> bool:
+    """peft's rule for one module name: a list entry equals the name or is its dotted suffix; a string (other than
+    "all-linear", which callers handle) is a regex that must match the whole name."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == k or name.endswith("." + k) for k in (SHORT_NAMES.get(t, t) for t in targets))
+
+
 def target_names(model: nn.Module, targets) -> list[str]:
     """Names of the nn.Linear modules that `targets` selects, with peft's matching rules:
     a list matches a module whose name equals an entry or ends with "." + entry; a string is a regex that must
-    match the whole name; "all-linear" is every linear layer except the output layer."""
+    match the whole name; "all-linear" is every linear layer except the output layer. A target that selects an
+    embedding layer is refused: peft would give it an embedding LoRA (lora_embedding_A/B), which we do not have,
+    so skipping it would train or load a different adapter than the config says."""
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _inside_lora(n)]
     if targets == "all-linear":
         skip = _output_layer_names(model)
-        chosen = [n for n in linear if n not in skip]
-    elif isinstance(targets, str):
-        chosen = [n for n in linear if re.fullmatch(targets, n)]
-    else:
-        keys = [SHORT_NAMES.get(t, t) for t in targets]
-        chosen = [n for n in linear if any(n == k or n.endswith("." + k) for k in keys)]
+        return [n for n in linear if n not in skip]
+    embeddings = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding) and _matches(n, targets)]
+    if embeddings:
+        raise ValueError(f"LoRA target_modules {targets!r} selects the embedding layer '{embeddings[0]}': LoRA on "
+                         "embeddings (peft's lora_embedding_A/B) is not supported; target linear layers only")
+    chosen = [n for n in linear if _matches(n, targets)]
     if not chosen:
         raise ValueError(f"LoRA target_modules {targets!r} match no linear layer; the model has e.g. "
                          f"{sorted({n.rsplit('.', 1)[-1] for n in linear})}")
@@ -424,6 +434,9 @@ def _parse_adapter_key(key: str, weights: Path, config: LoraConfig) -> tuple[str
     m = re.fullmatch(r"base_model\.model\.(.+)\.base_layer\.weight", key)
     if m:
         return m.group(1), "base_layer"
+    if re.fullmatch(r"base_model\.model\..+\.lora_embedding_[AB](?:\.[^.]+)?", key):
+        raise AdapterError(f"{weights}: tensor '{key}' is an embedding LoRA (target_modules="
+                           f"{config.target_modules!r} selects an embedding layer), which is not supported")
     raise AdapterError(f"{weights}: unexpected tensor '{key}' (expected '{PEFT_PREFIX}<module>.lora_A.weight' / "
                        "'.lora_B.weight', or '.base_layer.weight' of an adapted layer)")
 
@@ -441,7 +454,10 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
         raise FileNotFoundError(f"{weights}: not found (peft's .bin adapters are not supported; re-save with "
                                 "safe_serialization=True)")
     if inject:
-        inject_lora(model, config)
+        try:
+            inject_lora(model, config)
+        except ValueError as e:  # targets that select nothing, or an embedding layer
+            raise AdapterError(f"{adapter_dir / ADAPTER_CONFIG}: {e}") from None
     modules = lora_modules(model)
     for name, m in modules.items():
         if m.merged:

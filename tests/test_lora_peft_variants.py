@@ -1,5 +1,5 @@
 """peft LoRA configurations beyond the plain one, against peft itself (the oracle): MiCA's frozen B, adapters on
-the LM head (whose files carry the head's base weight)."""
+the LM head (whose files carry the head's base weight), and embedding targets (refused by name)."""
 import json
 
 import pytest
@@ -112,3 +112,19 @@ def test_adapter_base_weight_of_wrong_shape_is_refused(hf_checkpoint, tmp_path):
     save_file(tensors, str(adapter / "adapter_model.safetensors"))
     with pytest.raises(AdapterError, match=r"lm_head.base_layer.weight' has shape \(260, 64\), expected \(257, 64\)"):
         load_adapter(minagent.load_model(ckpt, dtype="float32"), adapter)
+
+
+def test_embedding_target_is_refused_naming_target_modules(hf_checkpoint, tmp_path):
+    """peft gives an embedding target an embedding LoRA (lora_embedding_A/B). We have none: a peft adapter with one
+    was refused only as 'unexpected tensor', and inject_lora silently skipped the embedding (a different adapter
+    than the config asks for)."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    adapter = _peft_adapter(ckpt, tmp_path / "emb", target_modules=["q_proj", "embed_tokens"])
+    assert any("lora_embedding_A" in n for n, _ in
+               _peft_load(ckpt, adapter).named_parameters())  # peft really adapts the embedding
+    with pytest.raises(AdapterError, match=r"adapter_config.json: LoRA target_modules .* selects the embedding "
+                                           r"layer 'model.embed_tokens'"):
+        load_adapter(minagent.load_model(ckpt, dtype="float32"), adapter)
+    with pytest.raises(ValueError, match="selects the embedding layer 'model.embed_tokens'"):
+        inject_lora(minagent.load_model(ckpt, dtype="float32"),
+                    LoraConfig(r=2, alpha=4, target_modules=r"model\.(embed_tokens|layers\.0\.mlp\.up_proj)"))
