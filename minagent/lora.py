@@ -10,7 +10,11 @@ A starts kaiming-uniform (a = sqrt 5, nn.Linear's own init) and B at zero, so a 
 Only A and B train, which is why LoRA fits fine-tuning of a 7B model on one GPU. The adapter is saved exactly as
 peft saves it (`adapter_config.json` + `adapter_model.safetensors`, keys `base_model.model.<module>.lora_A.weight`)
 so `peft.PeftModel.from_pretrained` loads ours and we load peft's. Our modules already carry HF's names, so the
-key of `model.layers.0.self_attn.q_proj` is the same in both worlds.
+key of `model.layers.0.self_attn.q_proj` is the same in both worlds. peft's module selection and per-module
+settings (target_modules as names, a regex or "all-linear"; exclude_modules; layers_to_transform / layers_pattern;
+rank_pattern / alpha_pattern; use_rslora; MiCA's frozen B) load and save as peft applies them; what would compute
+something else (DoRA, biases, modules_to_save, embedding LoRA, inits that rewrite W, ...) is refused naming the
+adapter_config.json field.
 
 The adapter weights stay fp32 even on a bf16 base (peft does the same): the update is small next to W, and bf16
 would round it away. `merge` folds scale * B @ A into W (for export or fast inference); `unmerge` takes it out.
@@ -51,10 +55,31 @@ class LoraConfig:
     use_rslora: bool = False
     base_model_name_or_path: str | None = None
     extra: dict = field(default_factory=dict)  # other adapter_config.json fields, written back unchanged
+    # peft's per-module overrides: {regex matching the end of a module name: r / alpha}; the first key that
+    # matches wins (in the dict's order, as peft reads it)
+    rank_pattern: dict = field(default_factory=dict)
+    alpha_pattern: dict = field(default_factory=dict)
+    # peft's layer selection (list targets only): adapt only these block indices; the index is the number after
+    # the first `<layers_pattern>.` in the module name (any name segment when layers_pattern is None)
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    # peft's exclusions, applied after target_modules: names (suffix match) or a regex string (whole name)
+    exclude_modules: list[str] | str | None = None
 
     @property
     def scale(self) -> float:
         return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
+
+    def rank_of(self, module: str) -> int:
+        return _pattern_value(self.rank_pattern, module, self.r)
+
+    def alpha_of(self, module: str) -> float:
+        return _pattern_value(self.alpha_pattern, module, self.alpha)
+
+    def scale_of(self, module: str) -> float:
+        """The update's scale for one module, after rank_pattern and alpha_pattern."""
+        r, alpha = self.rank_of(module), self.alpha_of(module)
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r
 
     def __post_init__(self):
         if int(self.r) != self.r or self.r < 1:
@@ -63,6 +88,21 @@ class LoraConfig:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
         if isinstance(self.target_modules, (list, tuple)):
             self.target_modules = [SHORT_NAMES.get(t, t) for t in self.target_modules]
+        for key, value in self.rank_pattern.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"LoRA rank_pattern[{key!r}] must be a positive integer, got {value!r}")
+        if isinstance(self.target_modules, str) and (self.layers_to_transform is not None or self.layers_pattern):
+            raise ValueError("LoRA layers_to_transform / layers_pattern need target_modules as a list of names, "
+                             f"not the string {self.target_modules!r} (as in peft)")
+
+
+def _pattern_value(pattern: dict, module: str, default):
+    """peft's rank_pattern / alpha_pattern lookup: the value of the first key that, as a regex, matches the end of
+    the module name at a dot boundary ("v_proj" matches "model.layers.0.self_attn.v_proj")."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
 
 
 def dropout_keep_mask(shape, p: float) -> tuple[torch.Tensor, float]:
@@ -221,32 +261,56 @@ def _output_layer_names(model: nn.Module) -> set[str]:
     return {"lm_head"} if hasattr(model, "lm_head") else set()
 
 
-def _matches(name: str, targets) -> bool:
+def _matches(name: str, targets, layers=None, layers_pattern=None) -> bool:
     """peft's rule for one module name: a list entry equals the name or is its dotted suffix; a string (other than
-    "all-linear", which callers handle) is a regex that must match the whole name."""
+    "all-linear", which callers handle) is a regex that must match the whole name. `layers` (layers_to_transform)
+    keeps a suffix match only in those blocks (an entry equal to the whole name is kept anyway, as in peft)."""
     if isinstance(targets, str):
         return re.fullmatch(targets, name) is not None
-    return any(name == k or name.endswith("." + k) for k in (SHORT_NAMES.get(t, t) for t in targets))
+    keys = [SHORT_NAMES.get(t, t) for t in targets]
+    if name in keys:
+        return True
+    if not any(name.endswith("." + k) for k in keys):
+        return False
+    return layers is None or layers == [] or _layer_index(name, layers_pattern) in (
+        [layers] if isinstance(layers, int) else layers)
 
 
-def target_names(model: nn.Module, targets) -> list[str]:
+def _layer_index(name: str, layers_pattern) -> int | None:
+    """The block index in a module name as peft finds it: the first number after `<pattern>.`, or after any
+    segment when no pattern is given ("model.layers.3.mlp.up_proj" -> 3); None when there is none."""
+    if not layers_pattern:
+        m = re.match(r".*?\.[^.]*\.(\d+)\.", name)
+    else:
+        patterns = [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern
+        m = next(filter(None, (re.match(rf"(?:^|.*?\.){p}\.(\d+)\.", name) for p in patterns)), None)
+    return int(m.group(1)) if m else None
+
+
+def target_names(model: nn.Module, targets, layers_to_transform=None, layers_pattern=None,
+                 exclude_modules=None) -> list[str]:
     """Names of the nn.Linear modules that `targets` selects, with peft's matching rules:
-    a list matches a module whose name equals an entry or ends with "." + entry; a string is a regex that must
-    match the whole name; "all-linear" is every linear layer except the output layer. A target that selects an
-    embedding layer is refused: peft would give it an embedding LoRA (lora_embedding_A/B), which we do not have,
-    so skipping it would train or load a different adapter than the config says."""
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _inside_lora(n)]
+    a list matches a module whose name equals an entry or ends with "." + entry (only in the blocks
+    `layers_to_transform` lists, when given); a string is a regex that must match the whole name; "all-linear" is
+    every linear layer except the output layer. Modules that `exclude_modules` matches (by the same name rules)
+    are left out. A target that selects an embedding layer is refused: peft would
+    give it an embedding LoRA (lora_embedding_A/B), which we do not have, so skipping it would train or load a
+    different adapter than the config says."""
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _inside_lora(n)
+              and not (exclude_modules and _matches(n, exclude_modules))]
     if targets == "all-linear":
         skip = _output_layer_names(model)
         return [n for n in linear if n not in skip]
-    embeddings = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding) and _matches(n, targets)]
+    select = (lambda n: _matches(n, targets, layers_to_transform, layers_pattern)
+              and not (exclude_modules and _matches(n, exclude_modules)))
+    embeddings = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding) and select(n)]
     if embeddings:
         raise ValueError(f"LoRA target_modules {targets!r} selects the embedding layer '{embeddings[0]}': LoRA on "
                          "embeddings (peft's lora_embedding_A/B) is not supported; target linear layers only")
-    chosen = [n for n in linear if _matches(n, targets)]
+    chosen = [n for n in linear if select(n)]
     if not chosen:
-        raise ValueError(f"LoRA target_modules {targets!r} match no linear layer; the model has e.g. "
-                         f"{sorted({n.rsplit('.', 1)[-1] for n in linear})}")
+        raise ValueError(f"LoRA target_modules {targets!r} (layers_to_transform={layers_to_transform!r}) match no "
+                         f"linear layer; the model has e.g. {sorted({n.rsplit('.', 1)[-1] for n in linear})}")
     return chosen
 
 
@@ -283,11 +347,13 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
     """Replace the targeted nn.Linear modules by LoRALinear, freeze everything else. Returns the names wrapped."""
     for p in model.parameters():
         p.requires_grad_(False)
-    names = target_names(model, config.target_modules)
+    names = target_names(model, config.target_modules, config.layers_to_transform, config.layers_pattern,
+                         config.exclude_modules)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = LoRALinear(getattr(parent, child), config.r, config.alpha, config.dropout, config.use_rslora)
+        layer = LoRALinear(getattr(parent, child), config.rank_of(name), config.alpha_of(name), config.dropout,
+                           config.use_rslora)
         if uses_mica(config):
             _mica_init(layer)
             layer.lora_B.weight.requires_grad_(False)
@@ -358,7 +424,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
            "lora_alpha": config.alpha, "lora_dropout": config.dropout, "target_modules": targets,
            "use_rslora": config.use_rslora, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
            "init_lora_weights": config.extra.get("init_lora_weights", True),  # (MiCA: peft then freezes B)
-           "modules_to_save": None, "use_dora": False,
+           "modules_to_save": None, "use_dora": False, "rank_pattern": config.rank_pattern,
+           "alpha_pattern": config.alpha_pattern, "layers_to_transform": config.layers_to_transform,
+           "layers_pattern": config.layers_pattern, "exclude_modules": config.exclude_modules,
            "base_model_name_or_path": config.base_model_name_or_path}
     tensors = {k: v.float().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
     tmp = out / (ADAPTER_WEIGHTS + ".tmp")
@@ -373,7 +441,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
 # peft LoraConfig fields that, when set, make the adapter compute something other than W x + scale * B A x (or train
 # extra tensors): refused by name rather than loaded into a silently different model.
 UNSUPPORTED_PEFT_FIELDS = ("alora_invocation_tokens", "velora_config", "monteclora_config", "kasa_config",
-                           "use_bdlora", "arrow_config", "target_parameters", "exclude_modules", "lora_bias",
+                           "use_bdlora", "arrow_config", "target_parameters", "lora_bias",
                            "trainable_token_indices", "layer_replication", "megatron_config", "loftq_config",
                            "corda_config", "lora_ga_config", "use_qalora")
 # initialisations that leave the base weights as they are (the adapter file alone then defines the model)
@@ -393,11 +461,9 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
     for key, ok in (("bias", "none"), ("use_dora", False), ("fan_in_fan_out", False)):
         if raw.get(key, ok) not in (ok, None):
             raise AdapterError(f"{path}: {key}={raw[key]!r} is not supported (expected {ok!r})")
-    for key in ("modules_to_save", "rank_pattern", "alpha_pattern", "layers_to_transform"):
-        # (layers_to_transform=0 is falsy but set: peft then adapts layer 0 only; only None and [] mean every layer)
-        if raw.get(key) not in (None, []) if key == "layers_to_transform" else raw.get(key):
-            raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); per-layer patterns and extra saved "
-                               "modules are not supported")
+    if raw.get("modules_to_save"):
+        raise AdapterError(f"{path}: 'modules_to_save' is set ({raw['modules_to_save']!r:.60}); adapters that carry "
+                           "whole trained modules besides LoRA are not supported")
     for key in UNSUPPORTED_PEFT_FIELDS:  # variants whose forward is not W x + scale B A x
         if raw.get(key):
             raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); only plain LoRA (W x + scale B A x) "
@@ -415,11 +481,31 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         targets = targets  # a regex, as peft treats a string
     elif not isinstance(targets, str):
         targets = list(targets)
-    known = {"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "base_model_name_or_path"}
-    return LoraConfig(r=int(raw["r"]), alpha=float(raw["lora_alpha"]), dropout=float(raw.get("lora_dropout") or 0),
-                      target_modules=targets, use_rslora=bool(raw.get("use_rslora", False)),
-                      base_model_name_or_path=raw.get("base_model_name_or_path"),
-                      extra={k: v for k, v in raw.items() if k not in known})
+    patterns = {key: _read_pattern(raw, key, path) for key in ("rank_pattern", "alpha_pattern")}
+    layers = raw.get("layers_to_transform")
+    if not (layers is None or isinstance(layers, int) or
+            isinstance(layers, list) and all(isinstance(i, int) for i in layers)):
+        raise AdapterError(f"{path}: layers_to_transform={layers!r} (expected a block index or a list of them)")
+    known = {"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "base_model_name_or_path",
+             "rank_pattern", "alpha_pattern", "layers_to_transform", "layers_pattern", "exclude_modules"}
+    try:
+        return LoraConfig(r=int(raw["r"]), alpha=float(raw["lora_alpha"]),
+                          dropout=float(raw.get("lora_dropout") or 0), target_modules=targets,
+                          use_rslora=bool(raw.get("use_rslora", False)),
+                          base_model_name_or_path=raw.get("base_model_name_or_path"), **patterns,
+                          layers_to_transform=layers, layers_pattern=raw.get("layers_pattern") or None,
+                          exclude_modules=raw.get("exclude_modules") or None,
+                          extra={k: v for k, v in raw.items() if k not in known})
+    except ValueError as e:
+        raise AdapterError(f"{path}: {e}") from None
+
+
+def _read_pattern(raw: dict, key: str, path: Path) -> dict:
+    """rank_pattern / alpha_pattern of an adapter_config.json: {} when absent or null, else a dict of numbers."""
+    pattern = raw.get(key) or {}
+    if not isinstance(pattern, dict) or not all(isinstance(v, (int, float)) for v in pattern.values()):
+        raise AdapterError(f"{path}: {key}={pattern!r:.80} (expected an object of module pattern -> number)")
+    return pattern
 
 
 def _parse_adapter_key(key: str, weights: Path, config: LoraConfig) -> tuple[str, str]:
@@ -462,10 +548,11 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
     for name, m in modules.items():
         if m.merged:
             raise AdapterError(f"{adapter_dir}: LoRA layer '{name}' is merged; unmerge_lora(model) before loading")
-        if m.scale != config.scale:
-            raise AdapterError(f"{adapter_dir / ADAPTER_CONFIG}: lora_alpha={config.alpha:g}, r={config.r}, "
-                               f"use_rslora={config.use_rslora} (scale {config.scale:g}) but LoRA layer '{name}' "
-                               f"has scale {m.scale:g}; load with inject=True into a model without LoRA")
+        if m.scale != config.scale_of(name):
+            raise AdapterError(f"{adapter_dir / ADAPTER_CONFIG}: lora_alpha={config.alpha_of(name):g}, "
+                               f"r={config.rank_of(name)}, use_rslora={config.use_rslora} (scale "
+                               f"{config.scale_of(name):g}) for '{name}' but that LoRA layer has scale "
+                               f"{m.scale:g}; load with inject=True into a model without LoRA")
         if uses_mica(config):
             m.lora_B.weight.requires_grad_(False)
     seen = set()
@@ -479,7 +566,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
             param = layer.base.weight if which == "base_layer" else getattr(layer, which).weight
             t = f.get_tensor(key)
             if tuple(t.shape) != tuple(param.shape):
-                why = "the model's own weight" if which == "base_layer" else f"r={config.r}"
+                why = "the model's own weight" if which == "base_layer" else f"r={config.rank_of(name)}"
                 raise AdapterError(f"{weights}: tensor '{key}' has shape {tuple(t.shape)}, expected "
                                    f"{tuple(param.shape)} ({why})")
             with torch.no_grad():

@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import minagent
-from minagent.lora import AdapterError, LoraConfig, inject_lora, load_adapter, save_adapter
+from minagent.lora import (AdapterError, LoraConfig, base_state_dict, inject_lora, load_adapter,
+                           lora_modules, merge_lora, save_adapter)
 
 peft = pytest.importorskip("peft")
 
@@ -128,3 +129,60 @@ def test_embedding_target_is_refused_naming_target_modules(hf_checkpoint, tmp_pa
     with pytest.raises(ValueError, match="selects the embedding layer 'model.embed_tokens'"):
         inject_lora(minagent.load_model(ckpt, dtype="float32"),
                     LoraConfig(r=2, alpha=4, target_modules=r"model\.(embed_tokens|layers\.0\.mlp\.up_proj)"))
+
+
+def _adapted(pm):
+    return sorted(n.removeprefix("base_model.model.") for n, m in pm.named_modules()
+                  if isinstance(m, peft.tuners.lora.Linear))
+
+
+T3 = ["q_proj", "v_proj", "down_proj"]
+SELECTIONS = {  # peft's per-module ranks/alphas and module selection; each used to be refused by name
+    "rank+alpha pattern": dict(target_modules=T3, rank_pattern={"v_proj": 2, r"layers\.1\.self_attn\.q_proj": 6},
+                               alpha_pattern={"down_proj": 3}),
+    "patterns, first key wins": dict(target_modules=T3, rank_pattern={r"layers\.1\..*_proj": 6, "v_proj": 2}),
+    "patterns+rslora": dict(target_modules=T3, use_rslora=True, rank_pattern={"down_proj": 2},
+                            alpha_pattern={r"layers\.0\.self_attn\.v_proj": 5}),
+    "layers_to_transform int": dict(target_modules=T3, layers_to_transform=1),
+    "layers_to_transform+pattern": dict(target_modules=T3, layers_to_transform=[0], layers_pattern=["h", "layers"]),
+    "full name ignores layers": dict(target_modules=["q_proj", "model.layers.1.mlp.down_proj"],
+                                     layers_to_transform=[0]),
+    "exclude list": dict(target_modules="all-linear", exclude_modules=["down_proj"]),
+    "exclude regex": dict(target_modules=T3, exclude_modules=r".*\.0\.self_attn\..*"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SELECTIONS))
+def test_peft_adapter_with_patterns_and_layer_selection_loads(hf_checkpoint, tmp_path, name):
+    """rank_pattern / alpha_pattern / layers_to_transform / layers_pattern / exclude_modules as peft applies them:
+    the same modules adapted, the same ranks (shapes), the same logits."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    adapter = _peft_adapter(ckpt, tmp_path / "a", **SELECTIONS[name])
+    oracle = _peft_load(ckpt, adapter).eval()
+    ours = minagent.load_model(ckpt, dtype="float32")
+    load_adapter(ours, adapter)
+    assert sorted(lora_modules(ours)) == _adapted(oracle)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_ids()), oracle(_ids()).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_our_adapter_with_patterns_loads_in_peft_and_merges_as_peft_does(hf_checkpoint, tmp_path):
+    """Saved by us with per-module ranks and alphas, a layer selection and an exclusion: peft adapts the same modules
+    and computes the same logits, and merge_lora gives merge_and_unload's weights."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    ours = minagent.load_model(ckpt, dtype="float32")
+    inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj", "up_proj"],
+                                 use_rslora=True, rank_pattern={"down_proj": 2, r"layers\.1\.self_attn\.q_proj": 6},
+                                 alpha_pattern={"v_proj": 3.0}, layers_to_transform=[1], layers_pattern="layers",
+                                 exclude_modules=["up_proj"]))
+    assert sorted(lora_modules(ours)) == ["model.layers.1.mlp.down_proj", "model.layers.1.self_attn.q_proj",
+                                          "model.layers.1.self_attn.v_proj"]
+    _randomize_lora(ours, 1)
+    save_adapter(ours, tmp_path / "a")
+    pm = _peft_load(ckpt, tmp_path / "a").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_ids()), pm(_ids()).logits, rtol=1e-5, atol=1e-5)
+    merge_lora(ours)
+    theirs = pm.merge_and_unload().state_dict()
+    for k, v in base_state_dict(ours).items():
+        torch.testing.assert_close(v, theirs[k], rtol=0, atol=1e-6, msg=k)
