@@ -476,11 +476,11 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in raw:
             raise AdapterError(f"{path}: missing field '{key}'")
-    targets = raw["target_modules"]
-    if isinstance(targets, str) and targets != "all-linear":
-        targets = targets  # a regex, as peft treats a string
-    elif not isinstance(targets, str):
-        targets = list(targets)
+    targets = raw["target_modules"]  # a string is a regex (or "all-linear"), as peft treats it
+    if not isinstance(targets, str):
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            raise AdapterError(f"{path}: target_modules={targets!r:.80} (expected a list of module names, a regex "
+                               "string or \"all-linear\")")
     patterns = {key: _read_pattern(raw, key, path) for key in ("rank_pattern", "alpha_pattern")}
     layers = raw.get("layers_to_transform")
     if not (layers is None or isinstance(layers, int) or

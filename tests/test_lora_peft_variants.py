@@ -186,3 +186,18 @@ def test_our_adapter_with_patterns_loads_in_peft_and_merges_as_peft_does(hf_chec
     theirs = pm.merge_and_unload().state_dict()
     for k, v in base_state_dict(ours).items():
         torch.testing.assert_close(v, theirs[k], rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("targets", [None, [], [3], {"q_proj": 1}])
+def test_adapter_config_with_bad_target_modules_names_the_field(hf_checkpoint, tmp_path, targets):
+    """target_modules that is not a list of names nor a string (peft itself would not have written these) used to
+    crash with a bare TypeError or 'match no linear layer' without naming the file."""
+    ckpt, _ = hf_checkpoint("llama-gqa")
+    ours = minagent.load_model(ckpt, dtype="float32")
+    inject_lora(ours, LoraConfig(r=2, alpha=4, target_modules=["q_proj"]))
+    save_adapter(ours, tmp_path / "a")
+    path = tmp_path / "a" / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "target_modules": targets}))
+    with pytest.raises(AdapterError, match=r"adapter_config.json: target_modules=.* \(expected a list of module "
+                                           r"names, a regex string or \"all-linear\"\)"):
+        load_adapter(minagent.load_model(ckpt, dtype="float32"), tmp_path / "a")
