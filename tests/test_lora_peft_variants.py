@@ -201,3 +201,18 @@ def test_adapter_config_with_bad_target_modules_names_the_field(hf_checkpoint, t
     with pytest.raises(AdapterError, match=r"adapter_config.json: target_modules=.* \(expected a list of module "
                                            r"names, a regex string or \"all-linear\"\)"):
         load_adapter(minagent.load_model(ckpt, dtype="float32"), tmp_path / "a")
+
+
+@pytest.mark.parametrize("extra", [dict(init_lora_weights=False), dict(init_lora_weights="gaussian"),
+                                   dict(init_lora_weights="orthogonal"), dict(lora_dropout=0.3),
+                                   dict(fan_in_fan_out=True)])
+def test_plain_lora_variants_load_with_peft_logits(hf_checkpoint, tmp_path, extra):
+    """Inits that leave W alone, dropout (off in eval, as in peft) and fan_in_fan_out (which peft turns off for
+    nn.Linear) all give plain LoRA: peft's logits."""
+    ckpt, _ = hf_checkpoint("llama-linear-tied-bias")
+    adapter = _peft_adapter(ckpt, tmp_path / "a", target_modules=["k_proj", "o_proj", "up_proj"], **extra)
+    ours = minagent.load_model(ckpt, dtype="float32")
+    load_adapter(ours, adapter)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_ids()), _peft_load(ckpt, adapter).eval()(_ids()).logits,
+                                   rtol=1e-5, atol=1e-5)
