@@ -343,8 +343,9 @@ def _mica_init(layer: LoRALinear):
     layer.lora_A.weight.zero_()
 
 
-def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
-    """Replace the targeted nn.Linear modules by LoRALinear, freeze everything else. Returns the names wrapped."""
+def inject_lora(model: nn.Module, config: LoraConfig, init_weights: bool = True) -> list[str]:
+    """Replace the targeted nn.Linear modules by LoRALinear, freeze everything else. Returns the names wrapped.
+    init_weights=False skips a costly initialisation (MiCA's SVD of every W) when the weights come from a file."""
     for p in model.parameters():
         p.requires_grad_(False)
     names = target_names(model, config.target_modules, config.layers_to_transform, config.layers_pattern,
@@ -355,7 +356,8 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
         layer = LoRALinear(getattr(parent, child), config.rank_of(name), config.alpha_of(name), config.dropout,
                            config.use_rslora)
         if uses_mica(config):
-            _mica_init(layer)
+            if init_weights:
+                _mica_init(layer)
             layer.lora_B.weight.requires_grad_(False)
         setattr(parent, child, layer.train(model.training))  # an eval-mode model must not get active dropout
     model.lora_config = config
@@ -541,7 +543,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
                                 "safe_serialization=True)")
     if inject:
         try:
-            inject_lora(model, config)
+            inject_lora(model, config, init_weights=False)  # (every A and B is read from the file below)
         except ValueError as e:  # targets that select nothing, or an embedding layer
             raise AdapterError(f"{adapter_dir / ADAPTER_CONFIG}: {e}") from None
     modules = lora_modules(model)
