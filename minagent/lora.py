@@ -293,9 +293,9 @@ def target_names(model: nn.Module, targets, layers_to_transform=None, layers_pat
     a list matches a module whose name equals an entry or ends with "." + entry (only in the blocks
     `layers_to_transform` lists, when given); a string is a regex that must match the whole name; "all-linear" is
     every linear layer except the output layer. Modules that `exclude_modules` matches (by the same name rules)
-    are left out. A target that selects an embedding layer is refused: peft would
-    give it an embedding LoRA (lora_embedding_A/B), which we do not have, so skipping it would train or load a
-    different adapter than the config says."""
+    are left out. A target that selects an embedding layer is refused: peft would give it an embedding LoRA
+    (lora_embedding_A/B), which we do not have, so skipping it would train or load another adapter than the
+    config says."""
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _inside_lora(n)
               and not (exclude_modules and _matches(n, exclude_modules))]
     if targets == "all-linear":

@@ -301,8 +301,8 @@ def _two_rows():
                                    dict(alora_invocation_tokens=[5, 6]), dict(layers_to_transform=0)])
 def test_peft_adapter_we_cannot_reproduce_is_refused(hf_checkpoint, tmp_path, extra):
     """PiSSA/OLoRA rewrite the base weights (W - BA) when peft builds the adapter, also on load; aLoRA only
-    applies the update after the invocation tokens; layers_to_transform=0 (an int, falsy) adapts layer 0 only.
-    Loading such an adapter must match peft or refuse naming the field (PiSSA/OLoRA/aLoRA used to load silently,
+    applies the update after the invocation tokens; layers_to_transform=0 (an int, falsy) adapts layer 0 only
+    (now loaded as peft does). Loading such an adapter must match peft or refuse naming the field (PiSSA/OLoRA/aLoRA used to load silently,
     logits 1.4-2.5 off peft's; layers_to_transform=0 was refused only for "no weights for" layer 1's adapters)."""
     ckpt, _ = hf_checkpoint("llama-gqa")
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
