@@ -10,11 +10,12 @@ def cand(code, thought="t"):
     return f"Thought: {thought}\nCode:\n```py\n{code}\n```"
 
 
-def vote(candidates, tools=None, setup="n = 0"):
+def vote(candidates, tools=None, setup="n = 0", choices=None):
     box = Sandbox(toolbox := ToolBox(tools or {}), timeout=3)
     box.start()
     box.run(setup)
-    step, result, stats = choose_step(ScriptedLLM(lambda messages, n, prefix: candidates), [], box, n=len(candidates))
+    step, result, stats = choose_step(ScriptedLLM(lambda messages, n, prefix: candidates), [], box, n=len(candidates),
+                                     choices=choices)
     after = box.run("print(n)").output.strip()  # how many times the committed cells incremented n
     box.close()
     return step, result, stats, after, toolbox
@@ -64,3 +65,15 @@ def test_the_extractor_passes_the_tools_own_parameter_names():
     wrapped = ContextExtractor(ScriptedLLM(["x"]), min_chars=10**6).wrap(search, "question?")
     assert wrapped(q="x", n=2) == "passage" and wrapped("y") == "passage" and seen == [("x", 2), ("y", 1)]
     assert inspect.signature(wrapped) == inspect.signature(search)
+
+
+def test_multiple_choice_final_answers_vote_by_the_letter_they_mean():
+    """Hand-checked: "B", "(B) 30 s" and "30 s" all mean option B of these choices, "A" means A: B wins 3 to 1
+    (as raw strings A and B were tied at 1 each with the others alone, and A, sampled first, won)."""
+    choices = {"A": "10 s", "B": "30 s", "C": "60 s", "D": "90 s"}
+    candidates = [cand("final_answer('A')", "a"), cand("final_answer('B')", "b"),
+                  cand("final_answer('(B) 30 s')", "c"), cand("final_answer('30 s')", "d")]
+    step, result, stats, n, toolbox = vote(candidates, choices=choices)
+    assert step.thought == "b" and result.final == "B" and stats.group_sizes == [3, 1]
+    step, result, stats, n, toolbox = vote(candidates)  # open question: the raw answers, four groups
+    assert step.thought == "a" and stats.group_sizes == [1, 1, 1, 1]

@@ -147,7 +147,7 @@ class Agent:
                 first = prefix if i == 0 else ""
                 if cfg.sag > 1:
                     step, result, _ = choose_step(self.llm, messages, box, cfg.sag, cfg.sag_temperature,
-                                                  cfg.sag_top_p, cfg.max_tokens, first, cfg.seed)
+                                                  cfg.sag_top_p, cfg.max_tokens, first, cfg.seed, res.choices)
                 else:
                     text = self.llm.complete(messages, stop=STOP_STRINGS, temperature=cfg.temperature,
                                              top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,

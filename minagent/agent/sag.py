@@ -2,7 +2,8 @@
 
 Candidates that fail to parse or whose code raises are dropped; the rest are grouped by what executing them
 produced (printed output, trailing value, final answer) and one step of the largest group wins (ties: the
-group whose first member was sampled first). Unlike the reference, which runs every candidate on the shared
+group whose first member was sampled first). On a multiple-choice question final answers are grouped by the
+letter they mean, so final_answer("B") and final_answer("(B) 30 s") vote together. Unlike the reference, which runs every candidate on the shared
 live state and then re-executes the winner:
   - each candidate runs in its own fork of the sandbox state and its own copy of the working directory, so
     candidates cannot see each other's variables or files;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .multiple_choice import to_letter
 from .parsing import STOP_STRINGS, Step, parse_step
 from .sandbox import ExecResult, Sandbox
 
@@ -27,17 +29,19 @@ class SAGStats:
     group_sizes: list = field(default_factory=list)
 
 
-def outcome_key(r: ExecResult):
+def outcome_key(r: ExecResult, choices: dict | None = None):
     if r.called_final:
-        return ("final", str(r.final).strip())
+        letter = to_letter(r.final, choices) if choices else None
+        return ("final", letter) if letter else ("final", str(r.final).strip())
     return ("output", r.output.strip(), (r.value or "").strip())
 
 
 def choose_step(llm, messages, box: Sandbox, n: int = 8, temperature: float = 0.4, top_p: float = 0.8,
-                max_tokens: int = 512, prefix: str = "", seed: int | None = None
+                max_tokens: int = 512, prefix: str = "", seed: int | None = None, choices: dict | None = None
                 ) -> tuple[Step, ExecResult | None, SAGStats]:
     """(the chosen step, its execution result — already committed to the sandbox —, stats).
-    If no candidate parses, the first candidate's parse failure is returned with result None."""
+    If no candidate parses, the first candidate's parse failure is returned with result None.
+    choices: the question's options, when it has them (final answers then vote by letter)."""
     texts = llm.complete(messages, stop=STOP_STRINGS, n=n, temperature=temperature, top_p=top_p,
                          max_tokens=max_tokens, seed=seed, prefix=prefix)
     stats = SAGStats(sampled=len(texts))
@@ -52,7 +56,7 @@ def choose_step(llm, messages, box: Sandbox, n: int = 8, temperature: float = 0.
     if ok:
         groups: dict = {}
         for s, r in ok:
-            groups.setdefault(outcome_key(r), []).append((s, r))
+            groups.setdefault(outcome_key(r, choices), []).append((s, r))
         stats.group_sizes = sorted((len(g) for g in groups.values()), reverse=True)
         best = max(groups.values(), key=len)  # max() keeps the first of equal sizes: dicts keep insertion order
         step, result = best[0]
