@@ -22,9 +22,13 @@ _HEAD_TAGS = {"title", "meta", "link", "style", "script", "base", "noscript", "t
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 
 
-# comments, doctype/CDATA/processing instructions, or a tag; group 1 = "/" for end tags, 2 = name, 3 = "/" if <x/>
+# A comment, a doctype/CDATA/processing instruction, or a tag (group "end" = "/" for end tags, "name", "empty" =
+# "/" for <x/>). Inside a tag a quote opens a quoted value only right after "=" (HTML5): elsewhere it is part of a
+# name or an unquoted value, as in <a title=don't href=x>, where reading "'" as an opening quote ran the tag on
+# past its ">" and left the tag in the text.
 _TAG = re.compile(r"<!--.*?(?:-->|$)|<![^>]*>|<\?[^>]*>"
-                  r"|<(/?)([a-zA-Z][a-zA-Z0-9-]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>", re.S)
+                  r"|<(?P<end>/?)(?P<name>[a-zA-Z][a-zA-Z0-9-]*)"
+                  r"(?:[^>=]|=[ \t\n\r\f]*(?:\"[^\"]*\"|'[^']*'|))*?(?P<empty>/?)>", re.S)
 
 
 class _TextExtractor:
@@ -161,13 +165,13 @@ class _TextExtractor:
             if m.start() > pos:
                 self.handle_data(html.unescape(source[pos:m.start()]))
             pos = m.end()
-            name = m.group(2)
+            name = m.group("name")
             if name is None:
                 continue                       # comment, doctype, processing instruction
             name = name.lower()
-            if m.group(1):
+            if m.group("end"):
                 self.handle_endtag(name)
-            elif m.group(3):
+            elif m.group("empty"):
                 self.handle_startendtag(name, None)
             else:
                 self.handle_starttag(name, None)
