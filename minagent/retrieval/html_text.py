@@ -41,6 +41,7 @@ class _TextExtractor:
         self._in_head = False
         self._in_title = False
         self._pre_depth = 0
+        self._pre_opened = False   # just after <pre>: a newline there is not part of the text (HTML5)
         self._heading = None     # (level, start offset, pieces) while inside <hN>
         self._cell_in_row = 0
 
@@ -57,6 +58,14 @@ class _TextExtractor:
             if p:
                 return p[-1]
         return "\n"
+
+    def _line_break(self):
+        """<br>: inside <pre> a newline of its own (the text's newlines are kept as they are, so a <br> after one
+        is a second one, an empty line); elsewhere the end of the current line."""
+        if self._pre_depth:
+            self._emit("\n")
+        else:
+            self._newline()
 
     def _newline(self, blank=False):
         """End the current line (and leave an empty line after it when `blank`)."""
@@ -78,6 +87,7 @@ class _TextExtractor:
 
     # -- parser callbacks -----------------------------------------------------------------------------------
     def handle_starttag(self, tag, attrs):
+        self._pre_opened = False
         if tag == "head":
             self._in_head = True
             return
@@ -97,6 +107,9 @@ class _TextExtractor:
         elif tag == "pre":
             self._newline(blank=True)
             self._pre_depth += 1
+            self._pre_opened = True
+        elif tag == "br":
+            self._line_break()
         elif tag == "tr":
             self._newline()
             self._cell_in_row = 0
@@ -110,10 +123,14 @@ class _TextExtractor:
             self._newline()
 
     def handle_startendtag(self, tag, attrs):
-        if tag in ("br", "hr") and not self._skip_depth:
+        self._pre_opened = False
+        if tag == "br" and not self._skip_depth:
+            self._line_break()
+        elif tag == "hr" and not self._skip_depth:
             self._newline()
 
     def handle_endtag(self, tag):
+        self._pre_opened = False
         if tag == "head":
             self._in_head = False
             return
@@ -135,6 +152,8 @@ class _TextExtractor:
         elif tag == "pre":
             self._pre_depth = max(0, self._pre_depth - 1)
             self._newline(blank=True)
+        elif tag == "br":                       # </br> is read as <br> (HTML5)
+            self._line_break()
         elif tag in ("p", "table", "ul", "ol", "dl", "blockquote"):
             self._newline(blank=True)
         elif tag in _BLOCK_TAGS:
@@ -149,7 +168,11 @@ class _TextExtractor:
         if self._skip_depth or self._in_head or not data:
             return
         if self._pre_depth:
-            self._emit(data.replace("\r\n", "\n").replace("\r", "\n"))
+            data = data.replace("\r\n", "\n").replace("\r", "\n")
+            if self._pre_opened and data.startswith("\n"):
+                data = data[1:]
+            self._pre_opened = False
+            self._emit(data)
             return
         text = _SPACES.sub(" ", data)
         if text.startswith(" ") and self._last_char() in " \n":
