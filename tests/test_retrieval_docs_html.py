@@ -97,3 +97,21 @@ def test_br_inside_pre_is_a_newline_of_its_own(body):
     pre = _oracle_pre_text(page)
     assert pre[0] != "\n" and pre[-1] != "\n"      # (so the blank lines around it are exactly two newlines)
     assert html_to_text(page)[1] == f"Intro.\n\n{pre}\n\nAfter.\n\n"
+
+
+@pytest.mark.parametrize("section", [
+    "<![CDATA[ hidden <b> text ]]>",         # a ">" inside: the section ends at "]]>", not there
+    "<![CDATA[a &amp; b <h2>not a heading</h2>]]>",   # literal: no entities, no tags
+    "<![CDATA[]]>",
+    "<![CDATA[x > y ]] z]]>",
+])
+def test_cdata_section_is_literal_text(section):
+    page = f"<p>Start {section} end.</p><h2>Next</h2><p>Done.</p>"
+    title, text, heads = html_to_text(page)
+    assert our_words(page) == oracle_words(page)
+    assert "]]>" not in text and "CDATA" not in text
+    assert [(lvl, t) for lvl, t, _ in heads] == [(2, "Next")]
+
+
+def test_unclosed_cdata_section_runs_to_the_end_of_the_page():
+    assert our_words("<p>a <![CDATA[b <i>c</i>\n") == "a b <i>c</i>"   # (hand-checked)

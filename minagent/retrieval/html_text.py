@@ -22,11 +22,12 @@ _HEAD_TAGS = {"title", "meta", "link", "style", "script", "base", "noscript", "t
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 
 
-# A comment, a doctype/CDATA/processing instruction, or a tag (group "end" = "/" for end tags, "name", "empty" =
-# "/" for <x/>). Inside a tag a quote opens a quoted value only right after "=" (HTML5): elsewhere it is part of a
+# A comment, a CDATA section (group "cdata": its text, taken literally, as XHTML pages and HTML5's <svg>/<math>
+# content mean it; html.parser reports it whole as a declaration), a doctype or processing instruction, or a tag
+# (group "end" = "/" for end tags, "name", "empty" = "/" for <x/>). Inside a tag a quote opens a quoted value only right after "=" (HTML5): elsewhere it is part of a
 # name or an unquoted value, as in <a title=don't href=x>, where reading "'" as an opening quote ran the tag on
 # past its ">" and left the tag in the text.
-_TAG = re.compile(r"<!--.*?(?:-->|$)|<![^>]*>|<\?[^>]*>"
+_TAG = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[(?P<cdata>.*?)(?:\]\]>|\Z)|<![^>]*>|<\?[^>]*>"
                   r"|<(?P<end>/?)(?P<name>[a-zA-Z][a-zA-Z0-9-]*)"
                   r"(?:[^>=]|=[ \t\n\r\f]*(?:\"[^\"]*\"|'[^']*'|))*?(?P<empty>/?)>", re.S)
 
@@ -188,6 +189,9 @@ class _TextExtractor:
             if m.start() > pos:
                 self.handle_data(html.unescape(source[pos:m.start()]))
             pos = m.end()
+            if m.group("cdata") is not None:  # (before: "<![CDATA[ a <b" read as a declaration, "]]>" as text)
+                self.handle_data(m.group("cdata"))
+                continue
             name = m.group("name")
             if name is None:
                 continue                       # comment, doctype, processing instruction
