@@ -116,14 +116,15 @@ def chunk_document(doc, max_chars=1200, overlap=200):
 
 
 def chunk_corpus(corpus_dir, max_chars=1200, overlap=200, extensions=None, progress=True, on_bad_file="fail",
-                 log=print):
+                 log=print, prefer=()):
     """Read and chunk every supported file under corpus_dir. Returns (passages, number of files read).
     on_bad_file: a file that is not UTF-8 stops the build ("fail", the error names it and its line) or is
-    reported and left out ("skip": a corpus of mixed encodings still indexes what it can)."""
+    reported and left out ("skip": a corpus of mixed encodings still indexes what it can).
+    prefer: sources read in place of the page's preferred format (documents.list_corpus_files)."""
     if on_bad_file not in ("fail", "skip"):
         raise ValueError(f"on_bad_file must be 'fail' or 'skip', got {on_bad_file!r}")
     kwargs = {} if extensions is None else {"extensions": extensions}
-    files = list_corpus_files(corpus_dir, **kwargs)
+    files = list_corpus_files(corpus_dir, prefer=prefer, **kwargs)
     passages, read = [], 0
     for path, source in tqdm(files, desc="chunking", unit="file", disable=not progress):
         try:

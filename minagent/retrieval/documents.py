@@ -120,8 +120,16 @@ def read_document(path, source):
     return Document(source, title, raw, headings)
 
 
-def list_corpus_files(corpus_dir, extensions=TEXT_EXTENSIONS, dedupe_formats=True):
-    """All supported files under corpus_dir (sorted, hidden files skipped) as (abs path, relative source)."""
+def page_of(source):
+    """The page a file renders: its path less the extension (git-rebase.txt and git-rebase.html are one page)."""
+    return os.path.splitext(source)[0]
+
+
+def list_corpus_files(corpus_dir, extensions=TEXT_EXTENSIONS, dedupe_formats=True, prefer=()):
+    """All supported files under corpus_dir (sorted, hidden files skipped) as (abs path, relative source).
+
+    dedupe_formats: one file per page, the first format of FORMAT_PREFERENCE, unless `prefer` (sources, e.g. the
+    ones an index already holds) names another of the page's files that is present: that one is kept instead."""
     if not os.path.isdir(corpus_dir):
         raise FileNotFoundError(f"corpus directory {corpus_dir!r} does not exist or is not a directory")
     exts = tuple(e.lower() for e in extensions)
@@ -136,9 +144,11 @@ def list_corpus_files(corpus_dir, extensions=TEXT_EXTENSIONS, dedupe_formats=Tru
             found[source] = path
     if dedupe_formats:
         best = {}
+        prefer = set(prefer)
         for source in found:
-            stem, ext = os.path.splitext(source)
+            stem, ext = page_of(source), os.path.splitext(source)[1]
             rank = FORMAT_PREFERENCE.index(ext.lower()) if ext.lower() in FORMAT_PREFERENCE else 99
+            rank = -1 if source in prefer else rank
             if stem not in best or rank < best[stem][0]:
                 best[stem] = (rank, source)
         keep = {source for _, source in best.values()}

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .analyzer import Analyzer, TermIds
 from .bm25 import BM25Index
 from .chunker import Passage, chunk_corpus
+from .documents import list_corpus_files, page_of
 from .errors import EmptyCorpusError, EmptyQueryError, IndexFormatError, RetrievalError
 from .fusion import reciprocal_rank_fusion, weighted_fusion
 from .store import is_index_dir, load_array, load_json, read_manifest, write_index
@@ -292,6 +293,9 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
     win: new files are chunked as its files were (a max_chars or overlap given that differs is an error), and
     its BM25 variant, parameters and encoder are kept. Appended passages come after the old ones, so among
     passages of equal score the order can differ from a fresh build's (ties go to the lower passage number).
+    A page is indexed once, as in a fresh build (documents.FORMAT_PREFERENCE): a file of a page the index holds
+    in another format (a.html when it holds a.md) is not appended; the summary's "same_page_files" names those
+    a fresh build would index instead, and the index's own file (a.md) is compared with its current text.
     Re-running on an existing dense index reuses the stored embeddings of unchanged passages.
     Returns a summary dict (passages, files, terms, dense, seconds).
     """
@@ -322,11 +326,15 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
                                      f"(got {given!r}; rebuild without --append to change it)")
     else:
         chunking.update({k: v for k, v in (("max_chars", max_chars), ("overlap", overlap)) if v is not None})
+    known = {p.source for p in old.passages} if append else set()
     passages, n_files = chunk_corpus(corpus_dir, chunking["max_chars"], chunking["overlap"], progress=progress,
-                                     on_bad_file=on_bad_file)
+                                     on_bad_file=on_bad_file, prefer=known)
     if append:
-        known = {p.source for p in old.passages}
-        new = [p for p in passages if p.source not in known]
+        held_as = {page_of(src): src for src in known}     # page -> the file the index holds it as
+        new = [p for p in passages if page_of(p.source) not in held_as]
+        same_page = sorted(f"{src} (the index holds this page as {held_as[page_of(src)]})"
+                           for _, src in list_corpus_files(corpus_dir)
+                           if src not in known and page_of(src) in held_as)
         # files the index holds whose text changed (or that are gone): append keeps their old passages, so say so
         texts_then, texts_now = {}, {}
         for group, ps in ((texts_then, old.passages), (texts_now, passages)):
@@ -341,6 +349,11 @@ def build_index(corpus_dir, out_dir, dense=False, append=False, encoder_dir=None
         extra = {"stale_files": stale[:20] + ([f"... {len(stale) - 20} more"] if len(stale) > 20 else []),
                  "note": "files changed or removed since indexing keep their old passages; rebuild without "
                          "--append to refresh them"} if stale else {}
+        if same_page:
+            extra.update(same_page_files=same_page[:20] + ([f"... {len(same_page) - 20} more"]
+                                                           if len(same_page) > 20 else []),
+                         same_page_note="a page is indexed once: these files were not appended; rebuild without "
+                                        "--append to index each page in its preferred format")
     else:
         encoder = None
         if dense:
