@@ -13,15 +13,19 @@ from minagent.retrieval.html_text import html_to_text
 
 class _OracleText(HTMLParser):
     """html.parser's view of a page: its data outside script/style, each tag a break; CDATA sections' contents
-    (reported by html.parser as unknown_decl("CDATA[...")) are kept as text; <br> inside <pre> is a newline."""
+    (reported by html.parser as unknown_decl("CDATA[...")) are kept as text; <br> inside <pre> is a newline;
+    headings are (level, text with white space collapsed)."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.parts, self.raw, self.pre, self.in_pre = [], 0, [], 0   # pre: the text of each <pre>
+        self.headings, self._heading = [], None
 
     def handle_starttag(self, tag, attrs):
         self.raw += tag in ("script", "style")
         self.parts.append("\n")
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self._heading = (int(tag[1]), [])
         if tag == "pre":
             self.pre.append([])
             self.in_pre += 1
@@ -36,12 +40,17 @@ class _OracleText(HTMLParser):
         self.raw -= tag in ("script", "style")
         self.in_pre -= tag == "pre"
         self.parts.append("\n")
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6") and self._heading:
+            self.headings.append((self._heading[0], " ".join("".join(self._heading[1]).split())))
+            self._heading = None
 
     def handle_data(self, data):
         if not self.raw:
             self.parts.append(data)
             if self.in_pre:
                 self.pre[-1].append(data)
+            if self._heading:
+                self._heading[1].append(data)
 
     def unknown_decl(self, data):
         if data.startswith("CDATA[") and not self.raw:
@@ -115,3 +124,18 @@ def test_cdata_section_is_literal_text(section):
 
 def test_unclosed_cdata_section_runs_to_the_end_of_the_page():
     assert our_words("<p>a <![CDATA[b <i>c</i>\n") == "a b <i>c</i>"   # (hand-checked)
+
+
+@pytest.mark.parametrize("page", [
+    "<h2 id=intro/>Intro</h2><p>Body.</p>",                      # an unquoted "intro/": not <h2/>
+    "<p>See <a href=/docs/>the docs</a> here.</p><h3 class=x/>Next</h3><p>More.</p>",
+    "<script src=/js/>var hidden = 1;</script><p>Shown.</p>",   # still a script: its text is not the page's
+    "<pre class=code/>a  b\n  c</pre>",
+])
+def test_an_unquoted_value_ending_in_a_slash_does_not_make_the_tag_self_closing(page):
+    title, text, heads = html_to_text(page)
+    parsed = oracle(page)
+    assert our_words(page) == oracle_words(page)
+    assert [(lvl, t) for lvl, t, _ in heads] == parsed.headings
+    if parsed.pre:
+        assert "".join(parsed.pre[0]) in text
