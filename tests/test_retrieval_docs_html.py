@@ -139,3 +139,8 @@ def test_an_unquoted_value_ending_in_a_slash_does_not_make_the_tag_self_closing(
     assert [(lvl, t) for lvl, t, _ in heads] == parsed.headings
     if parsed.pre:
         assert "".join(parsed.pre[0]) in text
+
+
+@pytest.mark.parametrize("page", ["<p>Keep </ p> this.</p>", "<p>Keep </>this.</p>", "<p>Keep </ 3 x> this.</p>"])
+def test_end_tag_open_without_a_letter_is_a_bogus_comment(page):
+    assert our_words(page) == oracle_words(page) == "Keep this."

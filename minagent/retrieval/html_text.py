@@ -27,8 +27,9 @@ _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 # (group "end" = "/" for end tags, "name", "empty" = "/" for <x/>). Inside a tag a quote opens a quoted value only
 # right after "=" (HTML5): elsewhere it is part of a name or an unquoted value, as in <a title=don't href=x>,
 # where reading "'" as an opening quote ran the tag on past its ">" and left the tag in the text. An unquoted
-# value runs to white space or ">", so <h2 id=a/> is a start tag whose id is "a/", not an empty <h2/>.
-_TAG = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[(?P<cdata>.*?)(?:\]\]>|\Z)|<![^>]*>|<\?[^>]*>"
+# value runs to white space or ">", so <h2 id=a/> is a start tag whose id is "a/", not an empty <h2/>. "</"
+# not followed by a letter ("</ p>", "</>") is a bogus comment, dropped up to its ">".
+_TAG = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[(?P<cdata>.*?)(?:\]\]>|\Z)|<![^>]*>|<\?[^>]*>|</(?![a-zA-Z])[^>]*>"
                   r"|<(?P<end>/?)(?P<name>[a-zA-Z][a-zA-Z0-9-]*)"
                   r"(?:[^>=]|=[ \t\n\r\f]*(?:\"[^\"]*\"|'[^']*'|[^ \t\n\r\f>]*))*?(?P<empty>/?)>", re.S)
 
