@@ -47,11 +47,11 @@ def _section_spans(doc):
         stack.append((level, title))
         prev_start = offset
         prev_path = " > ".join(t for _, t in stack)
-        prev_body = _after_heading(doc.text, offset)
+        prev_body = _after_heading(doc.text, offset, doc.source.lower().endswith((".md", ".markdown")))
     yield prev_start, len(doc.text), prev_path, prev_body
 
 
-def _after_heading(text, offset):
+def _after_heading(text, offset, markdown=False):
     """Offset just past the heading line at `offset` (and its ===/--- underline, if it has one). Markdown's
     setext underlines of = or - may be any length ("Title\n="), AsciiDoc's (also ~ ^ +) are 3 or more long:
     documents.find_text_headings takes both as headings, so both are skipped here as part of the heading."""
@@ -62,7 +62,27 @@ def _after_heading(text, offset):
     under = text[end + 1: len(text) if nxt < 0 else nxt].rstrip()
     if under and under[0] in ("=-" if len(under) < 3 else "=-~^+") and not under.strip(under[0]):
         return len(text) if nxt < 0 else nxt + 1
+    if markdown and not text[offset:end].lstrip(" ").startswith("#"):
+        return _after_setext_paragraph(text, end + 1)
     return end + 1
+
+
+def _after_setext_paragraph(text, pos):
+    """Markdown: a setext heading's title may span lines (find_text_headings joins them); the heading ends at
+    its underline, the first line of = or - before a blank line. Without one, at `pos`."""
+    start = pos
+    while pos < len(text):
+        nxt = text.find("\n", pos)
+        line = text[pos:len(text) if nxt < 0 else nxt]
+        if not line.strip():
+            break
+        s = line.strip()
+        if s[0] in "=-" and not s.strip(s[0]) and len(line) - len(line.lstrip(" ")) <= 3:
+            return len(text) if nxt < 0 else nxt + 1
+        if nxt < 0:
+            break
+        pos = nxt + 1
+    return start
 
 
 def _best_cut(text, start, limit):

@@ -44,63 +44,198 @@ def read_utf8(path):
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-# Markdown (CommonMark): an optional closing run of # only after a space ("# C#" is the heading "C#")
-_ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+# Markdown (CommonMark): up to 3 spaces before the #s; an optional closing run of # only after a space ("# C#" is
+# the heading "C#"); the title may be empty ("##", "## ##": a heading, but no section of its own)
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))??(?:(?:^|[ \t]+)#+)?[ \t]*$")
 _ASCIIDOC_ONE_LINE = re.compile(r"^(={1,6})[ \t]+(\S.*?)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _UNDERLINE_LEVEL = {"=": 1, "-": 2, "~": 3, "^": 4, "+": 5}
-_OTHER_BLOCK = re.compile(r"^ {0,3}(\d{1,9}[.)](\s|$)|[-+*](\s|$)|>|<|#)")  # Markdown blocks a setext title is not
+_CONTAINER = re.compile(r"^ {0,3}(?:(\d{1,9})[.)]|[-+*])(?:[ \t]|$)|^ {0,3}>")  # a list item or a block quote
+_THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 
 
-def _underline_level(title_line, line, markdown=False):
-    """Level of a setext/AsciiDoc title underline (`line` under `title_line`), or None. Markdown's setext
-    underlines are = or - of any length; AsciiDoc's five characters need 3 or more and about the title's length."""
+def _underline_level(title_line, line):
+    """Level of an AsciiDoc title underline (`line` under `title_line`), or None: one of five characters, 3 or
+    more of them, about the title's length (Markdown's setext underlines: _setext_underline)."""
     s = line.rstrip()
-    if not s or s[0] not in ("=-" if markdown else _UNDERLINE_LEVEL) or s.strip(s[0]):
+    if not s or s[0] not in _UNDERLINE_LEVEL or s.strip(s[0]):
         return None
     title = title_line.strip()
     if not title or title[0] in "=-~^+|`*" or title_line[:1].isspace():
         return None
-    if markdown and _OTHER_BLOCK.match(title_line):  # a list item, quote, HTML or ATX line is not a setext title
+    if len(s) < 3 or abs(len(s) - len(title_line.rstrip())) > 3:
         return None
-    if not markdown and (len(s) < 3 or abs(len(s) - len(title_line.rstrip())) > 3):
+    return _UNDERLINE_LEVEL[s[0]]
+
+
+def _indent(line):
+    return len(line) - len(line.lstrip(" "))
+
+
+def _setext_underline(line):
+    """CommonMark: the level of a setext underline (= or - of any length, up to 3 spaces before it), or None."""
+    s = line.strip()
+    if not s or s[0] not in "=-" or s.strip(s[0]) or _indent(line) > 3 or line.lstrip(" ")[:1] == "\t":
         return None
     return _UNDERLINE_LEVEL[s[0]]
 
 
 def find_text_headings(text, markdown):
-    """Headings in plain text / Markdown / AsciiDoc: a list of (level, title, offset of the title line)."""
-    headings = []
+    """Headings in plain text / Markdown / AsciiDoc: a list of (level, title, offset of the title line; for a
+    Markdown setext heading whose paragraph spans lines, the first one, the title being its lines joined)."""
     lines = text.split("\n")
     offsets, pos = [], 0
     for line in lines:
         offsets.append(pos)
         pos += len(line) + 1
-    fence = None  # the open code fence's character and length: only a run of the same, as long, closes it
+    if markdown:
+        return _markdown_headings(lines, offsets)
+    headings = []
     prev_blank = True
     for i, line in enumerate(lines):
-        m = _FENCE.match(line) if markdown else None
-        if m:
-            run = m.group(1)
-            if fence is None and not (run[0] == "`" and "`" in m.group(2)):  # (backticks in a ``` info string:
-                fence = (run[0], len(run))                                   #  inline code, not a fence)
-                prev_blank = False
-                continue
-            if fence is not None and run[0] == fence[0] and len(run) >= fence[1] and not m.group(2).strip():
-                fence = None
-                prev_blank = False
-                continue
-        if fence is not None:
-            prev_blank = False
-            continue
-        m = _ATX.match(line) if markdown else _ASCIIDOC_ONE_LINE.match(line)
-        if m and (markdown or prev_blank):
+        m = _ASCIIDOC_ONE_LINE.match(line)
+        if m and prev_blank:
             headings.append((len(m.group(1)), m.group(2).strip(), offsets[i]))
         elif i + 1 < len(lines) and lines[i].strip():
-            level = _underline_level(line, lines[i + 1], markdown)
+            level = _underline_level(line, lines[i + 1])
             if level is not None and (prev_blank or i == 0):
                 headings.append((level, line.strip(), offsets[i]))
         prev_blank = not line.strip()
+    return headings
+
+
+# CommonMark's HTML blocks: kinds 1-5 end at the line holding their end mark, 6 and 7 at a blank line; 7 (any
+# other tag alone on its line) cannot interrupt a paragraph. A "# ..." line inside one is HTML, not a heading.
+_HTML_BLOCK_MARKED = (
+    (re.compile(r"^ {0,3}<(?:script|pre|style|textarea)(?:[ \t>]|$)", re.I),
+     re.compile(r"</(?:script|pre|style|textarea)>", re.I)),
+    (re.compile(r"^ {0,3}<!--"), re.compile(r"-->")),
+    (re.compile(r"^ {0,3}<\?"), re.compile(r"\?>")),
+    (re.compile(r"^ {0,3}<![a-zA-Z]"), re.compile(r">")),
+    (re.compile(r"^ {0,3}<!\[CDATA\["), re.compile(r"\]\]>")),
+)
+_HTML_BLOCK_NAMES = (
+    "address|article|aside|base|basefont|blockquote|body|caption|center|col|colgroup|dd|details|dialog|dir|div|dl|"
+    "dt|fieldset|figcaption|figure|footer|form|frame|frameset|h[1-6]|head|header|hr|html|iframe|legend|li|link|"
+    "main|menu|menuitem|nav|noframes|ol|optgroup|option|p|param|search|section|summary|table|tbody|td|tfoot|th|"
+    "thead|title|tr|track|ul")
+_HTML_BLOCK_TAG = re.compile(rf"^ {{0,3}}</?(?:{_HTML_BLOCK_NAMES})(?:[ \t]|/?>|$)", re.I)
+_HTML_TAG_ALONE = re.compile(
+    r"^ {0,3}(?:<[a-zA-Z][a-zA-Z0-9-]*(?:[ \t]+[a-zA-Z_:][a-zA-Z0-9_.:-]*"
+    r"(?:[ \t]*=[ \t]*(?:[^ \t\"'=<>`]+|'[^']*'|\"[^\"]*\"))?)*[ \t]*/?>|</[a-zA-Z][a-zA-Z0-9-]*[ \t]*>)[ \t]*$")
+
+
+def _html_block_end(line, in_paragraph):
+    """If `line` opens a CommonMark HTML block: the end mark (a regex) or "blank"; else None."""
+    for opener, end in _HTML_BLOCK_MARKED:
+        if opener.match(line):
+            return end
+    if _HTML_BLOCK_TAG.match(line) or (not in_paragraph and _HTML_TAG_ALONE.match(line)):
+        return "blank"
+    return None
+
+
+def _container_start(line, paragraph):
+    """For a list item or block quote line: (what follows it, the column its content starts at for a list item).
+    What follows: "container" (its text, which an underline does not make a heading) or None (an empty list
+    item: nothing open). (False, None) for any other line, and for the lines that continue a paragraph: inside
+    one only a quote, a bullet or an item numbered 1 with text start a container (CommonMark)."""
+    m = _CONTAINER.match(line)
+    if m is None:
+        return False, None
+    if line.lstrip(" ").startswith(">"):                  # a quote's heading or rule leaves no text to continue
+        inner = line.lstrip(" ")[1:]
+        return (None if not inner.strip() or _ATX.match(inner) or _THEMATIC_BREAK.match(inner) else "container"), None
+    rest = line[m.end():]
+    if isinstance(paragraph, int) and not (rest.strip() and (m.group(1) is None or int(m.group(1)) == 1)):
+        return False, None
+    inner = _CONTAINER.match(rest.strip())            # "- -", "+ 1.": an item holding an empty item holds no text
+    has_text = bool(rest.strip()) and not (inner and not inner.group(0).startswith(">")
+                                           and not rest.strip()[inner.end():].strip())
+    has_text = has_text and _inside_item(rest.strip(), None) == "container"   # ("* ---", "- # x": no text)
+    content = m.end() + (_indent(rest) if rest.strip() and _indent(rest) < 4 else 0)
+    return ("container" if has_text else None), content
+
+
+def _inside_item(content, paragraph):
+    """What a line of a list item's content leaves open: its text ("container"), nothing (a heading or rule: no
+    lazy line can follow), or a code fence (its character and length)."""
+    m = _FENCE.match(content)
+    if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+        return (m.group(1)[0], len(m.group(1)))
+    if _ATX.match(content) or _THEMATIC_BREAK.match(content) or (paragraph and _setext_underline(content)):
+        return None
+    return "container"
+
+
+def _markdown_headings(lines, offsets):
+    """ATX and setext headings of a CommonMark document, outside code fences, indented code and HTML blocks
+    (headings inside lists and block quotes are not sections of the page and are left out)."""
+    headings = []
+    fence = None       # the open code fence's character and length: only a run of the same, as long, closes it
+    html_end = None    # the open HTML block's end: a regex, or "blank"
+    paragraph = None   # the line where the open paragraph started; "container" for a list item's or quote's text
+    list_indent = None  # the content column of the open list item: lines indented as far belong to it
+    empty_item = False  # the line before was an empty list item, which a blank line ends
+    for i, line in enumerate(lines):
+        blank = not line.strip()
+        if fence is not None:
+            m = _FENCE.match(line)
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1] and not m.group(2).strip():
+                fence = None
+            continue
+        if html_end is not None:
+            if (blank if html_end == "blank" else html_end.search(line)):
+                html_end = None
+            continue
+        if blank:
+            list_indent = None if empty_item else list_indent
+            paragraph, empty_item = None, False
+            continue
+        empty_item = False
+        if list_indent is not None and _indent(line.expandtabs(4)) >= list_indent:
+            paragraph = _inside_item(line.expandtabs(4)[list_indent:], paragraph)   # (not a section's heading)
+            if isinstance(paragraph, tuple):
+                fence, paragraph = paragraph, None
+            continue
+        lazy_indent = list_indent if paragraph == "container" else None   # kept if the line is a lazy one
+        list_indent = None
+        m = _FENCE.match(line)
+        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):   # (backticks in a ``` info string: inline
+            fence, paragraph = (m.group(1)[0], len(m.group(1))), None  #  code, not a fence)
+            continue
+        end = _html_block_end(line, paragraph is not None)
+        if end is not None:
+            paragraph = None
+            if end == "blank" or not end.search(line):
+                html_end = end
+            continue
+        m = _ATX.match(line)
+        if m:
+            if m.group(2):
+                headings.append((len(m.group(1)), m.group(2).strip(), offsets[i]))
+            paragraph = None
+            continue
+        if paragraph is None and _indent(line.expandtabs(4)) >= 4:
+            continue                                             # indented code
+        level = _setext_underline(line) if isinstance(paragraph, int) else None
+        if level is not None:
+            title = " ".join(lines[j].strip() for j in range(paragraph, i))
+            headings.append((level, title, offsets[paragraph]))
+            paragraph = None
+            continue
+        container, content = _container_start(line, paragraph)
+        if _THEMATIC_BREAK.match(line):
+            paragraph = None
+        elif container is not False:
+            paragraph, list_indent = container, content
+            empty_item = content is not None and not line[content:].strip()
+            if content is not None and isinstance(_inside_item(line[content:], None), tuple):
+                fence = _inside_item(line[content:], None)       # "- ```": a code fence opens in the item
+        elif paragraph is None:
+            paragraph = i
+        elif lazy_indent is not None:                            # a lazy continuation of the list item's text
+            list_indent = lazy_indent
     return headings
 
 
