@@ -4,6 +4,7 @@ html_text.py scans tags with a regex (5x faster than html.parser); these tests g
 compare what html.parser reports as character data (outside <script>/<style>) with what our text holds.
 """
 
+import random
 from html.parser import HTMLParser
 
 import pytest
@@ -144,3 +145,68 @@ def test_an_unquoted_value_ending_in_a_slash_does_not_make_the_tag_self_closing(
 @pytest.mark.parametrize("page", ["<p>Keep </ p> this.</p>", "<p>Keep </>this.</p>", "<p>Keep </ 3 x> this.</p>"])
 def test_end_tag_open_without_a_letter_is_a_bogus_comment(page):
     assert our_words(page) == oracle_words(page) == "Keep this."
+
+
+_WORDS = ["alpha", "KAVS1234-E", "max_connections", "caf&eacute;", "a&amp;b", "x&nbsp;y", "it&#x27;s", "&#39;q",
+          "&foo;", "&#xZZ;", "&", "AT&T", "1 < 2", "3 > 2", "don't", "&#0;", "&#x110000;", "&lt;b&gt;", "tab\there",
+          "line\nbreak", "  spaced  ", "日本語", "&nbsp", "&NBSP;", "</ p>", "a]]>b", "x <3 y"]
+
+
+def _random_page(r):
+    def words():
+        return " ".join(r.choice(_WORDS) for _ in range(r.randint(1, 5)))
+
+    def attrs():
+        values = ["x", "don't", "it's", "/p/", "a>b", "a b"]
+        return "".join(r.choice([f" title={v}" for v in values if " " not in v and ">" not in v]
+                                + [f' title="{v}"' for v in values] + [" href", " alt=''"])
+                       for _ in range(r.randint(0, 2)))
+
+    def inline(depth=0):
+        k = r.randint(0, 7)
+        if k < 3 or depth > 2:
+            return words()
+        if k == 3:
+            tag = r.choice(["b", "I", "a", "code", "span"])
+            return f"<{tag}{attrs()}>{inline(depth + 1)}" + (f"</{tag}>" if r.random() < 0.9 else "")
+        return r.choice(["<!-- <p>hidden</p> -->", "<![CDATA[ raw <b> & ]]>", "<br>", "<br/>",
+                         "<script>if (a<b) { x = '</p>' }</script>", "<style>p > b { }</style>", "<img alt=x>"])
+
+    def block(depth=0):
+        k = r.randint(0, 6)
+        if k == 0:
+            level = r.randint(1, 6)
+            return f"<h{level}{attrs()}>{inline()}{r.choice(['', '<br>'])}{inline()}</h{level}>"
+        if k == 1:
+            return "<ul>" + "".join(f"<li>{inline()}" for _ in range(r.randint(1, 3))) + "</ul>"
+        if k == 2:
+            return "<table>" + "".join("<tr>" + "".join(f"<td>{words()}</td>" for _ in range(2)) + "</tr>"
+                                       for _ in range(r.randint(1, 2))) + "</table>"
+        if k == 3:
+            return "<pre>" + "".join(r.choice(["\n", "<br>", "code  x", "# y", "&lt;t&gt;", "<b>b</b>"])
+                                     for _ in range(r.randint(1, 5))) + "</pre>"
+        if k == 4 and depth < 2:
+            return "<div>" + block(depth + 1) + block(depth + 1) + "</div>"
+        return f"<p{attrs()}>{inline()}" + ("</p>" if r.random() < 0.8 else "")
+
+    return "<html><body>" + "".join(block() for _ in range(r.randint(1, 8))) + "</body></html>"
+
+
+def test_random_pages_keep_html_parsers_text_and_headings_and_passages_point_into_the_text():
+    from minagent.retrieval.chunker import chunk_document
+    from minagent.retrieval.documents import Document
+
+    def squeeze(s):  # every character but white space (and the " | " our tables add between cells)
+        return "".join(s.replace("|", "").split())
+
+    for seed in range(200):
+        page = _random_page(random.Random(seed))
+        title, text, heads = html_to_text(page)
+        parsed = oracle(page)
+        assert squeeze(text) == squeeze("".join(parsed.parts)), (seed, page)
+        assert [(lvl, squeeze(t)) for lvl, t, _ in heads] == [(lvl, squeeze(t)) for lvl, t in parsed.headings
+                                                                 if t]   # (an empty heading is no section)
+        for _, t, offset in heads:
+            assert " ".join(text[offset:offset + 2 * len(t) + 5].split()).startswith(t), (seed, t)
+        for p in chunk_document(Document("x.html", title, text, heads), max_chars=80, overlap=10):
+            assert text[p.start:p.end] == p.text and len(p.text) <= 80, (seed, p)
