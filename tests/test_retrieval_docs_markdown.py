@@ -40,6 +40,7 @@ def our_headings(text):
     "> quoted\nlazy line\n---\n\n# Real\n",                             # a quote's text, then a thematic break
     "Para\n2. not a list: continues\n---\n",                           # only "1." interrupts a paragraph
     "- ```\n  # a comment in the item's code\n  ```\n\n# Real\n",
+    "* item\n  * nested\n    ```sh\n    # a comment\n    ```\n  * more\n\n## Real\n\ntext\n",   # (node's API docs)
 ])
 def test_markdown_headings_match_commonmark(text):
     assert our_headings(text) == oracle_headings(text)
@@ -72,7 +73,7 @@ def _random_markdown(r):
         lines += r.choice(blocks)()
         if r.random() < 0.6:
             lines.append("")
-    return "\n".join(lines) + "\n"
+    return "Intro.\n\n" + "\n".join(lines) + "\n"   # (a first line "---" would open YAML front matter)
 
 
 def test_random_markdown_headings_match_commonmark_and_passages_point_into_the_file():
@@ -90,3 +91,10 @@ def test_a_setext_heading_over_two_lines_with_nothing_under_it_gives_no_passage(
     assert heads == [(2, 0, "A title that wraps"), (1, 4, "Next")]       # lines 0-2 are one heading
     doc = Document("a.md", "A", text, find_text_headings(text, True))
     assert [(p.section, p.text) for p in chunk_document(doc)] == [("Next", "# Next\n\nBody text here.")]
+
+
+def test_yaml_front_matter_is_not_a_heading():
+    text = "---\ntitle: Notes for Translators\nlayout: default\n---\n\n# Translators\n\nBody.\n"
+    assert [h[:2] for h in find_text_headings(text, True)] == [(1, "Translators")]   # (hand-checked: the
+    body = text[text.index("# Translators"):]                                      #  page after front matter)
+    assert [(lvl, title) for lvl, _, title in oracle_headings(body)] == [(1, "Translators")]

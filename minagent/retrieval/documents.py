@@ -89,7 +89,8 @@ def find_text_headings(text, markdown):
         offsets.append(pos)
         pos += len(line) + 1
     if markdown:
-        return _markdown_headings(lines, offsets)
+        skip = _front_matter_lines(lines)
+        return _markdown_headings(lines[skip:], offsets[skip:])
     headings = []
     prev_blank = True
     for i, line in enumerate(lines):
@@ -157,6 +158,18 @@ def _container_start(line, paragraph):
     return ("container" if has_text else None), content
 
 
+def _front_matter_lines(lines):
+    """The number of lines of a YAML front matter block ("---" on the first line up to "---" or "..."), which
+    static site generators (Jekyll, Hugo, MkDocs) strip; CommonMark alone would read "---\ntitle: x\n---" as a
+    rule and a setext heading."""
+    if not lines or lines[0].rstrip() != "---":
+        return 0
+    for i in range(1, len(lines)):
+        if lines[i].rstrip() in ("---", "..."):
+            return i + 1
+    return 0
+
+
 def _inside_item(content, paragraph):
     """What a line of a list item's content leaves open: its text ("container"), nothing (a heading or rule: no
     lazy line can follow), or a code fence (its character and length)."""
@@ -173,6 +186,7 @@ def _markdown_headings(lines, offsets):
     (headings inside lists and block quotes are not sections of the page and are left out)."""
     headings = []
     fence = None       # the open code fence's character and length: only a run of the same, as long, closes it
+    fence_indent = 0   # the column of the list item content the fence opened in (its closing line is as indented)
     html_end = None    # the open HTML block's end: a regex, or "blank"
     paragraph = None   # the line where the open paragraph started; "container" for a list item's or quote's text
     list_indent = None  # the content column of the open list item: lines indented as far belong to it
@@ -180,7 +194,7 @@ def _markdown_headings(lines, offsets):
     for i, line in enumerate(lines):
         blank = not line.strip()
         if fence is not None:
-            m = _FENCE.match(line)
+            m = _FENCE.match(line[min(fence_indent, _indent(line)):])
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1] and not m.group(2).strip():
                 fence = None
             continue
@@ -196,13 +210,13 @@ def _markdown_headings(lines, offsets):
         if list_indent is not None and _indent(line.expandtabs(4)) >= list_indent:
             paragraph = _inside_item(line.expandtabs(4)[list_indent:], paragraph)   # (not a section's heading)
             if isinstance(paragraph, tuple):
-                fence, paragraph = paragraph, None
+                fence, paragraph, fence_indent = paragraph, None, list_indent
             continue
         lazy_indent = list_indent if paragraph == "container" else None   # kept if the line is a lazy one
         list_indent = None
         m = _FENCE.match(line)
         if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):   # (backticks in a ``` info string: inline
-            fence, paragraph = (m.group(1)[0], len(m.group(1))), None  #  code, not a fence)
+            fence, paragraph, fence_indent = (m.group(1)[0], len(m.group(1))), None, 0  #  code, not a fence)
             continue
         end = _html_block_end(line, paragraph is not None)
         if end is not None:
@@ -232,6 +246,7 @@ def _markdown_headings(lines, offsets):
             empty_item = content is not None and not line[content:].strip()
             if content is not None and isinstance(_inside_item(line[content:], None), tuple):
                 fence = _inside_item(line[content:], None)       # "- ```": a code fence opens in the item
+                fence_indent = content
         elif paragraph is None:
             paragraph = i
         elif lazy_indent is not None:                            # a lazy continuation of the list item's text
