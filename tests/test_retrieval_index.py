@@ -180,6 +180,52 @@ def test_failed_rebuild_keeps_the_old_index(corpus, tmp_path):
     assert search_index(out, "KAVS1234-E")[0]["source"] == "server/errors.md"
 
 
+_KILLED_REBUILD = r"""
+import os, shutil, sys
+from minagent.retrieval import build_index, store
+corpus, out, exchange = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+if not exchange:
+    store._exchange = lambda a, b: False
+real_rename, real_rmtree = os.rename, shutil.rmtree
+def rename(a, b):  # the rebuild's second rename, the new index into place: the process is killed before it
+    if os.path.basename(str(a)).startswith(".idx.tmp-"):
+        os._exit(9)
+    real_rename(a, b)
+def rmtree(path, *args, **kwargs):  # the old index's removal after the exchange: killed before it
+    if os.path.basename(str(path)).startswith(".idx.tmp-"):
+        os._exit(9)
+    real_rmtree(path, *args, **kwargs)
+os.rename, shutil.rmtree = rename, rmtree
+build_index(corpus, out, progress=False)
+"""
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_rebuild_killed_while_swapping_leaves_an_index_or_says_where_it_is(corpus, tmp_path, exchange):
+    """The process is killed at the worst moment of replacing an index (os._exit inside the swap). With the
+    one-step exchange the path holds the new, complete index; with two renames, the path is empty for an
+    instant, and opening it names the directory the old index was set aside in (it used to say only "does not
+    exist, build one")."""
+    import subprocess
+    import sys
+    from minagent.retrieval.store import _exchange
+    out = str(tmp_path / "idx")
+    build_index(corpus, out, progress=False)
+    if exchange and not _exchange(out, out):  # (exchanging a path with itself is a no-op that tests support)
+        pytest.skip("this system cannot exchange two paths in one step")
+    with open(os.path.join(corpus, "server", "new.md"), "w") as f:
+        f.write("# New\n\nThe frobnicator KAVS9999-W needs a restart.\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", _KILLED_REBUILD, corpus, out, "1" if exchange else "0"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 9, run.stderr[-2000:]
+    if exchange:
+        assert search_index(out, "frobnicator")[0]["source"] == "server/new.md"
+    else:
+        with pytest.raises(FileNotFoundError, match=r"\.idx\.old-.*rename it back"):
+            search_index(out, "frobnicator")
+
+
 def test_refuses_to_overwrite_a_directory_that_is_not_an_index(corpus, tmp_path):
     out = tmp_path / "precious"
     out.mkdir()

@@ -1,12 +1,15 @@
 """On-disk index format: a directory of .npy arrays and JSON files, described by a versioned manifest.
 
 Writing is atomic at the directory level: everything goes into a temporary sibling directory first and the
-finished directory is renamed into place, so a crash or an error leaves either the old index or none — never a
-half-written one. The manifest, written last, records the format name and version and each file's size and
+finished directory is swapped into place, so a crash or an error leaves the old index or the new one — never a
+half-written one, and never none where Linux can exchange two paths in one step (renameat2, Linux 3.15+; elsewhere
+a kill between the two renames leaves the old index at `.NAME.old-*` beside it, and opening NAME says so). The manifest, written last, records the format name and version and each file's size and
 CRC32; loading checks all of them, so a truncated, corrupted or foreign file is reported by name instead of
 producing wrong search results. Arrays are plain .npy read with allow_pickle=False (no code execution).
 """
 
+import ctypes
+import glob
 import json
 import os
 import shutil
@@ -78,9 +81,26 @@ def write_index(out_dir, meta, arrays, json_files):
     return out_dir
 
 
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a, b) -> bool:
+    """Swap two existing paths in one system call (Linux renameat2 RENAME_EXCHANGE); False where the C library,
+    kernel or file system cannot, and the caller falls back to two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
 def _swap_into_place(tmp, out_dir):
     if not os.path.exists(out_dir):
         os.rename(tmp, out_dir)
+        return
+    if _exchange(tmp, out_dir):  # out_dir is the new index now, tmp the old one
+        shutil.rmtree(tmp, ignore_errors=True)
         return
     old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
     os.rmdir(old)
@@ -96,6 +116,11 @@ def _swap_into_place(tmp, out_dir):
 def read_manifest(index_dir):
     """The manifest of an index directory, after checking format and version."""
     if not os.path.isdir(index_dir):
+        parent, name = os.path.split(os.path.abspath(index_dir))
+        set_aside = sorted(glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.old-*")))
+        if set_aside:  # a rebuild was killed between its two renames (systems without an atomic exchange)
+            raise FileNotFoundError(f"index directory {index_dir!r} does not exist, but {set_aside[-1]!r} holds "
+                                    f"the index a killed rebuild set aside: rename it back to {index_dir!r}")
         raise FileNotFoundError(f"index directory {index_dir!r} does not exist "
                                 "(build one with `python infer.py index --corpus DIR --out INDEX_DIR`)")
     path = os.path.join(index_dir, MANIFEST)
