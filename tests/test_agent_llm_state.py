@@ -156,3 +156,26 @@ def test_sessions_forget_kv_after_weights_are_replaced_by_assignment(tiny):
         assert llm.complete(msgs, max_tokens=10)[0] == plain(model, tok, llm.prompt_ids(msgs), 10)
     finally:
         model.load_state_dict(old, assign=True)
+
+
+def test_sessions_follow_a_model_moved_to_another_dtype_or_a_raised_max_len(tiny):
+    """A session's K/V buffers were made for the model's dtype and the LLM's max_len at the time. After
+    model.float() (or .to(device)) they must be rebuilt, not written into (an attention dtype error, or K/V
+    silently rounded to the old precision); a raised max_len must not overflow the old buffers.
+    Oracle: a fresh full prefill of the same conversation on the model as it is now."""
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=256)
+    llm.complete(LOOPY, max_tokens=10)
+    msgs = LOOPY + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "and then?"}]
+    try:
+        model.float()  # float64 weights that came from float32: the round trip back is exact
+        assert llm.complete(msgs, max_tokens=10)[0] == plain(model, tok, llm.prompt_ids(msgs), 10)
+        assert llm.sessions["agent"].cache.k[0].dtype == torch.float32
+    finally:
+        model.double()
+    llm.complete(msgs, max_tokens=10)
+    llm.max_len = 512
+    longer = msgs + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "more words " * 60}]
+    n = len(llm.prompt_ids(longer))
+    assert 256 < n + 10 <= 512
+    assert llm.complete(longer, max_tokens=10)[0] == plain(model, tok, llm.prompt_ids(longer), 10)

@@ -163,7 +163,7 @@ class MinagentLLM:
                 old.ids = []
             self._weights_seen = weights
         s = self.sessions.get(session)
-        if s is None:
+        if s is None or not self._cache_fits(s.cache):
             s = self.sessions[session] = _Session(self.model.new_cache(1, self.max_len))
         if not self.reuse:
             s.ids = []  # same buffers, nothing reused: every call prefills the whole conversation
@@ -185,6 +185,15 @@ class MinagentLLM:
         self.decode_seconds += time.perf_counter() - t1
         self.last = CompletionInfo(len(ids), [r[2] for r in rows], [r[1] for r in rows])
         return [r[0] for r in rows]
+
+    def _cache_fits(self, cache) -> bool:
+        """Whether a session's buffers can still serve: same dtype and device as the model's weights now, and
+        max_len slots. A model moved with .double() / .to(...) after a session was made would otherwise attend
+        with K/V buffers of the old dtype (an error, or K/V silently rounded to the old precision), and a raised
+        `max_len` would overflow the old buffers ("KV cache full")."""
+        weight = self.model.lm_head.weight
+        return (cache.k[0].dtype == weight.dtype and cache.k[0].device == weight.device
+                and cache.max_len == self.max_len)
 
     def _prefill(self, forward, s: _Session, ids: list[int]) -> torch.Tensor:
         common = 0
