@@ -7,6 +7,7 @@ with any tail that could still become a stop string held back — a streamed rep
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Callable, Sequence
@@ -39,6 +40,35 @@ class SamplingParams:
         for name, value, expected, ok in checks:
             if not ok:
                 raise ValueError(f"SamplingParams.{name} must be {expected}, got {value!r}")
+        self.stop_strings = stop_string_list(self.stop_strings, "SamplingParams.stop_strings")
+        self.stop_ids = _stop_id_list(self.stop_ids)
+
+
+def stop_string_list(stop, where: str) -> tuple[str, ...]:
+    """Stop strings as a tuple. One bare string is one stop string, as transformers' stop_strings and the OpenAI
+    API's `stop` read it: iterated as a sequence it would have been a set of one-character stops ("Observation:"
+    cut a reply at its first "o")."""
+    if isinstance(stop, str):
+        return (stop,)
+    stop = tuple(stop or ())
+    bad = [s for s in stop if not isinstance(s, str)]
+    if bad:
+        raise ValueError(f"{where} must be a string or a sequence of strings, got {bad[0]!r} in it")
+    return stop
+
+
+def _stop_id_list(ids) -> tuple[int, ...]:
+    """Stop ids as a tuple; one bare id is accepted, as transformers' eos_token_id (an int or a list) is."""
+    if hasattr(ids, "tolist"):  # a torch / numpy array: its elements as Python ints
+        ids = ids.tolist()
+    if isinstance(ids, Integral):
+        return (int(ids),)
+    ids = tuple(ids or ())
+    bad = [i for i in ids if not isinstance(i, Integral)]
+    if bad:
+        raise ValueError(f"SamplingParams.stop_ids must be a token id or a sequence of token ids, got {bad[0]!r} "
+                         "in it")
+    return tuple(int(i) for i in ids)
 
 
 @dataclass
@@ -109,7 +139,8 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
 
     on_text(row, text) is called with each new piece of a row's reply as soon as it is safe to show.
     """
-    params = params or SamplingParams()
+    # a copy checks and normalises again fields set after construction (params.stop_strings = "Observation:")
+    params = dataclasses.replace(params) if params is not None else SamplingParams()
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
     vocab = model.model.embed_tokens.num_embeddings

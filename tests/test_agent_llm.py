@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from minagent import load_model, load_tokenizer
-from minagent.agent.llm import HTTPChatLLM, LLMError, MinagentLLM
+from minagent.agent.llm import HTTPChatLLM, LLMError, MinagentLLM, ScriptedLLM
 from minagent.generation import SamplingParams, generate
 from training_tiny import tiny_checkpoint
 
@@ -231,3 +231,32 @@ def test_a_zero_budget_gives_no_text_and_bad_draft_settings_are_refused(tiny):
         assert MinagentLLM(model, tok).complete(LOOPY, max_tokens=0, temperature=temperature, seed=0) == [""]
     with pytest.raises(ValueError, match="draft_ngram"):
         MinagentLLM(model, tok, draft_ngram=0)
+
+
+def test_a_bare_stop_string_is_one_stop_string_in_every_backend(tiny, flaky):
+    """The OpenAI API's `stop` is "string or array": one string is one stop string. It used to be iterated as a
+    set of one-character stops (a reply cut at its first 'o' for stop="Observation:", the HTTP body sent
+    ["O", "b", "s", "e"]). Oracles: a hand-checked text; the body an OpenAI server receives; generate() with the
+    string as its only stop string."""
+    scripted = ScriptedLLM(["Thought: look it up\nObservation: 42"])
+    assert scripted.complete([{"role": "user", "content": "q"}], stop="Observation:") == ["Thought: look it up\n"]
+
+    srv, url = flaky
+    http = HTTPChatLLM(url, timeout=5, retries=0)
+    assert http.complete([{"role": "user", "content": "q"}], stop="<end_code>") == ["Thought: reply 0"]
+    assert srv.bodies[-1]["stop"] == ["<end_code>"]
+
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024)
+    messages = [{"role": "user", "content": "What is git log? git log git log"}]
+    ids = llm.prompt_ids(messages)
+    full = generate(model, [ids], SamplingParams(max_new_tokens=16, stop_ids=tok.stop_token_ids), tokenizer=tok)[0]
+    # a two-character stop string one of whose characters occurs earlier: the two readings cut at different places
+    stop = next(full.text[k:k + 2] for k in range(1, len(full.text) - 1)
+                if min(full.text.index(c) for c in full.text[k:k + 2]) < full.text.index(full.text[k:k + 2]))
+    want = generate(model, [ids], SamplingParams(max_new_tokens=16, stop_ids=tok.stop_token_ids,
+                                                 stop_strings=[stop]), tokenizer=tok)[0].text
+    for drafts in (0, 4):
+        llm.draft_tokens = drafts
+        assert llm.complete(messages, stop=stop, max_tokens=16) == [want]
+        assert llm.complete(messages, stop=stop, max_tokens=16, n=2) == [want, want]

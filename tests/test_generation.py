@@ -111,3 +111,25 @@ def test_prompt_ids_outside_the_vocabulary_are_named(hf_checkpoint):
     for bad in (257, -1):
         with pytest.raises(ValueError, match=rf"prompt 1 holds token id {bad}, outside the model's vocabulary of 257"):
             generate(model, [[1, 2], [3, bad]], SamplingParams(max_new_tokens=2))
+
+
+def test_a_bare_stop_string_is_one_stop_string_and_a_bare_stop_id_one_id(hf_checkpoint):
+    """transformers' GenerationConfig takes stop_strings as "str or list[str]" and eos_token_id as "int or
+    list[int]"; a bare string used to be iterated as a set of one-character stop strings (the reply cut at the first
+    of its characters), a bare id failed with "'int' object is not iterable". Expected texts are hand-checkable
+    (CharTokenizer: one character per token)."""
+    model, tok = load_model(hf_checkpoint("llama-gqa")[0]), CharTokenizer()
+    full = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=24), tokenizer=tok)[0]
+    stop = full.text[9:12]
+    # read as a set of characters, the stop string would cut earlier: the test can tell the two apart
+    assert min(full.text.index(c) for c in stop) < full.text.index(stop)
+    got = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=24, stop_strings=stop), tokenizer=tok)[0]
+    assert got.text == full.text[:full.text.index(stop)] and got.finish_reason == "stop_string"
+    later = SamplingParams(max_new_tokens=24)
+    later.stop_strings = stop  # set after construction
+    assert generate(model, [[1, 2, 3]], later, tokenizer=tok)[0].text == got.text
+    stop_id = full.token_ids[4]
+    got = generate(model, [[1, 2, 3]], SamplingParams(max_new_tokens=24, stop_ids=stop_id))[0]
+    assert got.token_ids == full.token_ids[:full.token_ids.index(stop_id)] and got.finish_reason == "stop_id"
+    with pytest.raises(ValueError, match=r"SamplingParams\.stop_strings must be a string or a sequence of strings"):
+        SamplingParams(stop_strings=["ok", 7])

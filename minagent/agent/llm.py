@@ -8,7 +8,7 @@ the backend's `observation_role`: a user turn by default, the way the training l
 turn a model trained with --observation-role tool records in its export (minagent.chat.agent_settings).
 `prefix` is text the assistant turn is forced to start with (the first-thought prefix); the returned text is what
 comes AFTER it. Every backend cuts its text before the first stop string, so the agent sees the same thing
-whichever backend runs.
+whichever backend runs. `stop` is a sequence of strings, or one string (one stop string, as in the OpenAI API).
 
 Backends:
   ScriptedLLM   returns given strings (tests: the unit under test is the agent, not a model)
@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..chat import checked_observation_role
-from ..generation import SamplingParams, sample_next
+from ..generation import SamplingParams, sample_next, stop_string_list
 from ..inference import inference_forward
 from ..prompt_lookup import NgramIndex
 
@@ -47,8 +47,9 @@ class ContextOverflow(LLMError):
     """The conversation no longer fits the model's context: the run ends, the next question can go on."""
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    hits = [text.find(s) for s in stop if s and s in text]
+def cut_at_stop(text: str, stop: str | Sequence[str]) -> str:
+    """`text` before the first stop string (one bare string is one stop string, as in the OpenAI API)."""
+    hits = [text.find(s) for s in stop_string_list(stop, "stop") if s and s in text]
     return text[:min(hits)] if hits else text
 
 
@@ -79,6 +80,7 @@ class ScriptedLLM:
                  prefix="", session="agent") -> list[str]:
         self.calls.append(([dict(m) for m in messages], dict(stop=stop, n=n, temperature=temperature,
                                                               prefix=prefix, session=session)))
+        stop = stop_string_list(stop, "stop")
         if callable(self.script):
             out = list(self.script(messages, n, prefix))
         else:
@@ -153,6 +155,7 @@ class MinagentLLM:
     @torch.inference_mode()
     def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
                  prefix="", session="agent") -> list[str]:
+        stop = stop_string_list(stop, "stop")  # one bare string is one stop string, not a set of characters
         ids = self.prompt_ids(messages, prefix)
         if len(ids) + max_tokens > self.max_len:
             raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
@@ -332,6 +335,7 @@ class HTTPChatLLM:
 
     def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
                  prefix="", session="agent") -> list[str]:
+        stop = stop_string_list(stop, "stop")  # one bare string is one stop string, not a set of characters
         msgs = render_messages(messages, self.observation_role)
         body = {"model": self.served_model(), "messages": msgs, "n": n, "temperature": temperature,
                 "top_p": top_p, "max_tokens": max_tokens}
