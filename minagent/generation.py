@@ -85,12 +85,23 @@ def warp_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) - probs >= params.top_p  # keep the smallest prefix whose mass reaches top_p
-        drop[..., 0] = False  # and always the most likely token (top_p=0 would drop every one: HF keeps it too)
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+        logits = _top_p_filter(logits, params.top_p)
     return logits
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p; the rest get -inf.
+
+    Walked from the least likely token up (an ascending sort): a token is dropped while the mass of it and every
+    token below it is at most 1 - top_p, and the most likely one always stays (top_p=0 keeps one token). This is
+    the order transformers' TopPLogitsWarper uses, and it matters where logits tie (common with bf16 logits):
+    which of two equal tokens at the boundary survives is decided by the sort, and a descending walk kept the
+    other one (the lower id instead of the higher), a different distribution."""
+    ascending, order = logits.sort(dim=-1)
+    mass_up_to = ascending.softmax(dim=-1).cumsum(dim=-1)
+    drop = mass_up_to <= 1 - top_p
+    drop[..., -1] = False
+    return logits.scatter(-1, order, ascending.masked_fill(drop, float("-inf")))
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:

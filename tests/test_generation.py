@@ -133,3 +133,15 @@ def test_a_bare_stop_string_is_one_stop_string_and_a_bare_stop_id_one_id(hf_chec
     assert got.token_ids == full.token_ids[:full.token_ids.index(stop_id)] and got.finish_reason == "stop_id"
     with pytest.raises(ValueError, match=r"SamplingParams\.stop_strings must be a string or a sequence of strings"):
         SamplingParams(stop_strings=["ok", 7])
+
+
+@pytest.mark.parametrize("top_p", [0.0, 0.3, 0.5, 0.9])
+def test_top_p_keeps_the_same_tokens_as_transformers_when_logits_tie(top_p):
+    """Logits that tie (few distinct values, as bf16 logits often are): the filtered distribution must be
+    transformers' TopPLogitsWarper's, token for token. A walk from the most likely token down kept the lower id
+    of two tied tokens at the boundary where transformers keeps the higher one."""
+    logits = torch.randint(-3, 3, (64, 40), generator=torch.Generator().manual_seed(0)).float()
+    logits[:, :2] = 3.0  # two tied most likely tokens: top_p=0 keeps one of them
+    want = TopPLogitsWarper(top_p)(None, logits.clone())
+    got = warp_logits(logits, SamplingParams(temperature=1.0, top_p=top_p))
+    torch.testing.assert_close(got.softmax(-1), want.softmax(-1), rtol=0, atol=1e-6)
