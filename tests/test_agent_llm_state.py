@@ -179,3 +179,23 @@ def test_sessions_follow_a_model_moved_to_another_dtype_or_a_raised_max_len(tiny
     n = len(llm.prompt_ids(longer))
     assert 256 < n + 10 <= 512
     assert llm.complete(longer, max_tokens=10)[0] == plain(model, tok, llm.prompt_ids(longer), 10)
+
+
+def test_writes_torch_does_not_count_are_not_seen_until_the_sessions_are_cleared(tiny):
+    """The documented limit of the weights check, pinned so the docstring stays true: an in-place write through
+    `.data` keeps the parameter's version counter, so the session reuses K/V of the old weights; after
+    `llm.sessions.clear()` the reply equals a fresh full prefill again (the oracle)."""
+    model, tok = tiny
+    llm = MinagentLLM(model, tok, max_len=1024, draft_tokens=0)
+    llm.complete(LOOPY, max_tokens=10)
+    k_proj = model.model.layers[0].self_attn.k_proj.weight
+    saved, version = k_proj.detach().clone(), k_proj._version
+    msgs = LOOPY + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "and then?"}]
+    try:
+        k_proj.data.mul_(3.0)
+        assert k_proj._version == version  # invisible to the version counter: why it cannot be detected cheaply
+        want = plain(model, tok, llm.prompt_ids(msgs), 10)
+        llm.sessions.clear()
+        assert llm.complete(msgs, max_tokens=10)[0] == want
+    finally:
+        k_proj.data.copy_(saved)

@@ -123,8 +123,12 @@ class MinagentLLM:
     the agent bench decodes 2.2-2.9 tokens per forward that way, same answers. 0: one token per forward.
     Sampled completions always decode one token per forward.
     Cached K/V are dropped when a parameter's storage or version counter has changed since they were computed (an
-    optimizer step, a LoRA merge, load_state_dict); a write torch does not count (through `.data`, a fused
-    optimizer) is not seen: call `llm.sessions.clear()` after one.
+    optimizer step, a LoRA merge, load_state_dict, `p.data = new`). Writes torch does not count are not seen: an
+    in-place write through `.data` (`p.data.copy_(w)`: `.data` is a view with its own, fresh version counter) or a
+    fused optimizer's step (`AdamW(fused=True)` leaves the counters as they were). Call `llm.sessions.clear()`
+    after one. Not detected on purpose: the only check that sees such a write reads every weight, as much memory
+    traffic per call as a whole decoding step, to guard against a write that minagent's own code never makes
+    (its trainer steps a non-fused optimizer, LoRA merges under no_grad).
     """
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True, draft_tokens: int = 4,
