@@ -148,6 +148,9 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
              padding_side: str = "left") -> list[Completion]:
     """Generate a completion for each prompt (lists of token ids). Stop strings and streaming need `tokenizer`.
 
+    Decoding stops only at params.stop_ids: none by default, even with a tokenizer given (transformers' generate
+    stops at the EOS of its generation config). Pass stop_ids=tokenizer.stop_token_ids, as chat_reply does.
+
     on_text(row, text) is called with each new piece of a row's reply as soon as it is safe to show.
     """
     # a copy checks and normalises again fields set after construction (params.stop_strings = "Observation:")
