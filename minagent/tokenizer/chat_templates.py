@@ -1,4 +1,5 @@
-"""Chat templates written in Python (no Jinja): ChatML (Qwen2/2.5, SmolLM2), Qwen3 and Llama-3 / Llama-3.1+.
+"""Chat templates written in Python (no Jinja): ChatML (Qwen2/2.5, SmolLM2), Qwen3, Llama-3 / Llama-3.1+ and
+Mistral's [INST] templates (v1, v3, Tekken).
 
 A checkpoint ships its template as Jinja text in tokenizer_config.json (or chat_template.jinja). We do not run
 Jinja; we recognise the family from markers in that text and render the same string in Python:
@@ -17,10 +18,15 @@ Jinja; we recognise the family from markers in that text and render the same str
     `enable_thinking=False` (a field of the renderer here, a keyword of HF's apply_chat_template) writing an empty
     think block after the generation prompt. Its derivatives (QwQ, Qwen3-2507, SmolLM3, edited copies) put think
     blocks elsewhere, so they are refused rather than rendered as Qwen3.
+  - `[INST]` -> only Mistral's published templates, recognised by their exact text (see _MISTRAL_TEMPLATES):
+    Mistral-7B-Instruct-v0.1/v0.2 (v1: " [INST] ", the system prompt prepended to the first user turn), v0.3 (v3:
+    "[INST] ", the system prompt folded into the last message when it is a user turn, replies trimmed) and
+    Mistral-Nemo (Tekken: no spaces). bos + alternating user/assistant turns, replies ending with eos; no
+    generation prompt. Other [INST] templates (the original v0.1 one, edited copies) are refused by name.
   - no template at all: decided by the special tokens the vocabulary has, with no default system prompt.
 Tool *calls* (assistant messages with `tool_calls`, the `tools=` argument) are out of scope and rejected; a tool
-*result* is an ordinary message with role "tool". Templates we cannot recognise (Mistral's [INST], ...) raise a
-clear error when used.
+*result* is an ordinary message with role "tool" (Mistral's templates need a tool-call id for one: refused there).
+Templates we cannot recognise raise a clear error when used.
 
 `render_segments` returns the text as (piece, is_assistant_output) pairs so that SFT can mask everything but
 what the model must learn to write (assistant content and its end-of-turn token), like HF's {% generation %}.
@@ -191,6 +197,82 @@ class Llama3:
         return out
 
 
+@dataclass(frozen=True)
+class _InstLayout:
+    """What tells Mistral's published [INST] templates apart (the rest of their logic is the same)."""
+    inst_open: str         # before a user turn's text
+    inst_close: str        # after it
+    reply_prefix: str      # before an assistant turn's text
+    trim_reply: bool       # the assistant text goes through Jinja's `trim` (str.strip)
+    system_in_last: bool   # the system prompt goes into the last message (if a user turn), else the first user turn
+
+
+_MISTRAL_LAYOUTS = {
+    "v1": _InstLayout(" [INST] ", " [/INST]", " ", trim_reply=False, system_in_last=False),
+    "v3": _InstLayout("[INST] ", "[/INST]", " ", trim_reply=True, system_in_last=True),
+    "tekken": _InstLayout("[INST]", "[/INST]", "", trim_reply=False, system_in_last=True),
+}
+
+
+@dataclass
+class MistralInst:
+    """Mistral's [INST] templates (see _MISTRAL_TEMPLATES for which checkpoints): bos, then `[INST] user [/INST]`
+    and `reply</s>` turns that must alternate, starting with a user turn, after an optional first system message.
+    The system prompt is not a turn of its own: v1 prepends it to the first user turn; v3 and Tekken to the
+    conversation's last message, and only when that is a user turn, so a conversation ending with an assistant
+    turn (SFT data, a continued reply) shows no system prompt at all, as in transformers. There is no generation
+    prompt (a user turn already ends with [/INST]), so add_generation_prompt changes nothing, as in the templates.
+    Tool results need a tool-call id these conversations do not carry: role "tool" is refused (the templates raise
+    without one) and observations go in as user turns, which the agent does by default."""
+    form: str  # a key of _MISTRAL_LAYOUTS
+    bos_token: str
+    eos_token: str
+    name: str = "mistral"
+
+    def _check_turns(self, turns: list[dict], first_index: int) -> None:
+        """The templates raise on these (or, for a role they do not know, render nothing); we say what to do."""
+        tool_results = self.form != "v1"  # v3 and Tekken have [TOOL_RESULTS]; v1 has no tool role at all
+        for j, m in enumerate(turns):
+            i, role = j + first_index, m["role"]
+            if role in ("tool", "tool_results"):
+                why = ("renders a tool result only with a 9-character tool_call_id that answers an assistant "
+                       "[TOOL_CALLS] turn (tool calls are out of scope here)" if tool_results else
+                       "has no tool role (only user and assistant turns after an optional first system message)")
+                raise ValueError(f"messages[{i}]: role {role!r}: the Mistral {self.form} template {why}; give "
+                                 "observations as user turns (observation_role 'user', the default)")
+            if role == "system":
+                raise ValueError(f"messages[{i}]: a system message may only come first in a Mistral template")
+            if role not in ("user", "assistant"):
+                raise ValueError(f"messages[{i}]: role {role!r} is not rendered by the Mistral {self.form} "
+                                 "template (user and assistant turns after an optional first system message)")
+            if tool_results and m.get("tool_calls") is not None:
+                raise ValueError(f"messages[{i}]: tool_calls are not supported (the Mistral {self.form} template "
+                                 "would render a [TOOL_CALLS] turn)")
+            expected = "user" if j % 2 == 0 else "assistant"
+            if role != expected:
+                raise ValueError(f"messages[{i}]: a {role} turn where the Mistral {self.form} template needs a "
+                                 f"{expected} turn: after the optional first system message, turns must alternate "
+                                 "user/assistant/user/... starting with user (merge consecutive turns)")
+
+    def render_segments(self, messages: list[dict], add_generation_prompt: bool) -> Segments:
+        layout = _MISTRAL_LAYOUTS[self.form]
+        system, turns = (messages[0]["content"], messages[1:]) if messages[0]["role"] == "system" else (None, messages)
+        self._check_turns(turns, len(messages) - len(turns))
+        system_turn = len(turns) - 1 if layout.system_in_last else 0
+        out: Segments = [(self.bos_token, False)]
+        for j, m in enumerate(turns):
+            content = m["content"]
+            if m["role"] == "user":
+                if system is not None and j == system_turn:
+                    content = system + "\n\n" + content
+                out.append((layout.inst_open + content + layout.inst_close, False))
+            else:
+                # the reply's leading space is trained with it: it is part of the model's first token ("▁word")
+                reply = content.strip() if layout.trim_reply else content
+                out.append((layout.reply_prefix + reply + self.eos_token, True))
+        return out
+
+
 @dataclass
 class Unsupported:
     """A template we recognise as outside our families: rendering says so instead of guessing."""
@@ -228,6 +310,33 @@ def _template_digest(template: str) -> str:
     return hashlib.sha256(template.replace("\r\n", "\n").strip().encode("utf-8")).hexdigest()
 
 
+# SHA-256 (as _QWEN3_TEMPLATES) of Mistral's published [INST] templates -> their form in _MISTRAL_LAYOUTS:
+#   v1      Mistral-7B-Instruct-v0.1 and -v0.2 (their 2024 template, with a system prompt)
+#   v3      Mistral-7B-Instruct-v0.3, Mistral-Large-Instruct-2407, Mistral-Small-Instruct-2409
+#   tekken  Mistral-Nemo-Instruct-2407
+# Recognised by the exact text because the copies in circulation differ where it matters: the original v0.1
+# template has no system prompt and glues the reply to [/INST], fine-tunes move the system prompt to the last
+# *user* turn or trim differently, Ministral/Pixtral/Mistral-Small-3 templates add [SYSTEM_PROMPT] or images.
+_MISTRAL_TEMPLATES = {
+    "bbc58aad99454df60138be9530c9601a0adfe3d8932cda975e1f10b2410ddc51": "v1",
+    "cafb64e0e9e5fd2503054b3479593fae39cbdfd52338ce8af9bb4664a8eb05bd": "v3",
+    "e7deee034838db2bfc7487788a3013d8a307ab69f72f3c54a85f06fd76007d4e": "tekken",
+}
+
+
+def _mistral(template: str, bos_token: str | None, eos_token: str | None):
+    form = _MISTRAL_TEMPLATES.get(_template_digest(template))
+    if form is None:
+        return Unsupported("unrecognised template: Mistral's [INST] format is implemented for the exact published "
+                           "templates of Mistral-7B-Instruct-v0.1/v0.2 (v1), v0.3 (v3) and Mistral-Nemo (Tekken); "
+                           "this [INST] template (an older or edited version, or another family) is not "
+                           "implemented: copy the checkpoint's published chat_template into tokenizer_config.json")
+    if not bos_token or not eos_token:
+        return Unsupported(f"the Mistral {form} template writes bos_token and eos_token but the tokenizer lacks "
+                           f"{'bos_token' if not bos_token else 'eos_token'} (tokenizer_config.json)")
+    return MistralInst(form, bos_token, eos_token)
+
+
 _LLAMA_KNOWLEDGE_DATE = re.compile(r"Cutting Knowledge Date: ([^\\\"'{}]*)\\n")  # up to the literal's "\\n"
 _LLAMA_FIXED_DATE = re.compile(r"""set\s+date_string\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 
@@ -248,7 +357,8 @@ def _llama31(template: str, bos: str):
                   name="llama3.1")
 
 
-def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token: str | None = None):
+def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token: str | None = None,
+                         eos_token: str | None = None):
     """Pick the Python renderer for a Jinja template text (or, without one, for the special tokens present)."""
     if template:
         if "<|im_start|>" in template:
@@ -276,8 +386,7 @@ def detect_chat_template(template: str | None, vocab_tokens: set[str], bos_token
                                    "which writes none, and the dated Llama-3.1/3.2 one are implemented)")
             return Llama3(bos)
         if "[INST]" in template:
-            return Unsupported("unrecognised template: Mistral's [INST] format (v1/v3/Tekken, the system prompt "
-                               "folded into a user turn) is not implemented; use a ChatML or Llama-3 template")
+            return _mistral(template, bos_token, eos_token)
         return Unsupported(f"unrecognised template (not ChatML, not Llama-3): {template[:120]!r}...")
     if "<|im_start|>" in vocab_tokens:
         return ChatML()

@@ -42,7 +42,7 @@ class Tokenizer:
         self.pad_token = self.id_to_token(self.pad_token_id) if self.pad_token_id is not None else None
         self.chat_template = s.chat_template
         specials = {self.id_to_token(i) for i in backend.special_ids}
-        self.chat_renderer = detect_chat_template(s.chat_template, specials, self.bos_token)
+        self.chat_renderer = detect_chat_template(s.chat_template, specials, self.bos_token, self.eos_token)
         stops = [self.eos_token_id, *s.config_eos_ids,
                  *(backend.token_to_id(t) for t in END_TOKENS if t in specials)]
         self.stop_token_ids: list[int] = list(dict.fromkeys(i for i in stops if i is not None))
@@ -72,7 +72,7 @@ class Tokenizer:
     def apply_chat_template(self, messages, add_generation_prompt: bool = True,
                             continue_final_message: bool = False) -> str:
         """The prompt string, identical to transformers' apply_chat_template(..., tokenize=False) for the
-        supported templates. Encode it with add_special_tokens=False (Llama-3's template already has BOS)."""
+        supported templates. Encode it with add_special_tokens=False (Llama-3's and Mistral's templates write BOS)."""
         return "".join(t for t, _ in self.chat_segments(messages, add_generation_prompt, continue_final_message))
 
     def chat_segments(self, messages, add_generation_prompt: bool = False,
