@@ -11,6 +11,7 @@ next to it (see checkpoint_files.py).
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .bpe_tokenizer import BPETokenizer, is_byte_level, read_tokenizer_json
@@ -70,15 +71,23 @@ class Tokenizer:
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, messages, add_generation_prompt: bool = True,
-                            continue_final_message: bool = False) -> str:
+                            continue_final_message: bool = False, enable_thinking: bool | None = None) -> str:
         """The prompt string, identical to transformers' apply_chat_template(..., tokenize=False) for the
-        supported templates. Encode it with add_special_tokens=False (Llama-3's and Mistral's templates write BOS)."""
-        return "".join(t for t, _ in self.chat_segments(messages, add_generation_prompt, continue_final_message))
+        supported templates. Encode it with add_special_tokens=False (Llama-3's and Mistral's templates already
+        write BOS). enable_thinking is transformers' keyword for Qwen3's template (False: an empty think block
+        after the generation prompt); None keeps the renderer's own setting; other templates ignore it, as their
+        Jinja does."""
+        return "".join(t for t, _ in self.chat_segments(messages, add_generation_prompt, continue_final_message,
+                                                        enable_thinking))
 
-    def chat_segments(self, messages, add_generation_prompt: bool = False,
-                      continue_final_message: bool = False) -> list[tuple[str, bool]]:
+    def chat_segments(self, messages, add_generation_prompt: bool = False, continue_final_message: bool = False,
+                      enable_thinking: bool | None = None) -> list[tuple[str, bool]]:
         """The same text as (piece, is_assistant_output) pairs, for masking the loss to assistant turns."""
-        return render_chat(self.chat_renderer, messages, add_generation_prompt, continue_final_message)
+        renderer = self.chat_renderer
+        if enable_thinking is not None and hasattr(renderer, "enable_thinking"):
+            # a copy for this call: the setting must not stick to the tokenizer for the next caller
+            renderer = dataclasses.replace(renderer, enable_thinking=enable_thinking)
+        return render_chat(renderer, messages, add_generation_prompt, continue_final_message)
 
     @property
     def vocab_size(self) -> int:
