@@ -326,9 +326,6 @@ def test_template_without_eos_token_is_refused(pairs, tmp_path):
 
 # ---- the SentencePiece backend (what real Mistral checkpoints load: their tokenizer.model) -------------------------
 
-@pytest.mark.xfail(strict=True, reason="minagent/tokenizer/sentencepiece_tokenizer.py gives a text segment that "
-                   "starts with a space SentencePiece's dummy '▁' on top of it, so ' [INST]' after <s> or </s> gets "
-                   "an extra '▁' token; transformers and Mistral's per-turn reference do not (see the lead's report)")
 def test_v1_prompt_ids_on_the_real_sentencepiece_model(tmp_path):
     """Mistral-7B's tokenizer.model with the published v1 template: the prompt ids must be transformers' and Mistral's
     own reference (each turn a separate sp.encode: bos + "[INST] ... [/INST]" + reply + eos + ...)."""

@@ -433,6 +433,10 @@ def test_sentencepiece_special_tokens_and_ids(mistral):
     assert ours.encode("<s>[INST] Hi [/INST]") == [1] + sp.encode("[INST] Hi [/INST]")
     assert ours.encode("Hi</s>", add_special_tokens=True) == [1] + sp.encode("Hi") + [2]
     assert 1 not in ours.encode("<s>", parse_special=False)
+    # a space right after a special token is the next word's "▁", as transformers' legacy=False reads it (the
+    # dummy prefix on top of it made "▁", "▁[" ...): Mistral's v1 template writes "</s> [INST]"
+    assert ours.encode("Hi</s> [INST] q") == sp.encode("Hi") + [2] + sp.encode("[INST] q")
+    assert ours.encode("a</s> ") == sp.encode("a") + [2, sp.piece_to_id("\u2581")]
 
 
 # ---- chat templates -----------------------------------------------------------------------------------------------

@@ -4,11 +4,15 @@ package itself, which is the implementation these models were trained with.
 Special pieces (<s>, </s>, <unk>, Mistral's [INST] control tokens, extra tokens a tokenizer_config.json adds) are
 cut out of the text first, and every text segment between them goes through `sp.encode` on its own, with
 SentencePiece's dummy "▁" prefix. That is what Meta's and Mistral's reference code does (each turn is a separate
-`encode` call) and what transformers calls legacy=True: "[INST]" after <s> becomes "▁[", "INST", "]".
+`encode` call) and what transformers calls legacy=True: "[INST]" after <s> becomes "▁[", "INST", "]". One
+exception: a segment that follows a special token and starts with a space takes that space as its "▁", with
+no dummy prefix on top. Chat templates write such spaces (Mistral's " [INST]" after </s>, " reply" after
+[/INST]) where the reference code encodes the turn without one; transformers' legacy=False and fast tokenizers
+agree (tested on Mistral's v1 template with its real tokenizer.model).
 
 Known, documented differences from transformers' converted fast tokenizer (tokenizer.json): SentencePiece
 splits runs of spaces before the last one ("▁▁▁" + "▁def") while the converted BPE merges across them
-("▁▁▁▁" + "def"), and a segment that starts with a space gets SentencePiece's extra "▁" there. Elsewhere the ids
+("▁▁▁▁" + "def"), and a text that starts with a space gets SentencePiece's extra "▁" there. Elsewhere the ids
 are identical (tested). Decoding follows HF's decoder chain for these models: '▁' -> ' ', <0xNN> byte pieces
 -> UTF-8 (one U+FFFD per byte of an invalid run), concatenate, drop one leading space.
 """
@@ -70,11 +74,18 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = False, parse_special: bool = True) -> list[int]:
         ids: list[int] = []
+        after_special = False
         for part in self._matcher.split(text, parse_special):
             if isinstance(part, AddedToken):
                 ids.append(part.id)
+            elif after_special and part.startswith(" "):
+                # transformers (Metaspace, prepend "first"; LlamaTokenizer legacy=False) reads the space after a
+                # special token as the word's "▁": SentencePiece's own dummy prefix on top of it gave one "▁" too
+                # many (Mistral's " [INST]" after </s>, " reply" after [/INST])
+                ids.extend(self.sp.encode(part[1:]) if len(part) > 1 else [self.sp.piece_to_id("\u2581")])
             else:
                 ids.extend(self.sp.encode(part))
+            after_special = isinstance(part, AddedToken)
         if add_special_tokens:
             if self.add_bos and self.bos_id is not None:
                 ids.insert(0, self.bos_id)
