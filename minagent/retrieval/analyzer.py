@@ -72,14 +72,22 @@ ENGLISH_STOPWORDS = frozenset(
 
 
 _STEM_EXCEPTIONS = frozenset("this thus does has was is its his yes alias always perhaps whereas".split())
+# -ches/-zes plurals that are -che/-ze words + s, not -ch/-z words + es: "caches" is "cache" + s ("branches" is
+# "branch" + es), "sizes" and every -ize verb ("initializes") are -ze + s; only -zzes and -tzes (buzzes,
+# waltzes) are -z + es
+_CHE_WORDS = ("cache", "niche", "cliche", "avalanche", "stache", "psyche", "creche", "fiche", "headache")
+_SIBILANT_ES = {1: ("ches", "shes", "sses", "xes", "zes"), 2: ("ches", "shes", "sses", "xes", "zzes", "tzes")}
+REVISION = 2              # analysis rules of new indexes (see Analyzer)
 
 
-def light_stem(word):
+def light_stem(word, revision=REVISION):
     """A light English plural stemmer: Lucene's "minimal" S-stemmer plus -es after sibilants.
 
     It only undoes plurals, so it never merges unrelated words (Porter maps "general" and "generate" together):
-    files -> file, entries -> entry, branches -> branch, passes -> pass, boxes -> box; "status", "class" and
-    short words are left alone. The caller skips identifiers and words with digits.
+    files -> file, entries -> entry, branches -> branch, passes -> pass, boxes -> box, sizes -> size,
+    caches -> cache; "status", "class" and short words are left alone. The caller skips identifiers and words
+    with digits. revision 1 (indexes saved before it was fixed) also cut -es after every z and after -che
+    words: sizes -> siz, initializes -> initializ, caches -> cach.
     """
     n = len(word)
     if n < 4 or word[-1] != "s" or word[-2] in "us" or word in _STEM_EXCEPTIONS:
@@ -89,33 +97,44 @@ def light_stem(word):
     if word.endswith("es"):
         if word[-3] in "aeio":
             return word                                   # does, shoes, goes: Lucene leaves these
-        if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        if word.endswith(_SIBILANT_ES[revision]) and (revision < 2 or not word[:-1].endswith(_CHE_WORDS)):
             return word[:-2]
     return word[:-1]
 
 
 class Analyzer:
-    """Configurable analysis chain; its `config()` is saved with an index so queries are analysed the same way."""
+    """Configurable analysis chain; its `config()` is saved with an index so queries are analysed the same way.
 
-    def __init__(self, stopwords=False, stem=True, split_identifiers=True, cjk_bigrams=True, combining_marks=True):
+    revision: the version of the analysis rules. 2 (11/2026) stems sizes -> size and caches -> cache (light_stem);
+    1 is what indexes saved before then were built with, and they keep it (from_config), so their queries are
+    analysed as their passages were.
+    """
+
+    def __init__(self, stopwords=False, stem=True, split_identifiers=True, cjk_bigrams=True, combining_marks=True,
+                 revision=REVISION):
+        if revision not in _SIBILANT_ES:
+            raise ValueError(f"analyzer config: unknown revision {revision!r}; "
+                             f"expected one of {sorted(_SIBILANT_ES)}")
         self.stopwords = bool(stopwords)
         self.stem = bool(stem)
         self.split_identifiers = bool(split_identifiers)
         self.cjk_bigrams = bool(cjk_bigrams)
         self.combining_marks = bool(combining_marks)   # marks inside words (False: split at them, as before 11/2026)
+        self.revision = revision
         self._stop = ENGLISH_STOPWORDS if self.stopwords else frozenset()
 
     def config(self):
         return {"stopwords": self.stopwords, "stem": self.stem, "split_identifiers": self.split_identifiers,
-                "cjk_bigrams": self.cjk_bigrams, "combining_marks": self.combining_marks}
+                "cjk_bigrams": self.cjk_bigrams, "combining_marks": self.combining_marks, "revision": self.revision}
 
     @classmethod
     def from_config(cls, cfg):
-        unknown = set(cfg) - {"stopwords", "stem", "split_identifiers", "cjk_bigrams", "combining_marks"}
+        unknown = set(cfg) - {"stopwords", "stem", "split_identifiers", "cjk_bigrams", "combining_marks", "revision"}
         if unknown:
             raise ValueError(f"analyzer config: unknown fields {sorted(unknown)}")
-        # an index saved before combining_marks existed was built splitting words at marks: query it the same way
-        return cls(**{"combining_marks": False, **cfg})
+        # an index saved before combining_marks existed was built splitting words at marks, one saved before
+        # revision existed with revision 1's rules: query it the same way
+        return cls(**{"combining_marks": False, "revision": 1, **cfg})
 
     def normalize(self, text):
         """NFKC (full-width letters and digits become ASCII) then lowercase."""
@@ -149,7 +168,7 @@ class Analyzer:
         if token in self._stop:
             return None
         if self.stem and token.isalpha() and token.isascii():
-            return light_stem(token)
+            return light_stem(token, self.revision)
         return token
 
     def tokenize(self, text):
