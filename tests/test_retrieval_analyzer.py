@@ -28,6 +28,17 @@ def test_cjk_bigrams_and_fullwidth_folding():
     assert "設" not in toks                      # runs longer than one character give bigrams only
 
 
+def test_turkish_capital_dotted_i_lowercases_to_i():
+    # Unicode's simple lowercase mapping of U+0130 is U+0069 (UnicodeData.txt; Java's Character.toLowerCase and
+    # so Lucene's LowerCaseFilter use it). str.lower() gives "i" + U+0307, a combining dot that stays inside the
+    # word: "İstanbul" would be a term the query "istanbul" never matches. Dotless "ı" is its own letter.
+    an = Analyzer()
+    assert an.tokenize("İstanbul İZMİR") == ["istanbul", "izmir"] == an.tokenize("ISTANBUL izmir")
+    assert an.tokenize("I\u0307stanbul ılık") == ["istanbul", "ılık"]      # NFKC composes I + U+0307 to İ
+    # an index saved with revision 1 was built with the dot kept: its queries keep it too
+    assert Analyzer(revision=1).tokenize("İstanbul") == ["i\u0307stanbul"]
+
+
 def test_combining_marks_stay_inside_words():
     """Marks (Unicode M*) are not \\w, but they are part of words: vowel signs and viramas in Devanagari, harakat
     in Arabic, a combining accent. Hand-checked tokens."""

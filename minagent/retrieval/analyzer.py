@@ -105,9 +105,9 @@ def light_stem(word, revision=REVISION):
 class Analyzer:
     """Configurable analysis chain; its `config()` is saved with an index so queries are analysed the same way.
 
-    revision: the version of the analysis rules. 2 (11/2026) stems sizes -> size and caches -> cache (light_stem);
-    1 is what indexes saved before then were built with, and they keep it (from_config), so their queries are
-    analysed as their passages were.
+    revision: the version of the analysis rules. 2 (11/2026) stems sizes -> size and caches -> cache (light_stem)
+    and lowercases "İ" to "i" (normalize); 1 is what indexes saved before then were built with, and they keep it
+    (from_config), so their queries are analysed as their passages were.
     """
 
     def __init__(self, stopwords=False, stem=True, split_identifiers=True, cjk_bigrams=True, combining_marks=True,
@@ -137,9 +137,15 @@ class Analyzer:
         return cls(**{"combining_marks": False, "revision": 1, **cfg})
 
     def normalize(self, text):
-        """NFKC (full-width letters and digits become ASCII) then lowercase."""
+        """NFKC (full-width letters and digits become ASCII) then lowercase.
+
+        "İ" (Turkish capital dotted I) lowercases to "i", as Unicode's simple case mapping (and Java's, so Lucene's
+        LowerCaseFilter) has it: str.lower() gives "i" + U+0307 (a combining dot), which would make "İstanbul" a
+        term that the query "istanbul" never matches (revision 1 kept the dot)."""
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)
+            if self.revision >= 2:
+                text = text.replace("\u0130", "i")
         return text.lower()
 
     def surface_tokens(self, text):
