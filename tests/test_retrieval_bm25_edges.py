@@ -159,3 +159,17 @@ def test_two_part_build_equals_one_part_bit_for_bit(variant):
         for q, (a, s) in zip(queries, part.topk_batch(queries, k)):
             b_ids, b_scores = whole.topk(to_whole[q].tolist(), k)
             assert a.tolist() == b_ids.tolist() and s.tolist() == b_scores.tolist()
+
+
+def test_add_refuses_non_integer_ids_and_bad_lengths():
+    # a term id of 1.7 is no term: it used to be truncated to term 1 and indexed without a word
+    with pytest.raises(TypeError, match="flat_ids: term ids must be integers, got float64"):
+        BM25Index().add(np.array([0.5, 1.7]), [2])
+    with pytest.raises(TypeError, match="lengths: passage lengths must be integers"):
+        BM25Index().add(np.array([0, 1]), [1.5, 0.5])
+    with pytest.raises(ValueError, match="lengths: passage lengths must be >= 0, got -1"):
+        BM25Index().add(np.array([0, 1, 2]), [4, -1])
+    with pytest.raises(ValueError, match=r"flat_ids: expected a 1-D array of term ids, got shape \(1, 2\)"):
+        BM25Index().add(np.array([[0, 1]]), [2])
+    # empty passages may come as plain empty lists
+    assert BM25Index().add([], [0, 0]).n_docs == 2

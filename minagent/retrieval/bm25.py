@@ -116,9 +116,11 @@ class BM25Index:
         changes N, every df and the average length, so every stored score changes). Work is done in slices of
         about _CHUNK tokens/postings so temporary arrays stay small next to the index itself.
         """
-        flat = np.asarray(flat_ids)
-        lengths = np.asarray(lengths, dtype=np.int64)
-        if flat.ndim != 1 or lengths.ndim != 1 or int(lengths.sum()) != len(flat):
+        flat = _integer_vector(flat_ids, "flat_ids", "term ids")
+        lengths = _integer_vector(lengths, "lengths", "passage lengths").astype(np.int64, copy=False)
+        if len(lengths) and lengths.min() < 0:
+            raise ValueError(f"lengths: passage lengths must be >= 0, got {int(lengths.min())}")
+        if int(lengths.sum()) != len(flat):
             raise ValueError(f"flat_ids ({len(flat)} ids) and lengths (sum {int(lengths.sum())}) disagree")
         if len(flat) and (flat.min() < 0):
             raise ValueError("term ids must be >= 0")
@@ -393,6 +395,17 @@ class BM25Index:
 
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+def _integer_vector(values, field, what):
+    """values as a 1-D integer array; an empty list is fine. Floats are refused rather than truncated: a term id
+    of 1.7 would otherwise be indexed as term 1."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{field}: expected a 1-D array of {what}, got shape {arr.shape}")
+    if len(arr) and arr.dtype.kind not in "iu":
+        raise TypeError(f"{field}: {what} must be integers, got {arr.dtype}")
+    return arr
 
 
 class _Union:
