@@ -26,12 +26,13 @@ from .errors import CheckpointStateError, CorruptCheckpointError
 
 # Settings a resumed run must share with the run that wrote the checkpoint (anything else may change).
 RESUME_KEYS = ("stage", "model", "data", "eval_data", "eval_fraction", "method", "lora_r", "lora_alpha",
-               "lora_targets", "rslora", "max_length", "truncation", "observation_role", "seed", "lr",
+               "lora_targets", "rslora", "lora_rank_pattern", "lora_alpha_pattern", "lora_layers", "lora_exclude",
+               "lora_init", "max_length", "truncation", "observation_role", "seed", "lr",
                "min_lr_ratio", "warmup_steps", "epochs", "max_steps", "weight_decay", "beta1", "beta2",
                "global_batch",  # batch_size x grad_accum x processes: the data position depends on it, not its split
                "train_data")  # PackedRows.fingerprint of the training rows: the file at --data may have changed
 # Keys added after checkpoints were first written: a checkpoint from before has none and is not refused for it.
-LATER_KEYS = ("train_data",)
+LATER_KEYS = ("train_data", "lora_rank_pattern", "lora_alpha_pattern", "lora_layers", "lora_exclude", "lora_init")
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

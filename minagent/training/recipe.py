@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..chat import OBSERVATION_ROLES
+from ..lora import SHORT_NAMES
 
 
 def _f(default, help_text, **kw):
@@ -37,6 +39,20 @@ class TrainConfig:
     lora_targets: str = _f("all-linear", "comma-separated module names (q,k,v,o,gate,up,down or q_proj,...) or "
                                          "all-linear (every linear layer but lm_head, as peft)")
     rslora: bool = _f(False, "rank-stabilised LoRA: scale alpha/sqrt(r)")
+    lora_rank_pattern: str = _f(None, "per-module ranks, peft's rank_pattern: a JSON object {regex: r} whose keys "
+                                      "match the end of a module name at a dot, the first matching key winning, e.g. "
+                                      "'{\"down_proj\": 8}' (a recipe file may give the object itself)",
+                                recipe_types=(dict, str))
+    lora_alpha_pattern: str = _f(None, "per-module alphas, peft's alpha_pattern: a JSON object {regex: alpha}, "
+                                       "matched as --lora-rank-pattern", recipe_types=(dict, str))
+    lora_layers: str = _f(None, "adapt only these transformer blocks: comma-separated indices, e.g. 0,1,2 (peft's "
+                                "layers_to_transform; a recipe file may give a list)", recipe_types=(list, int, str))
+    lora_exclude: str = _f(None, "comma-separated module names that --lora-targets would select but that get no "
+                                 "adapter, e.g. down or o_proj (peft's exclude_modules; a recipe file may give a "
+                                 "list)", recipe_types=(list, str))
+    lora_init: str = _f("default", "LoRA initialisation: default (A kaiming-uniform, B zero) or mica (peft's MiCA: "
+                                   "B = the minor left singular vectors of each W, frozen; A zero and trained)",
+                        choices=("default", "mica"))
     max_length: int = _f(2048, "tokens per packed row; sft: longest trajectory kept (see --truncation)")
     truncation: str = _f("drop", "sft trajectories longer than --max-length: drop (skip, reported), truncate "
                                  "(keep the start), fail (stop)", choices=("drop", "truncate", "fail"))
@@ -113,6 +129,7 @@ class TrainConfig:
                 continue  # warmup None: 3% of the steps; epochs is ignored when --max-steps is set
             if not ok(v):
                 raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {v!r}")
+        self._normalise_lora_selection()
         for name in ("model", "data"):
             if not Path(getattr(self, name)).exists():
                 raise FileNotFoundError(f"--{name} {getattr(self, name)}: no such file or directory")
@@ -120,8 +137,93 @@ class TrainConfig:
             raise ValueError(f"--out {self.out}: a file is there; --out names the run's directory")
         return self
 
+    def _normalise_lora_selection(self):
+        """The LoRA selection settings as canonical text (given as flags, recipe values or Python objects): checked
+        here, before any work, and written the same way however they were spelled, so a resumed run compares equal
+        settings as equal (key order is kept: in a pattern the first matching key wins)."""
+        self.lora_rank_pattern = _pattern_setting("lora_rank_pattern", self.lora_rank_pattern, rank=True)
+        self.lora_alpha_pattern = _pattern_setting("lora_alpha_pattern", self.lora_alpha_pattern, rank=False)
+        self.lora_layers = _layers_setting(self.lora_layers)
+        self.lora_exclude = _names_setting("lora_exclude", self.lora_exclude)
+
+    def lora_selection(self) -> dict:
+        """The LoRA selection settings as LoraConfig's keyword arguments (peft's names and types)."""
+        self._normalise_lora_selection()
+        return dict(rank_pattern=json.loads(self.lora_rank_pattern or "{}"),
+                    alpha_pattern=json.loads(self.lora_alpha_pattern or "{}"),
+                    layers_to_transform=[int(i) for i in self.lora_layers.split(",")] if self.lora_layers else None,
+                    exclude_modules=self.lora_exclude.split(",") if self.lora_exclude else None)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _pattern_setting(name: str, value, rank: bool) -> str | None:
+    """A rank/alpha pattern as canonical JSON text (None when unset or empty). Keys are regexes (peft compiles them
+    on load: a bad one would fail there, after training); ranks are positive integers, alphas finite numbers > 0."""
+    what = "rank" if rank else "alpha"
+    example = '{"down_proj": 8}' if rank else '{"down_proj": 16}'
+    if value is None or isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{_flag(name)}: not JSON ({e.msg} at column {e.colno}); expected an object "
+                             f"{{module regex: {what}}}, e.g. '{example}'") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{_flag(name)}: expected a JSON object {{module regex: {what}}}, e.g. '{example}', "
+                         f"got {value!r}")
+    for key, v in value.items():
+        try:
+            re.compile(key)
+        except re.error as e:
+            raise ValueError(f"{_flag(name)}: key {key!r} is not a valid regular expression ({e})") from None
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if rank and not (number and v == int(v) and v >= 1):
+            raise ValueError(f"{_flag(name)}: the rank for {key!r} must be a positive integer, got {v!r}")
+        if not rank and not (number and math.isfinite(v) and v > 0):
+            raise ValueError(f"{_flag(name)}: the alpha for {key!r} must be a number > 0, got {v!r}")
+    if rank:
+        value = {k: int(v) for k, v in value.items()}
+    return json.dumps(value) if value else None
+
+
+def _layers_setting(value) -> str | None:
+    """Block indices as "0,2,5" (sorted, unique), from "0, 2,5", [0, 2, 5] or 3; None when unset."""
+    if value is None or isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    out = set()
+    for item in items:
+        if isinstance(item, str) and item.isdigit():
+            item = int(item)
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise ValueError(f"--lora-layers: {item!r} is not a block index (expected comma-separated integers "
+                             ">= 0, e.g. 0,1,2)")
+        out.add(item)
+    return ",".join(map(str, sorted(out))) if out else None
+
+
+def _names_setting(name: str, value) -> str | None:
+    """Module names as "q_proj,down_proj" (short names such as q or down spelled out, as --lora-targets takes
+    them; order kept, duplicates dropped), from a comma-separated string or a list; None when unset."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise ValueError(f"{_flag(name)}: expected comma-separated module names (or a list of them), got {value!r}")
+    names = [SHORT_NAMES.get(v.strip(), v.strip()) for v in items if v.strip()]
+    return ",".join(dict.fromkeys(names)) or None
 
 
 # The agent-distillation paper's SFT setting (ANCHORS.md): LoRA r=64, alpha=128, dropout 0.05 on all linear
@@ -168,8 +270,14 @@ def _checked(path, key: str, value, f):
     opposite); null only where the field's default is None (e.g. max_steps: from the epochs)."""
     if value is None and f.default is None:
         return value
-    kinds = _JSON_TYPES[f.type]
+    kinds = f.metadata.get("recipe_types") or _JSON_TYPES[f.type]
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise ValueError(f"{path}: setting {key!r} must be a JSON {f.type}"
+        raise ValueError(f"{path}: setting {key!r} must be a JSON {_json_kind_names(f)}"
                          f"{' or null' if f.default is None else ''}, got {value!r}")
     return value
+
+
+def _json_kind_names(f) -> str:
+    names = {dict: "object", list: "list", int: "int", float: "float", str: "str", bool: "bool"}
+    kinds = f.metadata.get("recipe_types")
+    return " or ".join(names[k] for k in kinds) if kinds else f.type

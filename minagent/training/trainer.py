@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from minagent.chat import write_agent_settings
 from minagent.config import ModelConfig
-from minagent.lora import LoraConfig, base_state_dict, inject_lora, load_adapter, merge_lora, save_adapter
+from minagent.lora import (LoraConfig, _pattern_value, base_state_dict, inject_lora, load_adapter, merge_lora,
+                           save_adapter, target_names)
 from minagent.tokenizer import load_tokenizer
 from minagent.weights import DTYPES, load_model, save_hf_checkpoint
 from .checkpoint import latest_checkpoint, remove_partial_checkpoints, resume_checkpoint, save_checkpoint
@@ -60,15 +61,51 @@ def _autocast(cfg: TrainConfig, device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def lora_config(cfg: TrainConfig, model) -> LoraConfig:
+    """The run's LoraConfig, checked against the model: every error names the setting at fault."""
+    selection = cfg.lora_selection()
+    layers = selection["layers_to_transform"]
+    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else \
+        [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    if layers is not None:
+        n_layers = model.config.num_hidden_layers
+        if max(layers) >= n_layers:
+            raise ValueError(f"--lora-layers {cfg.lora_layers}: the model has {n_layers} blocks (0-{n_layers - 1})")
+        if targets == "all-linear":
+            # peft takes a layer selection only with a list of names: all-linear's names, as peft expands it
+            targets = sorted({n.rsplit(".", 1)[-1] for n in target_names(model, "all-linear")})
+    try:
+        config = LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=targets,
+                            use_rslora=cfg.rslora, base_model_name_or_path=str(cfg.model), **selection,
+                            extra={"init_lora_weights": "mica"} if cfg.lora_init == "mica" else {})
+        chosen = target_names(model, config.target_modules, config.layers_to_transform, config.layers_pattern,
+                              config.exclude_modules)
+    except ValueError as e:
+        raise ValueError(f"--lora-targets {cfg.lora_targets}"
+                         + "".join(f" {flag} {v}" for flag, v in (("--lora-layers", cfg.lora_layers),
+                                                                    ("--lora-exclude", cfg.lora_exclude)) if v)
+                         + f": {e}") from None
+    for name, pattern in (("lora_rank_pattern", config.rank_pattern), ("lora_alpha_pattern", config.alpha_pattern)):
+        for key in pattern:  # a key that matches nothing (a typo, "down" for down_proj) would be silently unused
+            if all(_pattern_value({key: 1}, module, None) is None for module in chosen):
+                raise ValueError(f"--{name.replace('_', '-')}: key {key!r} matches none of the {len(chosen)} "
+                                 f"adapted modules (a key is a regex matching the end of a name at a dot, e.g. "
+                                 f"'down_proj' or 'layers\\.0\\.self_attn\\.q_proj'; adapted: {chosen[0]}, ...)")
+    if cfg.lora_init == "mica":
+        for module in chosen:
+            shape = model.get_submodule(module).weight.shape
+            if config.rank_of(module) > min(shape):
+                raise ValueError(f"--lora-init mica: rank {config.rank_of(module)} of {module} is more than "
+                                 f"min(in, out) = {min(shape)} (MiCA takes that many singular vectors of W); "
+                                 "lower --lora-r or --lora-rank-pattern")
+    return config
+
+
 def build_model(cfg: TrainConfig, device):
     model = load_model(cfg.model, dtype=_base_dtype(cfg, device), device=device)
     torch.manual_seed(cfg.seed)  # LoRA init
     if cfg.method == "lora":
-        targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else \
-            [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
-        inject_lora(model, LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                      target_modules=targets, use_rslora=cfg.rslora,
-                                      base_model_name_or_path=str(cfg.model)))
+        inject_lora(model, lora_config(cfg, model))
     else:
         model.float()  # full fine-tuning keeps fp32 master weights; autocast does the bf16 math
         for p in model.parameters():
