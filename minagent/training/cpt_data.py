@@ -1,9 +1,10 @@
 """Continual-pretraining data: a directory of manuals or a JSONL of {"text": ...} -> one token stream.
 
 Each document is encoded with the tokenizer's own special tokens (BOS for Llama-family tokenizers, nothing for
-Qwen/SmolLM2) and followed by EOS, so the model learns where a document ends. Manual files are read by the
-retrieval module's reader: .txt and .md as they are, HTML turned into text whose headings, list items and table
-rows stay on their own lines (cells joined by " | "); a page shipped as both .html and .txt is read once.
+Qwen/SmolLM2) and followed by one EOS (added unless the tokenizer's own template already ends with it), so the
+model learns where a document ends. Manual files are read by the retrieval module's reader: .txt and .md as they
+are, HTML turned into text whose headings, list items and table rows stay on their own lines (cells joined by
+" | "); a page shipped as both .html and .txt is read once.
 
 Tokenising a large manual set takes minutes in pure Python, so the stream is cached on disk under a key made from
 the files' contents, the tokenizer files and the settings: a second run (or a resumed one) loads two .npy files.
@@ -22,7 +23,7 @@ import numpy as np
 from ..jsonl import read_jsonl
 from .errors import TrainingDataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one EOS per document where the tokenizer appends EOS itself
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -95,7 +96,9 @@ def tokenize_corpus(docs: list[TextDocument], tokenizer, tokenizer_dir: str | Pa
     pieces, owners = [], []
     for i, d in enumerate(docs):
         # parse_special=False: a manual that mentions "<|im_end|>" gets it as text, not as the control token
-        ids = tokenizer.encode(d.text, add_special_tokens=True, parse_special=False) + [eos]
+        ids = tokenizer.encode(d.text, add_special_tokens=True, parse_special=False)
+        if not ids or ids[-1] != eos:  # a tokenizer that appends EOS itself (add_eos_token, an EOS template)
+            ids.append(eos)            # already ended the document: a second one would teach EOS -> EOS
         pieces.append(np.asarray(ids, dtype=np.int64))
         owners.append(np.full(len(ids), i, dtype=np.int64))
     stream, doc_of_token = np.concatenate(pieces), np.concatenate(owners)
