@@ -1,5 +1,6 @@
 """CPT corpora as users hand them over: one EOS between documents whatever the tokenizer adds itself (transformers'
-tokenizer as the oracle), BOM / CRLF / blank lines and a last line without newline in a {"text"} JSONL."""
+tokenizer as the oracle), a single manual file as --data, non-UTF-8 and empty files, BOM / CRLF / blank lines
+and a last line without newline in a {"text"} JSONL."""
 import json
 import shutil
 
@@ -10,6 +11,7 @@ from minagent.tokenizer import load_tokenizer
 from minagent.training.cpt_data import TextDocument, read_cpt_documents, tokenize_corpus
 from minagent.training.errors import TrainingDataError
 from minagent.training.packing import IGNORE, pack_stream
+from training_tiny import MANUALS
 
 DOCS = [TextDocument("a", "git log shows the commit logs."), TextDocument("b", "git stash saves your changes.")]
 
@@ -63,6 +65,30 @@ def test_cached_streams_from_before_the_eos_fix_are_not_reused(tiny_dir, tmp_pat
     finally:
         cpt_data.CACHE_VERSION = old
     assert key_now != key_before
+
+
+@pytest.mark.parametrize("name", ["git-log.txt", "git-stash.md", "git-branch.html"])
+def test_a_single_manual_file_is_one_document(tmp_path, name):
+    """--data pointing at one manual was read as JSONL and failed with 'line 1: not valid JSON'. It is read as the
+    same file inside a manuals directory is."""
+    (tmp_path / "one").mkdir()
+    shutil.copyfile(MANUALS / name, tmp_path / "one" / name)
+    want = read_cpt_documents(tmp_path / "one")
+    got = read_cpt_documents(MANUALS / name)
+    assert [(d.source, d.text) for d in got] == [(d.source, d.text) for d in want] and len(got) == 1
+
+
+def test_bad_manual_files_name_the_file(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait\n")
+    for corpus in (tmp_path, tmp_path / "latin1.txt"):  # in a directory or given alone
+        with pytest.raises(ValueError, match=r"latin1\.txt: not valid UTF-8 \(line 1, byte offset 3"):
+            read_cpt_documents(corpus)
+    (tmp_path / "empty.md").write_text("\n  \n")
+    with pytest.raises(TrainingDataError, match=r"empty\.md: the file is empty"):
+        read_cpt_documents(tmp_path / "empty.md")
+    (tmp_path / "latin1.txt").unlink()
+    (tmp_path / "ok.txt").write_bytes(b"\xef\xbb\xbfline one\r\nline two")  # BOM, CRLF: read as plain lines
+    assert [(d.source, d.text) for d in read_cpt_documents(tmp_path)] == [("ok.txt", "line one\nline two")]
 
 
 def test_text_jsonl_with_bom_crlf_blank_lines_and_no_final_newline(tmp_path):

@@ -1,4 +1,5 @@
-"""Continual-pretraining data: a directory of manuals or a JSONL of {"text": ...} -> one token stream.
+"""Continual-pretraining data: a directory of manuals, one manual file or a JSONL of {"text": ...} -> one token
+stream.
 
 Each document is encoded with the tokenizer's own special tokens (BOS for Llama-family tokenizers, nothing for
 Qwen/SmolLM2) and followed by one EOS (added unless the tokenizer's own template already ends with it), so the
@@ -24,6 +25,8 @@ from ..jsonl import read_jsonl
 from .errors import TrainingDataError
 
 CACHE_VERSION = 2  # 2: one EOS per document where the tokenizer appends EOS itself
+# a --data file with one of these suffixes is one manual, not a JSONL corpus (retrieval.documents reads them)
+MANUAL_EXTENSIONS = (".txt", ".md", ".markdown", ".html", ".htm")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -34,7 +37,8 @@ class TextDocument:
 
 
 def read_cpt_documents(data: str | Path, on_bad_line: str = "fail", log=print) -> list[TextDocument]:
-    """Documents of a manual directory or a JSONL file, in a stable (sorted) order."""
+    """Documents of a manual directory, a single .txt/.md/.html manual or a JSONL file, in a stable (sorted)
+    order."""
     data = Path(data)
     if data.is_dir():
         from minagent.retrieval.documents import list_corpus_files, read_document
@@ -55,6 +59,8 @@ def read_cpt_documents(data: str | Path, on_bad_line: str = "fail", log=print) -
     if not data.is_file():
         raise FileNotFoundError(f"{data}: no such file or directory (expected a directory of manuals or a "
                                 f"JSONL file of {{\"text\": ...}} lines)")
+    if data.suffix.lower() in MANUAL_EXTENSIONS:
+        return [_single_manual(data)]
     def text_of(obj):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise ValueError('expected an object with a string field "text"')
@@ -65,6 +71,17 @@ def read_cpt_documents(data: str | Path, on_bad_line: str = "fail", log=print) -
     if not docs:
         raise TrainingDataError(f"{data}: no non-empty {{\"text\": ...}} lines; nothing to train on")
     return docs
+
+
+def _single_manual(path: Path) -> TextDocument:
+    """One manual file given as the corpus: read as a directory's file would be (a .txt handed to the JSONL reader
+    failed as "line 1: not valid JSON", which sent the user looking for a JSON problem)."""
+    from minagent.retrieval.documents import read_document
+
+    doc = read_document(str(path), path.name)
+    if not doc.text.strip():
+        raise TrainingDataError(f"{path}: the file is empty; nothing to train on")
+    return TextDocument(path.name, doc.text)
 
 
 def _cache_key(docs: list[TextDocument], tokenizer_dir: Path, settings: dict) -> str:

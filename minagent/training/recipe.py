@@ -24,7 +24,8 @@ class TrainConfig:
     stage: str = _f("sft", "cpt: next-token loss on manuals; sft: loss on the assistant turns of trajectories",
                     choices=("cpt", "sft"))
     model: str = _f(None, "base checkpoint directory (HF config.json + safetensors + tokenizer files)")
-    data: str = _f(None, "cpt: a directory of .txt/.md/.html manuals or a JSONL of {\"text\": ...}; "
+    data: str = _f(None, "cpt: a directory of .txt/.md/.html manuals, one such file, or a JSONL of "
+                         "{\"text\": ...}; "
                          "sft: a trajectory JSONL (see README, 'Trajectory format')")
     out: str = _f(None, "output directory: checkpoints/, metrics.jsonl, final/model (merged HF checkpoint), "
                         "final/adapter (PEFT LoRA adapter)")
