@@ -107,7 +107,8 @@ def test_malformed_trajectory_line_names_file_and_line(tmp_path, line, message):
     logged = []
     got = read_trajectories(path, on_bad_line="skip", log=logged.append)
     assert [t.where for t in got] == [f"{path}:1", f"{path}:4"]
-    assert len(logged) == 1 and f"{path}:3" in logged[0]
+    assert len(logged) == 2 and f"{path}:3" in logged[0]
+    assert logged[1] == f"WARNING: {path}: 1 malformed line skipped (--on-bad-line skip), 2 trajectories read"
 
 
 def test_file_of_only_bad_lines_is_an_error(tmp_path):

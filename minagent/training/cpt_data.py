@@ -65,11 +65,15 @@ def read_cpt_documents(data: str | Path, on_bad_line: str = "fail", log=print) -
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise ValueError('expected an object with a string field "text"')
         return obj["text"] if obj["text"].strip() else None
-    rows, _ = read_jsonl(data, text_of, on_bad_line=on_bad_line, log=log, error=TrainingDataError,
-                         hint=" (use --on-bad-line skip to skip such lines)")
+    rows, bad = read_jsonl(data, text_of, on_bad_line=on_bad_line, log=log, error=TrainingDataError,
+                           hint=" (use --on-bad-line skip to skip such lines)")
     docs = [TextDocument(where, text) for where, text in rows]
     if not docs:
-        raise TrainingDataError(f"{data}: no non-empty {{\"text\": ...}} lines; nothing to train on")
+        raise TrainingDataError(f"{data}: no non-empty {{\"text\": ...}} lines; nothing to train on"
+                                + (f" ({bad} malformed lines skipped)" if bad else ""))
+    if bad:
+        log(f"WARNING: {data}: {bad} malformed line{'s' if bad > 1 else ''} skipped (--on-bad-line skip), "
+            f"{len(docs)} documents read")
     return docs
 
 

@@ -20,8 +20,9 @@ Too long (more than max_length tokens) is handled by the truncation policy:
   drop      skip the trajectory, report file:line (default: a cut-off step teaches an unfinished action)
   truncate  keep the first max_length tokens (dropped if no trained token is left)
   fail      stop with an error naming the line
-A malformed line (not JSON, no messages, unknown role, non-string content, no assistant turn) is reported as
-`file:line: what is wrong`; on_bad_line="fail" stops there, "skip" reports it and goes on.
+A malformed line (not JSON, no messages, unknown role, missing or non-string content, no assistant turn, a
+ShareGPT-style {"conversations": ...} line, OpenAI tool_calls) is reported as `file:line: what is wrong`;
+on_bad_line="fail" stops there, "skip" reports it, goes on and ends with a warning counting the lines skipped.
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ class EncodedExample:
 def _validate(obj, observation_role: str) -> list[dict]:
     messages = obj.get("messages") if isinstance(obj, dict) else obj
     if not isinstance(messages, list):
+        if isinstance(obj, dict) and "conversations" in obj:  # the common other layout: say which one it is
+            raise ValueError('ShareGPT-style {"conversations": [{"from": ..., "value": ...}]} is not read; expected '
+                             '{"messages": [{"role": ..., "content": ...}]} (from -> role: human -> user, gpt -> '
+                             'assistant; value -> content)')
         raise ValueError('expected {"messages": [...]} or a JSON list of messages')
     if not messages:
         raise ValueError("the messages list is empty")
@@ -68,6 +73,8 @@ def _validate(obj, observation_role: str) -> list[dict]:
             if m.get(key):
                 raise ValueError(f"messages[{i}].{key}: tool calls are not supported (write the call into the "
                                  "assistant content, as CodeAct steps do, and return results as role 'tool')")
+        if "content" not in m:
+            raise ValueError(f"messages[{i}] has no \"content\" (expected a string)")
         if not isinstance(content, str):
             raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
         if role in ("tool", "observation"):
@@ -92,6 +99,9 @@ def read_trajectories(path: str | Path, on_bad_line: str = "fail", observation_r
                            error=TrainingDataError, hint=" (use --on-bad-line skip to skip such lines)")
     if not rows:
         raise TrainingDataError(f"{path}: no usable trajectory" + (f" ({bad} malformed lines skipped)" if bad else ""))
+    if bad:
+        log(f"WARNING: {path}: {bad} malformed line{'s' if bad > 1 else ''} skipped (--on-bad-line skip), "
+            f"{len(rows)} trajectories read")
     return [Trajectory(where, messages) for where, messages in rows]
 
 
