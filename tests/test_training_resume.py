@@ -176,3 +176,24 @@ def test_a_process_that_dies_inside_a_checkpoint_save_resumes_bitwise(tiny_dir, 
     run(_cfg(tiny_dir, out, resume=True))
     _assert_same_run(whole_runs["lora"], _final_state(out))
     shutil.rmtree(out)
+
+
+def test_mica_resume_reads_the_frozen_b_back_instead_of_recomputing_it(tiny_dir, tmp_path, whole_runs, monkeypatch):
+    """MiCA's frozen lora_B comes from an SVD whose last bits depend on the thread count, so a resume on another
+    machine or thread count recomputed a slightly different B (~3e-6) and trained A against it. The checkpoint
+    now holds B: a resume whose own SVD comes out different (here: nudged by 1e-3) still ends bit for bit where
+    the uninterrupted run ends."""
+    from minagent import lora
+    out = tmp_path / "o"
+    run(_cfg(tiny_dir, out, "lora-mica"), stop_after_step=2)
+    saved = load_file(str(out / "checkpoints" / f"step_{2:08d}" / "trainable.safetensors"))
+    assert any(".lora_B." in k for k in saved)
+    real = lora._mica_init
+
+    def nudged(layer):
+        real(layer)
+        with torch.no_grad():
+            layer.lora_B.weight.add_(1e-3)
+    monkeypatch.setattr(lora, "_mica_init", nudged)
+    run(_cfg(tiny_dir, out, "lora-mica", resume=True))
+    _assert_same_run(whole_runs["lora-mica"], _final_state(out))

@@ -39,6 +39,17 @@ def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _adapter_tensor(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name
+
+
+def checkpoint_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """What a checkpoint holds: the trainable parameters and an adapter's frozen tensors. MiCA freezes lora_B,
+    computed by an SVD whose last bits depend on the thread count (~3e-6 between 1 and 2 threads): a resume
+    reads it back instead of recomputing it, so A goes on training against the same B."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad or _adapter_tensor(n)}
+
+
 def rng_state() -> dict:
     """The RNG states to save. CUDA: the current device's generator only. Under DDP only rank 0 saves, and each
     rank draws on its own device; every rank makes the same draws (same seed, same shapes), so rank 0's device
@@ -75,7 +86,7 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model, optimizer, settings
     final = root / f"step_{step:08d}"
     remove_partial_checkpoints(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model).items()}
+    tensors = {n: p.detach().cpu().contiguous() for n, p in checkpoint_parameters(model).items()}
     save_file(tensors, str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
@@ -147,8 +158,11 @@ def load_checkpoint(path: str | Path, model, optimizer, settings: dict) -> dict:
         if was != now:
             raise CheckpointStateError(f"{path / 'state.json'}: the checkpoint was written with {k}={was!r} but "
                                        f"this run has {k}={now!r}; resume with the same setting or use a new --out")
-    params = trainable_parameters(model)
+    params = checkpoint_parameters(model)
     saved = _read(path / "trainable.safetensors", lambda f: load_file(str(f)))
+    # (checkpoints before 2026-11-24 hold the trainable ones only: a frozen adapter tensor then stays as built)
+    frozen_not_saved = {n for n, p in params.items() if not p.requires_grad} - set(saved)
+    params = {n: p for n, p in params.items() if n not in frozen_not_saved}
     if set(saved) != set(params):
         diff = sorted(set(saved) ^ set(params))[:4]
         raise CheckpointStateError(f"{path / 'trainable.safetensors'}: trainable parameters differ from the "
