@@ -39,7 +39,9 @@ class ShowDefaults(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         help = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in help and action.option_strings:
+        # `is`, not `in`: 0 == False, so a membership test hid every default of 0 (--temperature, --top-k, --sag)
+        nothing = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if not nothing and "default" not in help and action.option_strings:
             help += " (default: %(default)s)"
         return help
 
