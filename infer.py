@@ -199,8 +199,14 @@ def main(argv=None):
         ignored = [flag for flag, given in (("--sag", args.sag), ("--extractor", args.extractor)) if given]
         if ignored:  # agent systems of their own: --mode closed-book|rag|cot would run without them, silently
             parser.error(f"exam --mode {args.mode}: only --mode agent uses {', '.join(ignored)}")
+    if args.command in ("ask", "exam", "distill") and args.no_search and args.index is not None:
+        # the index would be dropped without a word: the user meant one or the other
+        parser.error(f"{args.command}: --index and --no-search are alternatives (--no-search drops the index); "
+                     "pass one")
     if args.command == "serve" and args.model and args.oracle:
         parser.error("serve: --model and --oracle are alternatives (the oracle would be served); pass one")
+    if args.command == "serve" and not (args.model or args.oracle):
+        parser.error("serve: nothing to serve; pass --model DIR (a checkpoint) or --oracle QUESTIONS.jsonl")
     if args.command == "chat":
         run_chat(args, args.prompt)
     elif args.command == "fetch":

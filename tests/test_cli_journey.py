@@ -33,3 +33,19 @@ def test_help_states_defaults_of_zero(capsys):
     exam = _help(capsys, ["exam"])
     assert "at most 64, as serve allows) (default: 0)" in exam
     assert "--extractor condense long search results first --timeout" in exam  # an off switch states nothing
+
+
+@pytest.mark.parametrize("command", [
+    ["exam", "--model", "m", "--exam", "e.jsonl", "--out", "o.jsonl"],
+    ["ask", "--model", "m", "--question", "q?"],
+    ["distill", "--teacher", "m", "--questions", "q.jsonl", "--out", "o.jsonl"],
+])
+def test_an_index_and_no_search_together_are_refused(capsys, command):
+    """--no-search set the index aside without a word: the run went on without the search tool asked for."""
+    err = _usage_error(capsys, command + ["--index", "idx", "--no-search"])
+    assert f"{command[0]}: --index and --no-search are alternatives" in err
+
+
+def test_serve_without_a_model_names_the_flags(capsys):
+    err = _usage_error(capsys, ["serve", "--port", "0"])
+    assert "serve: nothing to serve; pass --model DIR (a checkpoint) or --oracle QUESTIONS.jsonl" in err
