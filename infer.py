@@ -8,7 +8,7 @@
     python infer.py ask --model DIR --index INDEX --question "..." [--sag 8 --extractor]
     python infer.py exam --model DIR --index INDEX --exam EXAM.jsonl --out RESULTS.jsonl
     python infer.py serve --model DIR [--port 8000]        # OpenAI-compatible chat completions on 127.0.0.1
-    python infer.py distill --teacher DIR_OR_URL --index INDEX --questions Q.jsonl --out TRAJ.jsonl
+    python infer.py distill --teacher DIR_OR_URL --index INDEX --questions Q.jsonl --out TRAJ.jsonl [--split train]
 
 Thin by design: it parses arguments and calls the library.
 """
@@ -189,6 +189,9 @@ def main(argv=None):
     distill.add_argument("--questions", required=True)
     distill.add_argument("--out", required=True, help="trajectory JSONL (appended; rerun to resume)")
     distill.add_argument("--no-ftp", action="store_true", help="disable the first-thought prefix")
+    distill.add_argument("--split", default=None,
+                         help="only questions whose 'split' is this (e.g. train: keep the held-out ones out of the "
+                              "trajectories the student trains on)")
     add_agent_args(distill)
 
     args = parser.parse_args(argv)
@@ -268,7 +271,8 @@ def main(argv=None):
                          args.extractor, args.split, draft_tokens=args.draft_tokens, max_len=args.max_len)
         else:
             commands.distill_questions(args.teacher, args.index, args.questions, args.out, ftp=not args.no_ftp,
-                                       config=config, draft_tokens=args.draft_tokens, max_len=args.max_len)
+                                       config=config, draft_tokens=args.draft_tokens, max_len=args.max_len,
+                                       split=args.split)
     elif args.command == "serve":
         from minagent.agent import commands
 

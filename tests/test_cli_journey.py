@@ -5,9 +5,16 @@ keeping held-out questions out of the trajectories.
 Oracles are hand-checked: the defaults declared in infer.py's parsers, and the split of each question in
 tests/data/own_domain/exam.jsonl (own-5 and own-6 are "train", own-1..own-4 "heldout").
 """
+import json
+from pathlib import Path
+
 import pytest
 
 import infer
+from minagent.agent import commands
+from minagent.agent.teacher import oracle_teacher, read_questions
+
+OWN = Path(__file__).resolve().parent / "data" / "own_domain"
 
 
 def _help(capsys, argv) -> str:
@@ -49,3 +56,36 @@ def test_an_index_and_no_search_together_are_refused(capsys, command):
 def test_serve_without_a_model_names_the_flags(capsys):
     err = _usage_error(capsys, ["serve", "--port", "0"])
     assert "serve: nothing to serve; pass --model DIR (a checkpoint) or --oracle QUESTIONS.jsonl" in err
+
+
+@pytest.fixture
+def own_index(tmp_path):
+    out = tmp_path / "index"
+    assert infer.main(["index", "--corpus", str(OWN / "manual"), "--out", str(out)]) == 0
+    return out
+
+
+def _oracle_for(path):
+    known = {q["question"]: {"answer": q.get("correct") or q["answer"]} for q in read_questions(path)}
+    return lambda *a, **kw: oracle_teacher(known)
+
+
+def test_distill_split_keeps_held_out_questions_out_of_the_trajectories(tmp_path, own_index, monkeypatch):
+    """The README's own-domain flow distills the exam, trains on the trajectories and then scores --split
+    heldout: without a split on distill, the held-out questions' answers were in the training data."""
+    monkeypatch.setattr(commands, "load_llm", _oracle_for(OWN / "exam.jsonl"))
+    out = tmp_path / "traj.jsonl"
+    infer.main(["distill", "--teacher", "oracle", "--index", str(own_index), "--questions",
+                str(OWN / "exam.jsonl"), "--out", str(out), "--split", "train", "--max-steps", "3"])
+    kept = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert kept == ["own-5", "own-6"]
+
+
+def test_distill_split_that_matches_nothing_names_the_file(tmp_path, monkeypatch):
+    def no_model(*a, **kw):
+        raise AssertionError("the questions are checked before a model is loaded")
+    monkeypatch.setattr(commands, "load_llm", no_model)
+    exam = OWN / "exam.jsonl"
+    with pytest.raises(ValueError, match=f"{exam}: no questions with split 'dev'"):
+        infer.main(["distill", "--teacher", "m", "--no-search", "--questions", str(exam),
+                    "--out", str(tmp_path / "t.jsonl"), "--split", "dev"])

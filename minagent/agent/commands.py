@@ -102,11 +102,18 @@ def run_exam(llm, index_dir, exam_path, out_path, config: AgentConfig | None = N
 
 def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bool = True,
                       config: AgentConfig | None = None, log=print, draft_tokens: int | None = None,
-                      max_len: int | None = None) -> dict:
-    """teacher: a model directory or an OpenAI-compatible base URL (http://host:port/v1)."""
+                      max_len: int | None = None, split: str | None = None) -> dict:
+    """teacher: a model directory or an OpenAI-compatible base URL (http://host:port/v1). split: only the
+    questions whose "split" is this (distilling an exam's held-out questions would put their answers in the
+    student's training data), as `infer.py exam --split` selects the ones it asks."""
+    questions = read_questions(questions_path)  # a bad file fails here, before a model is loaded
+    if split is not None:
+        questions = [q for q in questions if q.get("split") == split]
+        if not questions:
+            raise ValueError(f"{questions_path}: no questions with split {split!r}")
     llm = load_llm(teacher, draft_tokens=draft_tokens, max_len=max_len)
     agent = build_agent(llm, index_dir, config)
-    return distill(read_questions(questions_path), agent, out_path, ftp_llm=llm if ftp else None, log=log)
+    return distill(questions, agent, out_path, ftp_llm=llm if ftp else None, log=log)
 
 
 def serve(model: str | None, host: str = "127.0.0.1", port: int = 8000, oracle: str | None = None,
