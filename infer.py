@@ -83,7 +83,8 @@ def run_chat(args, prompt: str) -> str:
     return reply
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser = sub.add_parser
@@ -194,6 +195,11 @@ def main(argv=None):
                               "trajectories the student trains on)")
     add_agent_args(distill)
 
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("exam", "distill") and Path(args.out).is_dir():
         # refused now, not after the run: exam writes --out only at the end, after every question has run
