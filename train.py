@@ -29,6 +29,18 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
+def _seed(s: str) -> int:
+    """A seed is a non-negative integer: numpy's generators refuse a negative one, but only once the first
+    stage that shuffles has started (after minutes of earlier stages) and without naming --seed."""
+    try:
+        value = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; expected an integer >= 0")
+    return value
+
+
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Each option's default, unless its help already says it or there is none to say (None, off, empty)."""
 
@@ -47,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tier", default="tiny", choices=["tiny", "smollm2", "ci"],
                    help="tiny: from-scratch model, minutes on CPU; smollm2: SmolLM2-135M-Instruct; ci: tiny, shrunk")
     r.add_argument("--work", default=None, help="working directory (default runs/<tier>); stages cache there")
-    r.add_argument("--seed", type=int, default=0, help="which synthetic product and exam")
+    r.add_argument("--seed", type=_seed, default=0, help="which synthetic product and exam")
     r.add_argument("--teacher", default=None, help="OpenAI-compatible base URL of a real teacher (default: the "
                                                    "domain's oracle teacher)")
     r.add_argument("--base-model", default=None, help="smollm2 tier: the base checkpoint (default: fetched)")
@@ -71,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             if kind is bool:
                 kw.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
             else:
-                kw["type"] = kind
+                kw["type"] = _seed if f.name == "seed" else kind
             default = f.default if f.default is not MISSING else None
             if f.name in ("model", "data", "out"):
                 kw["help"] += " (required: here or in the --recipe file)"

@@ -1,9 +1,10 @@
 """A new user's path through the README's commands: what `infer.py` says about its own defaults, which flag
 combinations it refuses instead of silently dropping one, and the bring-your-own-domain flow's distill step
-keeping held-out questions out of the trajectories.
+keeping held-out questions out of the trajectories, and train.py's --seed refused up front when numpy would
+refuse it later.
 
 Oracles are hand-checked: the defaults declared in infer.py's parsers, and the split of each question in
-tests/data/own_domain/exam.jsonl (own-5 and own-6 are "train", own-1..own-4 "heldout").
+tests/data/own_domain/exam.jsonl (own-5 and own-6 are "train", own-1..own-4 "heldout"); numpy for the seed.
 """
 import json
 from pathlib import Path
@@ -89,3 +90,21 @@ def test_distill_split_that_matches_nothing_names_the_file(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=f"{exam}: no questions with split 'dev'"):
         infer.main(["distill", "--teacher", "m", "--no-search", "--questions", str(exam),
                     "--out", str(tmp_path / "t.jsonl"), "--split", "dev"])
+
+
+@pytest.mark.parametrize("stage", ["recipe", "cpt", "sft"])
+def test_a_negative_seed_is_a_usage_error_naming_the_flag(capsys, tmp_path, stage):
+    """numpy's generators refuse a negative seed (the oracle below), but only once a stage that shuffles ran:
+    `train.py recipe --seed -1` built the domain, tokenizer and general stages, started pretraining and then
+    stopped with 'expected non-negative integer', naming no flag."""
+    import numpy as np
+
+    import train
+    with pytest.raises(ValueError):
+        np.random.default_rng(-1)
+    with pytest.raises(SystemExit) as stop:
+        train.main([stage, "--seed", "-1", "--work" if stage == "recipe" else "--out", str(tmp_path / "w")])
+    assert stop.value.code == 2
+    assert "argument --seed: -1 is negative; expected an integer >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    assert train.build_parser().parse_args([stage, "--seed", "0"]).seed == 0
