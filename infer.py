@@ -201,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    from minagent.cli_paths import output_path_problem
+
+    for flag in ("--out", "--models-dir"):  # index/exam/distill --out, fetch/demo --models-dir
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        problem = value is not None and output_path_problem(f"{args.command} {flag}", value)
+        if problem:  # refused now, not in a traceback from mkdir after the work is done
+            parser.error(problem)
     if args.command in ("exam", "distill") and Path(args.out).is_dir():
         # refused now, not after the run: exam writes --out only at the end, after every question has run
         parser.error(f"{args.command} --out {args.out}: a directory is there; --out names the JSONL file to write")
@@ -292,7 +299,8 @@ if __name__ == "__main__":
 
     try:
         sys.exit(main())
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, LLMError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+            LLMError) as e:
         # bad input or an unreachable model server: the library's message names the file, field or URL (an
         # OSError's message names its path: a directory given as --system-file, a file that cannot be read)
         print(f"error: {e}", file=sys.stderr)

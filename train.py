@@ -119,10 +119,21 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _refuse_output_under_a_file(flag: str, path):
+    """An --out/--work below a file (runs/x/y where runs/x is a file) stops now with one line, not after the
+    first stages with a NotADirectoryError traceback from mkdir."""
+    from minagent.cli_paths import output_path_problem
+
+    problem = path is not None and output_path_problem(flag, path)
+    if problem:
+        raise SystemExit(f"train.py: {problem}")
+
+
 def run_recipe_command(args) -> int:
     from minagent.agent.llm import LLMError
     from minagent.microdomain.pipeline import run_recipe
 
+    _refuse_output_under_a_file("--work", args.work or f"runs/{args.tier}")
     try:
         run_recipe(args.tier, work=args.work or f"runs/{args.tier}", seed=args.seed, teacher=args.teacher,
                    base_model=args.base_model, overrides=parse_overrides(args.set), force=args.force)
@@ -141,6 +152,7 @@ def main(argv=None):
         cfg = config_from_args(argv).validate()
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"train.py: {e}")
+    _refuse_output_under_a_file("--out", cfg.out)
     from minagent.training import train
 
     try:
