@@ -441,3 +441,14 @@ def test_a_whole_number_for_a_fractional_setting_is_the_same_setting():
     assert type(tier_settings("tiny", {"cpt.max_length": 128})["cpt"]["max_length"]) is int  # whole stays whole
     assert tier_settings("tiny", {"eval.sag": 2})["eval"]["sag"] == 2
     assert type(tier_settings("tiny", {"domain.heldout_fraction": 1 / 2})["domain"]["heldout_fraction"]) is float
+
+
+def test_null_is_refused_where_it_lifts_no_limit():
+    """Hand-checked: `--set sft.lr=null` ran the domain, tokenizer and pretraining stages and then died in a
+    TypeError; null now passes only where it means "no limit" (or the default is null), and names the setting."""
+    from minagent.microdomain.tiers import tier_settings
+    for dotted in ("sft.lr", "sft.max_length", "search.k", "tokenizer.vocab_size", "eval.sag", "eval.max_steps"):
+        with pytest.raises(ValueError, match=rf"--set {re.escape(dotted)}=null: this setting has no 'no limit'"):
+            tier_settings("tiny", {dotted: None})
+    for dotted in ("cpt.max_steps", "teacher.max_train", "eval.max_heldout", "eval.ablation_heldout"):
+        assert tier_settings("smollm2", {dotted: None})[dotted.split(".")[0]][dotted.split(".")[1]] is None

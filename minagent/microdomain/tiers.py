@@ -72,6 +72,8 @@ def _ci() -> dict:
 
 
 TRAINING_SECTIONS = ("pretrain", "instruct", "cpt", "sft", "cot")
+# settings whose null lifts a limit (the pipeline and TrainConfig read None as "all" / "no cap")
+LIMITS = ("max_steps", "max_train", "max_heldout", "ablation_heldout")
 # TrainConfig fields the pipeline sets itself for every training stage (pipeline.train_stage): a --set of one
 # would be ignored (seed: the recipe's --seed; model, data, out, cache_dir: the stage's paths) or would break
 # the stage (stage, export: a later stage reads run/final/model)
@@ -148,8 +150,10 @@ def _check_range(dotted: str, value):
 
 def _check_type(dotted: str, default, value):
     """Refuse a value of another kind than the setting's default (at once, not after an hour of earlier
-    stages): a number for a number, true/false for a flag, text for text; null is always allowed (it lifts a
-    limit, e.g. --set cpt.max_steps=null), and settings without a default take any value."""
+    stages): a number for a number, true/false for a flag, text for text; null only where it means "no limit"
+    (--set cpt.max_steps=null, teacher.max_train, eval.max_heldout, eval.ablation_heldout) or the default is
+    null itself (anywhere else it failed deep in a stage: sft.lr=null as a TypeError after the earlier stages),
+    and settings without a default take any value."""
     def kind(v):
         if isinstance(v, bool):
             return "true or false"
@@ -159,5 +163,8 @@ def _check_type(dotted: str, default, value):
             return "text"
         return None
     want = kind(default)
-    if want is not None and value is not None and kind(value) != want:  # null: "no limit" where a limit is set
+    if value is None and want is not None and dotted.partition(".")[2] not in LIMITS:
+        raise ValueError(f"--set {dotted}=null: this setting has no 'no limit' value; expected {want} (the "
+                         f"default is {default!r})")
+    if want is not None and value is not None and kind(value) != want:
         raise ValueError(f"--set {dotted}={value!r}: expected {want} (the default is {default!r})")
