@@ -73,7 +73,8 @@ def _ci() -> dict:
 
 TRAINING_SECTIONS = ("pretrain", "instruct", "cpt", "sft", "cot")
 # settings whose null lifts a limit (the pipeline and TrainConfig read None as "all" / "no cap")
-LIMITS = ("max_steps", "max_train", "max_heldout", "ablation_heldout")
+LIMITS = {f"{section}.max_steps" for section in TRAINING_SECTIONS} | {"teacher.max_train", "eval.max_heldout",
+                                                                      "eval.ablation_heldout"}
 # TrainConfig fields the pipeline sets itself for every training stage (pipeline.train_stage): a --set of one
 # would be ignored (seed: the recipe's --seed; model, data, out, cache_dir: the stage's paths) or would break
 # the stage (stage, export: a later stage reads run/final/model)
@@ -163,7 +164,7 @@ def _check_type(dotted: str, default, value):
             return "text"
         return None
     want = kind(default)
-    if value is None and want is not None and dotted.partition(".")[2] not in LIMITS:
+    if value is None and want is not None and dotted not in LIMITS:
         raise ValueError(f"--set {dotted}=null: this setting has no 'no limit' value; expected {want} (the "
                          f"default is {default!r})")
     if want is not None and value is not None and kind(value) != want:
