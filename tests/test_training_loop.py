@@ -354,7 +354,7 @@ def test_a_checkpoint_left_half_written_by_a_kill_is_removed(tiny_dir, tmp_path)
     ("warmup_steps", -3, ">= 0"), ("min_lr_ratio", 2.0, r"in \[0, 1\]"), ("clip", -1.0, ">= 0"),
     ("epochs", 0.0, "> 0"), ("epochs", float("nan"), "> 0"), ("eval_every", -1, ">= 0"),
     ("weight_decay", -0.1, ">= 0"), ("beta2", 1.0, r"in \[0, 1\)"), ("lora_dropout", 1.0, r"in \[0, 1\)"),
-    ("lr", float("inf"), "> 0")])
+    ("lr", float("inf"), "> 0"), ("seed", -1, "an integer >= 0")])
 def test_out_of_range_settings_are_refused_before_any_work(tmp_path, setting, value, rule):
     """Hand-checked against schedule.py and the loop, none of these failed; each trained something else instead:
     warmup -3 starts the cosine part-way (step 0 at rate 0.98 * peak of 10 steps, not the warmup's), min_lr_ratio 2

@@ -123,7 +123,8 @@ class TrainConfig:
                   "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
                   "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
                   "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-                  "eval_every": (lambda v: v >= 0, ">= 0 (0 = only at the end)")}
+                  "eval_every": (lambda v: v >= 0, ">= 0 (0 = only at the end)"),
+                  "seed": (lambda v: isinstance(v, int) and 0 <= v < 2 ** 64, "an integer >= 0")}
         for name, (ok, rule) in checks.items():
             v = getattr(self, name)
             if v is None and name == "warmup_steps" or name == "epochs" and self.max_steps is not None:
