@@ -149,6 +149,18 @@ def _inside_work(path, dir_fd=None):
     return p == WORK or p.startswith(WORK + os.sep)
 
 
+def _fd_inside_work(fd):
+    """Is the open fd `fd` a file or directory inside the working directory? (os.chmod(fd), os.utime(fd),
+    os.setxattr(fd), os.fchmod change the file an fd opened read-only names, wherever it is.)"""
+    if _holder_moving_files:
+        return True
+    try:
+        path = os.readlink(f"/proc/self/fd/{int(fd)}")
+    except (OSError, ValueError, TypeError):
+        return False  # cannot tell where that fd points: refuse
+    return _inside_work(path)
+
+
 def _outside(what, path):
     return PermissionError(f"{what}({path!r}) is not allowed outside the working directory {WORK}: "
                            "nothing was changed there")
@@ -186,23 +198,30 @@ def guard_writes():
     io.FileIO = _io.FileIO = FileIO
     os.open = os_open
 
-    def checked(name, n_paths):
+    def checked(name, params):
+        """os.NAME with its path parameters `params` (positional or by keyword) checked; a path that is an fd
+        (os.chmod(fd), os.fchmod(fd)) is checked by the file it has open."""
         real = getattr(os, name)
 
         def f(*args, **kwargs):
             fds = (kwargs.get("src_dir_fd", kwargs.get("dir_fd")), kwargs.get("dst_dir_fd", kwargs.get("dir_fd")))
-            for p, fd in zip(args[:n_paths], fds):
-                if not _inside_work(p, fd):
+            for i, (param, fd) in enumerate(zip(params, fds)):
+                p = args[i] if i < len(args) else kwargs.get(param)
+                if p is None:  # not given: the real function raises its own TypeError
+                    continue
+                if not (_fd_inside_work(p) if isinstance(p, int) else _inside_work(p, fd)):
                     raise _outside(f"os.{name}", p)
             return real(*args, **kwargs)
         setattr(os, name, f)
 
-    for name, n in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("makedirs", 1), ("chmod", 1),
-                    ("lchmod", 1), ("chown", 1), ("lchown", 1), ("truncate", 1), ("utime", 1), ("mkfifo", 1),
-                    ("mknod", 1), ("setxattr", 1), ("removexattr", 1), ("rename", 2), ("replace", 2),
-                    ("link", 2), ("symlink", 2)):
+    one, two = ("path",), ("src", "dst")
+    for name, params in (("remove", one), ("unlink", one), ("rmdir", one), ("mkdir", one), ("makedirs", ("name",)),
+                         ("chmod", one), ("lchmod", one), ("chown", one), ("lchown", one), ("truncate", one),
+                         ("utime", one), ("mkfifo", one), ("mknod", one), ("setxattr", one), ("removexattr", one),
+                         ("fchmod", ("fd",)), ("fchown", ("fd",)), ("rename", two), ("replace", two),
+                         ("link", two), ("symlink", two)):
         if hasattr(os, name):
-            checked(name, n)
+            checked(name, params)
     try:
         import sqlite3
     except ImportError:  # a Python built without it: nothing to guard

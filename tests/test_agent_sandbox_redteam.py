@@ -1,0 +1,61 @@
+"""Attacks on the sandbox's stated guarantees, with code a model could write or a user could paste. Each test is
+an attack that once got through; the oracle is the OS (the files on disk, the processes alive, the length of what
+comes back to the model), never the sandbox's own report."""
+import os
+import time
+
+import pytest
+
+from minagent.agent.sandbox import Sandbox
+
+
+@pytest.fixture(scope="module")
+def box():
+    b = Sandbox({"search": lambda q, k=3: f"{k} passages about {q}"}, timeout=3, memory_mb=256, max_output=200)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A directory outside the sandbox, and a way to see whether anything in it changed (names, modes, sizes,
+    times, extended attributes)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "f.txt").write_text("keep")
+    os.chmod(tmp_path / "f.txt", 0o644)
+
+    def state():
+        out = {}
+        for p in sorted(tmp_path.rglob("*")):
+            st = os.lstat(p)
+            out[str(p)] = (st.st_mode, st.st_size, st.st_mtime_ns, os.listxattr(p, follow_symlinks=False))
+        return out
+    return tmp_path, state
+
+
+def test_os_path_functions_called_with_keywords_or_fds_change_nothing_outside(box, victim):
+    """The guarded os functions only looked at positional paths: os.remove(path=...), os.rename(src, dst=...),
+    os.truncate(path=..., length=0) went through untouched, and so did a path given as an fd (os.chmod(fd),
+    os.utime(fd), os.setxattr(fd), which work on an fd opened read-only) and os.fchmod."""
+    tmp_path, state = victim
+    v = str(tmp_path)
+    before = state()
+    attacks = [f"os.remove(path='{v}/f.txt')", f"os.unlink(path='{v}/f.txt')", f"os.rmdir(path='{v}/sub')",
+               f"os.mkdir(path='{v}/d')", f"os.truncate(path='{v}/f.txt', length=0)",
+               f"os.chmod(path='{v}/f.txt', mode=0o600)", f"os.utime(path='{v}/f.txt', times=(0, 0))",
+               f"open('s', 'w').close()\nos.rename('s', dst='{v}/moved')",
+               f"open('s', 'w').close()\nos.replace(src='s', dst='{v}/moved')",
+               f"os.symlink(src='s', dst='{v}/link')",
+               f"fd = os.open('{v}/f.txt', os.O_RDONLY)\nos.chmod(fd, 0o600)",
+               f"fd = os.open('{v}/f.txt', os.O_RDONLY)\nos.fchmod(fd, 0o600)",
+               f"fd = os.open('{v}/f.txt', os.O_RDONLY)\nos.utime(fd, (0, 0))",
+               f"fd = os.open('{v}/f.txt', os.O_RDONLY)\nos.setxattr(fd, 'user.x', b'1')",
+               f"fd = os.open('{v}/f.txt', os.O_RDONLY)\nos.fchown(fd, os.getuid() + 1, -1)"]
+    for code in attacks:
+        r = box.run("import os\n" + code)
+        assert r.error and "PermissionError" in r.error, code
+        assert state() == before, code
+    r = box.run("fd = os.open('in.txt', os.O_RDWR | os.O_CREAT)\nos.chmod(fd, 0o600)\nos.fchmod(fd, 0o640)\n"
+                "os.utime(fd, (0, 0))\nos.truncate(path='in.txt', length=0)\nos.rename(src='in.txt', dst='in2.txt')\n"
+                "os.remove(path='in2.txt')\nos.path.exists('in2.txt')")
+    assert (r.error, r.value) == (None, "False")  # inside, the same calls work
