@@ -59,3 +59,25 @@ def test_os_path_functions_called_with_keywords_or_fds_change_nothing_outside(bo
                 "os.utime(fd, (0, 0))\nos.truncate(path='in.txt', length=0)\nos.rename(src='in.txt', dst='in2.txt')\n"
                 "os.remove(path='in2.txt')\nos.path.exists('in2.txt')")
     assert (r.error, r.value) == (None, "False")  # inside, the same calls work
+
+
+def test_sqlite_writes_no_database_file_outside(box, victim):
+    """sqlite3.connect was guarded, but SQL itself opens files: ATTACH DATABASE and VACUUM INTO created them
+    anywhere, and sqlite3.dbapi2.connect and sqlite3.Connection(...) opened any path unguarded."""
+    tmp_path, state = victim
+    v = str(tmp_path)
+    before = state()
+    for code in (f"c = sqlite3.connect(':memory:')\nc.execute(\"ATTACH DATABASE '{v}/a.db' AS x\")\n"
+                 "c.execute('create table x.t(a)')",
+                 f"c = sqlite3.connect(':memory:')\nc.execute('create table t(a)')\nc.execute(\"VACUUM INTO '{v}/v.db'\")",
+                 f"c = sqlite3.connect(':memory:')\nc.set_authorizer(None)\nc.execute(\"ATTACH '{v}/n.db' AS x\")",
+                 f"import sqlite3.dbapi2\nsqlite3.dbapi2.connect('{v}/d.db').execute('create table t(a)')",
+                 f"sqlite3.Connection('{v}/c.db').execute('create table t(a)')"):
+        r = box.run("import sqlite3\n" + code)
+        assert r.error and ("PermissionError" in r.error or "authoriz" in r.error), code
+        assert state() == before, code
+    r = box.run("c = sqlite3.connect('main.db')\nc.execute('create table t(a)')\nc.execute(\"ATTACH 'other.db' AS o\")\n"
+                "c.execute('create table o.u(b)')\nc.execute(\"VACUUM INTO 'copy.db'\")\n"
+                "c.set_authorizer(lambda *a: sqlite3.SQLITE_OK)\nc.execute('select * from t').fetchall()\n"
+                "import os\nsorted(n for n in os.listdir() if n.endswith('.db'))")
+    assert (r.error, r.value) == (None, "['copy.db', 'main.db', 'other.db']")  # inside, all of it works

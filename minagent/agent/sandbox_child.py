@@ -222,18 +222,59 @@ def guard_writes():
                          ("link", two), ("symlink", two)):
         if hasattr(os, name):
             checked(name, params)
+    guard_sqlite()
+
+
+def guard_sqlite():
+    """sqlite3 opens files in C, past open(): the database a connection names, and those SQL names itself
+    (ATTACH DATABASE 'x', VACUUM INTO 'x'). Every connection (sqlite3.connect, sqlite3.dbapi2.connect,
+    sqlite3.Connection(...)) is a guarded Connection whose path is checked and whose authorizer refuses an
+    ATTACH of a file outside the working directory; the code's own authorizer runs after that one."""
     try:
         import sqlite3
+        import sqlite3.dbapi2
+        import _sqlite3
     except ImportError:  # a Python built without it: nothing to guard
         return
-    real_connect = sqlite3.connect
+    real_connection, real_connect = sqlite3.Connection, sqlite3.connect
+
+    def check_database(database, args, kwargs):
+        name = os.fsdecode(database) if not isinstance(database, int) else database
+        uri = kwargs.get("uri", args[6] if len(args) > 6 else False)  # connect(database, timeout, ..., uri)
+        if uri or (name not in (":memory:", "") and not _inside_work(name)):
+            raise _outside("sqlite3.connect", database)
+
+    def attach_inside(action, name, *_):
+        """ATTACH and VACUUM INTO ask for SQLITE_ATTACH with the file's name (None when it is not a literal:
+        refused, as there is no telling where it goes)."""
+        if action != sqlite3.SQLITE_ATTACH or name in (":memory:", ""):
+            return sqlite3.SQLITE_OK
+        inside = isinstance(name, str) and not name.startswith("file:") and _inside_work(name)
+        return sqlite3.SQLITE_OK if inside else sqlite3.SQLITE_DENY
+
+    class Connection(real_connection):
+        def __init__(self, database, *args, **kwargs):
+            check_database(database, args, kwargs)
+            super().__init__(database, *args, **kwargs)
+            super().set_authorizer(attach_inside)
+
+        def set_authorizer(self, authorizer):
+            if authorizer is None:
+                return super().set_authorizer(attach_inside)
+
+            def both(*args):
+                verdict = attach_inside(*args)
+                return authorizer(*args) if verdict == sqlite3.SQLITE_OK else verdict
+            return super().set_authorizer(both)
 
     def connect(database, *args, **kwargs):
-        name = os.fsdecode(database) if not isinstance(database, int) else database
-        if kwargs.get("uri") or (name not in (":memory:", "") and not _inside_work(name)):
-            raise _outside("sqlite3.connect", database)
+        check_database(database, args, kwargs)
+        if len(args) < 5:  # factory is connect's sixth parameter; a factory of the code's own subclasses ours
+            kwargs.setdefault("factory", Connection)
         return real_connect(database, *args, **kwargs)
-    sqlite3.connect = connect
+
+    for mod in (sqlite3, sqlite3.dbapi2, _sqlite3):
+        mod.connect, mod.Connection = connect, Connection
 
 
 # ---- the working directory's files, per candidate -----------------------------------------------------------
