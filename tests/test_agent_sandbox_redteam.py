@@ -81,3 +81,31 @@ def test_sqlite_writes_no_database_file_outside(box, victim):
                 "c.set_authorizer(lambda *a: sqlite3.SQLITE_OK)\nc.execute('select * from t').fetchall()\n"
                 "import os\nsorted(n for n in os.listdir() if n.endswith('.db'))")
     assert (r.error, r.value) == (None, "['copy.db', 'main.db', 'other.db']")  # inside, all of it works
+
+
+def _alive_in_session(sid):
+    """Processes of session `sid` that are not zombies, read from /proc/PID/stat (state, session)."""
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(int(pid))
+    return alive
+
+
+def test_committed_cells_leave_no_process_behind():
+    """The holder a committed cell replaces waited for its successor to exit, i.e. for ever: every committed
+    cell (and SAG round) left one more process, so a sandbox kept for a long session piled up processes."""
+    with Sandbox({}, timeout=3) as b:
+        for i in range(6):
+            assert b.run(f"x = {i}").error is None
+        b.run_candidate("y = 1")
+        r = b.run_candidate("y = 2")
+        b.commit(r.cid)
+        time.sleep(0.1)
+        assert b.run("x, y").value == "(5, 2)"
+        time.sleep(0.1)
+        assert len(_alive_in_session(b.proc.pid)) == 1  # the holder, and nothing else

@@ -139,6 +139,17 @@ def _reap_group(pgid: int, block: bool = True):
             return
 
 
+def _reap_holder(pid):
+    """Wait for a holder that a commit replaced: it exits once it has told the winner, and becomes our zombie
+    when it is our child (the first holder) or an orphan handed to us (we are PID 1 or a child subreaper).
+    Anyone else's child is not ours to wait for; no pid (a holder that never said) leaves it to _reap_group."""
+    if isinstance(pid, int) and pid > 0:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
 class Sandbox:
     def __init__(self, tools: dict[str, Callable] | ToolBox | None = None, timeout: float = 10.0,
                  memory_mb: int = 512, max_output: int = 4000, max_file_mb: int = 16, network_namespace=True,
@@ -147,7 +158,7 @@ class Sandbox:
         self.timeout, self.memory_mb, self.max_output = timeout, memory_mb, max_output
         self.tool_timeout = tool_timeout  # seconds of tool calls one cell may spend (not counted in timeout)
         self.max_file_mb, self.network_namespace = max_file_mb, network_namespace
-        self.proc = None
+        self.proc = self.holder_pid = None
         self.tmpdir = self.workdir = None
         self.restarts = -1
         self._next_id = 0
@@ -169,7 +180,7 @@ class Sandbox:
             except SandboxError as e:  # the child exited before it was ready
                 ready = str(e)
             if isinstance(ready, dict) and ready.get("op") == "ready":
-                self.network = ready["network"]
+                self.network, self.holder_pid = ready["network"], ready["pid"]
                 return
             self.close()
         raise SandboxError(f"the sandbox process did not start ({self.START_ATTEMPTS} tries of {self.START_WAIT:.0f} s; "
@@ -332,7 +343,8 @@ class Sandbox:
         behind), it is restarted and `result`, when given, is marked so the model learns its variables are gone."""
         try:
             self._send({"op": "commit", "id": cid})
-            self._expect_ack()
+            old, self.holder_pid = self.holder_pid, self._expect_ack().get("pid")
+            _reap_holder(old)
         except SandboxError as e:
             self.start()
             if result is not None:
@@ -351,3 +363,4 @@ class Sandbox:
         msg = self._read(time.monotonic() + 10)
         if not msg or msg.get("op") != "ack":
             raise SandboxError(f"expected an ack from the sandbox, got {msg!r}")
+        return msg

@@ -3,8 +3,8 @@
 Process layout: the first process is the *holder* of the agent's Python state (its globals). Each code cell
 runs in a fork() of the holder, a *candidate*, on a copy-on-write copy of that state, so a cell that crashes,
 blows its memory or time limit, or loses a self-consistency vote leaves the state untouched. When the parent
-commits a candidate, that candidate becomes the new holder (the old one just waits for it to exit), so a
-winning cell is never run twice. Files get the same treatment (WorkingFiles): each candidate works on its own
+commits a candidate, that candidate becomes the new holder (the old one exits), so a winning cell is never run
+twice. Files get the same treatment (WorkingFiles): each candidate works on its own
 copy of the working directory, so the directory and the variables always move together.
 
 Wire protocol: one JSON object per line. The parent writes to our stdin; we write to our stdout. Both are moved
@@ -540,7 +540,7 @@ def candidate(msg, state, ctrl_r, done_w):
         _exit(0)
     resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
     CWD = _cwd_in_work()  # the old holder has renamed our copy of the files to WORK by now
-    send({"op": "ack"})
+    send({"op": "ack", "pid": os.getpid()})  # the parent waits for the old holder, and for us in our turn
     serve(state)  # this process now holds the state
 
 
@@ -587,8 +587,8 @@ def serve(state):
                 if cid != keep:
                     _end(pid, fd, b"d")
             FILES.settle(list(pending), keep)
-            if keep is not None:  # the winner serves from now on; we only wait for it
-                _end(*pending[keep], b"c")
+            if keep is not None:  # the winner serves from now on: this process is done (waiting for the winner
+                _write(pending[keep][1], b"c")  # to exit, as it once did, kept one process per committed cell)
                 _exit(0)
             pending = {}
             send({"op": "ack"})
