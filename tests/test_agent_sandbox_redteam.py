@@ -109,3 +109,22 @@ def test_committed_cells_leave_no_process_behind():
         assert b.run("x, y").value == "(5, 2)"
         time.sleep(0.1)
         assert len(_alive_in_session(b.proc.pid)) == 1  # the holder, and nothing else
+
+
+def test_multiprocessing_spawn_starts_no_process(victim):
+    """fork and subprocess were refused, but multiprocessing's 'spawn' and 'forkserver' start methods (and
+    concurrent.futures with them) start a fresh interpreter through _posixsubprocess, which none of the guards
+    saw: a process with no guard at all, outliving its cell (multiprocessing's resource tracker)."""
+    tmp_path, _ = victim
+    mark = tmp_path / "spawned"
+    with Sandbox({}, timeout=5) as b:
+        for code in ("import multiprocessing as mp, time\nmp.get_context('spawn').Process(target=time.sleep, args=(5,)).start()",
+                     "import multiprocessing as mp, time\nmp.get_context('forkserver').Process(target=time.sleep, args=(5,)).start()",
+                     "from concurrent.futures import ProcessPoolExecutor\nimport multiprocessing as mp\n"
+                     "ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')).submit(abs, -1).result()",
+                     f"import multiprocessing.util\nmultiprocessing.util.spawnv_passfds('/bin/sh', ['sh', '-c', 'touch {mark}'], [])"):
+            r = b.run(code)
+            assert r.error and "PermissionError" in r.error, code
+            time.sleep(0.3)
+            assert len(_alive_in_session(b.proc.pid)) == 1, code
+        assert not mark.exists()

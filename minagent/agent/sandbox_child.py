@@ -125,6 +125,8 @@ def guard_processes():
         if hasattr(os, name):
             setattr(os, name, _refuse(f"os.{name}"))
     subprocess.Popen = _refuse("starting a process")
+    import _posixsubprocess  # what multiprocessing's spawn and forkserver start methods call, past Popen
+    _posixsubprocess.fork_exec = _refuse("starting a process")
     for name in ("ctypes", "_ctypes"):  # foreign calls would bypass every Python-level guard
         sys.modules[name] = None
 
