@@ -128,3 +128,25 @@ def test_multiprocessing_spawn_starts_no_process(victim):
             time.sleep(0.3)
             assert len(_alive_in_session(b.proc.pid)) == 1, code
         assert not mark.exists()
+
+
+def test_error_messages_are_cut_like_printed_output(box):
+    """Printed output and values were cut to max_output, errors were not: a KeyError on a long key, an exception
+    or sys.exit() with a long message, or a syntax error in a long line came back whole, a 1 MB observation."""
+    for code in ("raise ValueError('z' * 10**6)", "d = {}\nd['k' * 10**6]", "import sys\nsys.exit('e' * 10**6)",
+                 "y = (" + "1+" * 100_000 + ")"):
+        r = box.run(code)
+        assert r.error and len(r.observation()) < 200 + 400, code  # max_output=200, plus the fixed wording
+
+
+def test_a_cells_own_mistakes_come_back_as_errors_not_as_a_crash(box):
+    """Real Python answers sys.stdout.write(b'...') with a TypeError, and an exception whose __str__ fails
+    still ends its cell like any other; both killed the cell's process instead ("died (status 256)"), which
+    also threw away what the cell had done before."""
+    import io
+    with pytest.raises(TypeError):
+        io.StringIO().write(b"bytes")  # the oracle: what a text stream does with bytes
+    r = box.run("kept = 1\nimport sys\nsys.stdout.write(b'bytes')")
+    assert (r.breach, r.error.split(":")[0]) == (None, "TypeError") and box.run("kept").value == "1"
+    r = box.run("class Odd(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\nkept2 = 2\nraise Odd()")
+    assert r.breach is None and r.error.startswith("Odd") and box.run("kept2").value == "2"

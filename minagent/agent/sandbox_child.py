@@ -422,6 +422,8 @@ class BoundedWriter(io.TextIOBase):
         self.parts, self.kept, self.dropped, self.limit = [], 0, 0, limit
 
     def write(self, s):
+        if not isinstance(s, str):  # as a real text stream does (bytes here broke text() after the cell)
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         room = self.limit - self.kept
         if room > 0:
             self.parts.append(s[:room])
@@ -462,13 +464,28 @@ def _short_str(value, limit):
     try:
         text = str(value)
     except BaseException as e:  # a __str__ that raises, an int too long to print
-        return None, f"{type(e).__name__}: {e}"
-    return (text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters]"), None
+        return None, type(e).__name__ + _message(e, limit, ": ")
+    return _cut(text, limit), None
+
+
+def _cut(text, limit):
+    return text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters]"
+
+
+def _message(e, limit, sep):
+    """sep + str(e) cut to `limit` characters ("" when empty); an error's text goes to the model like printed
+    output, so it is cut the same way, and one whose __str__ fails must not take the cell's process down."""
+    try:
+        text = str(e)
+    except BaseException as inner:
+        text = f"<its message cannot be shown: {type(inner).__name__}>"
+    return sep + _cut(text, limit) if text else ""
 
 
 def run_cell(code, state):
     """Execute `code` in `state`; the value of a trailing expression is the cell's output value."""
-    out = BoundedWriter(CONFIG["max_output"])
+    limit = CONFIG["max_output"]
+    out = BoundedWriter(limit)
     result = {"op": "result", "output": "", "value": None, "final": None, "error": None, "breach": None,
               "called_final": False}
     state.update(TOOLS)  # a tool name the code rebound in an earlier cell (final_answer = ...) works again
@@ -494,13 +511,13 @@ def run_cell(code, state):
         result["error"] = f"MemoryError: the code exceeded the memory limit of {CONFIG['memory_bytes'] >> 20} MB"
         result["breach"] = "memory"
     except SyntaxError as e:
-        result["error"] = f"SyntaxError: {e.msg} (line {e.lineno}): {(e.text or '').strip()}"
+        result["error"] = f"SyntaxError: {e.msg} (line {e.lineno}): {_cut((e.text or '').strip(), limit)}"
     except Exception as e:
         frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<code>"]
         where = f" (line {frames[-1].lineno})" if frames else ""
-        result["error"] = f"{type(e).__name__}: {e}{where}"
+        result["error"] = f"{type(e).__name__}{_message(e, limit, ': ') or ': '}{where}"
     except BaseException as e:  # exit(), sys.exit(), raise KeyboardInterrupt: the cell ends, the sandbox lives
-        result["error"] = (f"{type(e).__name__}{f': {e}' if str(e) else ''}: the code tried to exit; the cell "
+        result["error"] = (f"{type(e).__name__}{_message(e, limit, ': ')}: the code tried to exit; the cell "
                            "was stopped there (call final_answer(x) to finish)")
     finally:
         sys.stdout = sys.stderr = sys.__stdout__
