@@ -150,3 +150,28 @@ def test_a_cells_own_mistakes_come_back_as_errors_not_as_a_crash(box):
     assert (r.breach, r.error.split(":")[0]) == (None, "TypeError") and box.run("kept").value == "1"
     r = box.run("class Odd(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\nkept2 = 2\nraise Odd()")
     assert r.breach is None and r.error.startswith("Odd") and box.run("kept2").value == "2"
+
+
+def test_a_candidate_cannot_read_what_another_candidate_wrote():
+    """Candidates worked on their own copy of the files at the same path, but the copies of those still pending
+    sat next door: `../.candidate-1/answer.txt` gave the second candidate the first one's file, and
+    `../.sandbox.log` what it wrote to fd 1. The oracle is the first candidate's secret, which must not appear
+    in anything the second one prints."""
+    with Sandbox({}, timeout=3) as b:
+        a = b.run_candidate("import os\nopen('answer.txt', 'w').write('secret-of-a')\nos.write(1, b'secret-of-a')")
+        assert a.error is None
+        peek = b.run_candidate("import os\nprint(sorted(os.listdir('..')))")
+        assert ".candidate-1" in peek.output  # where a's copy waits (its name is no secret)
+        for code in ("print(open('../.candidate-1/answer.txt').read())",
+                     "import pathlib\nprint(pathlib.Path('../.candidate-1/answer.txt').read_text())",
+                     "print(os.read(os.open('../.candidate-1/answer.txt', os.O_RDONLY), 100))",
+                     "import io\nprint(io.FileIO('../.candidate-1/answer.txt').read())",
+                     "print(os.listdir('../.candidate-1'), [e.name for e in os.scandir('../.candidate-1')])",
+                     "import glob\nprint([open(p).read() for p in glob.glob('../.*/*')])",
+                     "print(open('../.sandbox.log').read())",
+                     "os.chdir('..')\nprint(open('.candidate-1/answer.txt').read())"):
+            r = b.run_candidate("import os\n" + code)
+            assert "secret-of-a" not in r.output and "answer.txt" not in r.output, code
+        b.commit(a.cid)
+        r = b.run("print(open('answer.txt').read(), os.listdir('.'))")
+        assert (r.output, r.error) == ("secret-of-a ['answer.txt']\n", None)  # its own files it reads as ever

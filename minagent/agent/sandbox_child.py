@@ -151,6 +151,32 @@ def _inside_work(path, dir_fd=None):
     return p == WORK or p.startswith(WORK + os.sep)
 
 
+def _sandbox_own(path, dir_fd=None):
+    """Does `path` name one of the sandbox's own files next to the working directory: the copies of other
+    candidates' files (.candidate-N), the committed ones (.base), the log? A candidate reading those would see
+    what another candidate wrote."""
+    if _holder_moving_files:
+        return False
+    if isinstance(path, int):
+        try:
+            path = os.readlink(f"/proc/self/fd/{path}")
+        except OSError:
+            return False
+    path = os.fsdecode(path)
+    if dir_fd is not None and not os.path.isabs(path):
+        try:
+            path = os.path.join(os.readlink(f"/proc/self/fd/{int(dir_fd)}"), path)
+        except (OSError, ValueError, TypeError):
+            return False
+    p = os.path.realpath(path)
+    return p.startswith(ROOT + os.sep) and not (p == WORK or p.startswith(WORK + os.sep))
+
+
+def _not_yours(what, path):
+    return PermissionError(f"{what}({path!r}) is not allowed: it is the sandbox's own (another candidate's files), "
+                           f"outside the working directory {WORK}")
+
+
 def _fd_inside_work(fd):
     """Is the open fd `fd` a file or directory inside the working directory? (os.chmod(fd), os.utime(fd),
     os.setxattr(fd), os.fchmod change the file an fd opened read-only names, wherever it is.)"""
@@ -175,11 +201,15 @@ def guard_writes():
     def open_(file, mode="r", *args, **kwargs):
         if any(c in mode for c in "wax+") and not _inside_work(file):
             raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {WORK}")
+        if _sandbox_own(file):
+            raise _not_yours("open", file)
         return real_open(file, mode, *args, **kwargs)
 
     def os_open(path, flags, *args, dir_fd=None, **kwargs):
         if flags & write_flags and not _inside_work(path, dir_fd):
             raise PermissionError(f"writing {path!r} is not allowed: write inside the working directory {WORK}")
+        if _sandbox_own(path, dir_fd):
+            raise _not_yours("os.open", path)
         return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
     class _SameClass(type):  # files open() returns are real FileIO objects: isinstance(f, io.FileIO) stays True
@@ -193,6 +223,8 @@ def guard_writes():
         def __init__(self, file, mode="r", *args, **kwargs):
             if any(c in mode for c in "wax+") and not _inside_work(file):
                 raise PermissionError(f"writing {file!r} is not allowed: write inside the working directory {WORK}")
+            if _sandbox_own(file):
+                raise _not_yours("io.FileIO", file)
             super().__init__(file, mode, *args, **kwargs)
 
     import _io
@@ -216,6 +248,18 @@ def guard_writes():
             return real(*args, **kwargs)
         setattr(os, name, f)
 
+    def unlisted(name):
+        """os.listdir / os.scandir that do not list another candidate's files."""
+        real = getattr(os, name)
+
+        def f(path=".", *args, **kwargs):
+            if path is not None and _sandbox_own(path):
+                raise _not_yours(f"os.{name}", path)
+            return real(path, *args, **kwargs)
+        setattr(os, name, f)
+
+    unlisted("listdir")
+    unlisted("scandir")
     one, two = ("path",), ("src", "dst")
     for name, params in (("remove", one), ("unlink", one), ("rmdir", one), ("mkdir", one), ("makedirs", ("name",)),
                          ("chmod", one), ("lchmod", one), ("chown", one), ("lchown", one), ("truncate", one),
