@@ -175,3 +175,30 @@ def test_a_candidate_cannot_read_what_another_candidate_wrote():
         b.commit(a.cid)
         r = b.run("print(open('answer.txt').read(), os.listdir('.'))")
         assert (r.output, r.error) == ("secret-of-a ['answer.txt']\n", None)  # its own files it reads as ever
+
+
+def test_messages_forged_on_the_protocol_cost_the_variables_not_the_agent():
+    """Code that finds the protocol's fd (it is __main__.RPC_OUT) can write messages the parent trusted: a second
+    'started' naming another process's pid made the parent SIGKILL that process at the time limit (as root, any
+    process), and a JSON object without "op" raised KeyError out of Sandbox.run into the agent. The oracle is a
+    process this test starts, and that run() returns."""
+    import subprocess
+    import sys
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with Sandbox({}, timeout=1) as b:
+            send = "import __main__, json, os\nsend = lambda m: os.write(__main__.RPC_OUT, (json.dumps(m) + '\\n').encode())\n"
+            r = b.run(send + f"send({{'op': 'started', 'id': 0, 'pid': {victim.pid}}})\nwhile True: pass")
+            assert r.breach in ("timeout", "crash")
+            time.sleep(0.2)
+            assert victim.poll() is None  # not killed by the sandbox
+            for forged in ("{'x': 1}", "{'op': 'died', 'status': 'x'}", "{'op': 'result', 'id': -1}",
+                           "{'op': 'result', 'id': ID, 'output': ['not', 'text'], 'value': None, 'final': None, "
+                           "'error': None, 'breach': None}"):
+                forged = forged.replace("ID", str(b._next_id + 1))  # the id the next cell will have
+                r = b.run(send + f"send({forged})\nimport time\ntime.sleep(0.5)")
+                assert r.breach == "crash" and isinstance(r.output, str), forged
+                assert b.run("print(6 * 7)").output == "42\n"
+    finally:
+        victim.kill()
+        victim.wait()

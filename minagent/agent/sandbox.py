@@ -139,15 +139,40 @@ def _reap_group(pgid: int, block: bool = True):
             return
 
 
-def _reap_holder(pid):
+def _well_formed(msg: dict, cid: int) -> bool:
+    """Is `msg` a message the child sends during cell `cid`, with the fields this side reads? Code that writes to
+    the protocol's fd can send anything: a pid this side would kill, a result that is not text."""
+    op = msg.get("op")
+    if op == "started":
+        return msg.get("id") == cid and type(msg.get("pid")) is int
+    if op == "died":
+        return type(msg.get("status")) is int
+    if op == "result":
+        return (msg.get("id") == cid and isinstance(msg.get("output"), str)
+                and all(msg.get(k) is None or isinstance(msg[k], str) for k in ("value", "error"))
+                and (msg.get("final") is None or isinstance(msg["final"], (str, int, float)))
+                and msg.get("breach") in (None, "memory") and type(msg.get("dropped", 0)) is int)
+    return op == "call"  # a malformed call is answered with the tool's error, like a bad argument
+
+
+def _reap_holder(pid: int, pgid: int):
     """Wait for a holder that a commit replaced: it exits once it has told the winner, and becomes our zombie
     when it is our child (the first holder) or an orphan handed to us (we are PID 1 or a child subreaper).
     Anyone else's child is not ours to wait for; no pid (a holder that never said) leaves it to _reap_group."""
-    if isinstance(pid, int) and pid > 0:
+    if isinstance(pid, int) and pid > 0 and _in_group(pid, pgid):
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    """Is pid a process of the sandbox's group (never, say, another child of the agent that a forged message
+    named, which a blocking wait would wait for)?"""
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
 
 
 class Sandbox:
@@ -302,7 +327,9 @@ class Sandbox:
                 if not died or died.get("op") != "died":
                     raise SandboxError("no answer after killing a cell that ran past its time limit")
                 return ExecResult(error=why, breach="timeout")
-            op = msg["op"]
+            op = msg.get("op")
+            if not _well_formed(msg, cid) or (op == "started" and pid is not None):
+                raise SandboxError(f"the sandbox process sent a message out of protocol ({str(msg)[:60]!r})")
             if op == "started":
                 pid = msg["pid"]
                 deadline = time.monotonic() + self.timeout
@@ -344,7 +371,7 @@ class Sandbox:
         try:
             self._send({"op": "commit", "id": cid})
             old, self.holder_pid = self.holder_pid, self._expect_ack().get("pid")
-            _reap_holder(old)
+            _reap_holder(old, self.proc.pid)
         except SandboxError as e:
             self.start()
             if result is not None:
