@@ -19,13 +19,18 @@ Security model — what the sandbox does, and what it does not:
   - Network: where unprivileged user namespaces are available (most Linux systems) the process moves into a
     fresh network namespace with no usable interface: no connection can leave, whatever the code does
     (`network == "namespace"`). Elsewhere only the Python-level guard applies (`network == "python"`).
-  - Python-level guards (new sockets, os.system / subprocess / fork / exec, ctypes import, writes outside the
-    working directory through open(), io.FileIO, os.open and the os path functions, dir_fd included, and
-    sqlite3.connect) stop ordinary code and honest mistakes. They are NOT a security boundary: Python code can
-    reach the unguarded functions (e.g. through the `posix` module, gc or object introspection). Without a
-    namespace a determined program can reach the network, and even with one it can write anywhere the user
-    running the agent may write. For untrusted models run the agent itself inside a container or VM; this
-    sandbox limits accidents and resource exhaustion, not attackers.
+  - Python-level guards (new sockets, os.system / subprocess / fork / exec / multiprocessing's spawn and
+    forkserver, ctypes import; writes outside the working directory through open(), io.FileIO, os.open and the
+    os path functions, with paths given by position, keyword, dir_fd or as an open fd; sqlite's connect,
+    Connection, ATTACH and VACUUM INTO; reading the other candidates' copies of the files beside the working
+    directory) stop ordinary code and honest mistakes. They are NOT a security boundary: Python code can reach
+    the unguarded functions (the `posix` module, importlib.reload(os) or a module dropped from sys.modules and
+    imported again, gc or object introspection such as type() of an open file, the sandbox's own `__main__`),
+    and a thread can swap a path between its check and its use. Without a namespace a determined program can
+    reach the network, and even with one it can write anywhere the user running the agent may write and read
+    other candidates' files and memory (/proc). The rlimits hold for code without CAP_SYS_RESOURCE (root
+    outside a user namespace can raise them). For untrusted models run the agent itself inside a container or
+    VM; this sandbox limits accidents and resource exhaustion, not attackers.
   - What a cell leaves behind: alarms, signal handlers and threads end with the cell; should the process die
     between cells anyway, the next call restarts the sandbox (variables lost, the model told). Tool calls have
     their own cap (`tool_timeout` seconds per cell). Files: each candidate works on its own copy of the working
