@@ -202,3 +202,15 @@ def test_messages_forged_on_the_protocol_cost_the_variables_not_the_agent():
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_an_endless_line_on_the_protocol_does_not_grow_the_agent():
+    """Bytes written to the protocol's fd with no newline were kept by the agent until one came: 40 MB of them
+    sat in its memory. Past MAX_MESSAGE the cell is a crash and the buffer is dropped; the sandbox goes on."""
+    with Sandbox({}, timeout=5) as b:
+        b.MAX_MESSAGE = 1 << 20
+        r = b.run("import __main__, os\nfor _ in range(40):\n    os.write(__main__.RPC_OUT, b'x' * (1 << 20))\n"
+                  "import time\ntime.sleep(1)")
+        assert r.breach == "crash" and "over 1 MB" in r.error
+        assert len(b._buf) < (2 << 20)
+        assert b.run("print(6 * 7)").output == "42\n"

@@ -197,6 +197,7 @@ class Sandbox:
 
     # ---- process management ------------------------------------------------------------------------------
     START_ATTEMPTS, START_WAIT = 2, 30.0
+    MAX_MESSAGE = 32 << 20  # bytes of one protocol line
 
     def start(self):
         """(Re)start the sandbox process. One that has not reported ready within START_WAIT seconds is killed
@@ -281,6 +282,11 @@ class Sandbox:
             if not chunk:
                 raise SandboxError("the sandbox process exited")
             self._buf += chunk
+            if len(self._buf) > self.MAX_MESSAGE and b"\n" not in chunk:
+                # code writing to the protocol's fd without a newline would grow the agent's memory without end;
+                # real messages carry truncated output and are far smaller
+                self._buf = b""
+                raise SandboxError(f"the sandbox process sent a message over {self.MAX_MESSAGE >> 20} MB")
         line, self._buf = self._buf.split(b"\n", 1)
         try:
             msg = json.loads(line)
