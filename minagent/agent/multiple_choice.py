@@ -59,6 +59,16 @@ _LEADING_LETTER = re.compile(r"[\(\[]?([A-Za-z])[\)\]]?[*_]*(?=[ \t]*[,;(]|\s+[-
                              r"\s+(?i:because|since|as)\b|\s+is\s+(?i:the\s+)?(?i:correct|right|best|answer)\b)")
 
 
+_ASIDE = re.compile(r"[ \t]*\([^()]*\)")
+
+
+def _after_aside(text: str, end: int) -> int:
+    """Where text goes on after the parenthesised aside that follows a leading letter ("A (git log) or B (git
+    add)": the "or B" after the aside still joins a second option), or `end` when no aside follows."""
+    m = _ASIDE.match(text, end)
+    return m.end() if m else end
+
+
 def _hedged(text: str, end: int, letter: str, letters, listed: bool = False) -> bool:
     """Whether text joins another option letter to the `letter` that ends at `end` ("The answer is A or B"): that
     names no one option. Letters mentioned elsewhere ("B (not A or C)", "B. A and C are too small") do not count;
@@ -105,7 +115,9 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
         return None if _hedged(text, m.start(1) + 1, m.group(1).upper(), letters, listed=True) else m.group(1).upper()
     m = _LEADING_LETTER.match(text)  # "B, because A is wrong": the reply commits to B, then explains
     if m and m.group(1).upper() in letters:
-        return None if _hedged(text, m.end(), m.group(1).upper(), letters) else m.group(1).upper()
+        letter = m.group(1).upper()
+        hedged = any(_hedged(text, end, letter, letters) for end in (m.end(), _after_aside(text, m.end())))
+        return None if hedged else letter
     # "answer is C", "The correct answer is: **C**"; then "Option: D", "I choose B": an option named in passing
     # ("Option A is wrong, the answer is B") gives way to the one called the answer
     for named in (_ANSWER_IS, _OPTION_NAMED):
