@@ -250,8 +250,9 @@ def parse_step(raw: str) -> Step:
             elif (call := final_answer_call(text, at_line_start=True)) is not None:
                 blocks = [call[0]]  # final_answer('x')  # done   /   final_answer("""multi-line""")
                 thought_text = text[:call[2]]  # the call is the action, not part of the thought
-            elif _FINAL_CALL.search(text):  # a line that Python cannot parse: its error goes back to the model
-                blocks = [_FINAL_CALL.search(text).group(0).strip()]
+            elif (line := _FINAL_CALL.search(text)) is not None:  # Python cannot parse it: the error goes back
+                blocks = [line.group(0).strip()]
+                thought_text = text[:line.start()]  # the line is the action here too, not part of the thought
             elif _FINAL_TEXT.search(text):
                 answer = _FINAL_TEXT.search(text).group(1).strip().strip("*").strip()  # not "_": __init__.py
                 call = final_answer_call(answer)  # "Final Answer: final_answer('B')" answers B
