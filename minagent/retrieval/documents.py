@@ -68,13 +68,18 @@ def _underline_level(title_line, line):
     return _UNDERLINE_LEVEL[s[0]]
 
 
+# CommonMark's white space for blank lines, underlines and list items: spaces and tabs only (a line holding a
+# no-break space is not blank, as it would be for str.strip())
+_SPACE = " \t"
+
+
 def _indent(line):
     return len(line) - len(line.lstrip(" "))
 
 
 def _setext_underline(line):
     """CommonMark: the level of a setext underline (= or - of any length, up to 3 spaces before it), or None."""
-    s = line.strip()
+    s = line.strip(_SPACE)
     if not s or s[0] not in "=-" or s.strip(s[0]) or _indent(line) > 3 or line.lstrip(" ")[:1] == "\t":
         return None
     return _UNDERLINE_LEVEL[s[0]]
@@ -146,15 +151,15 @@ def _container_start(line, paragraph):
         return False, None
     if line.lstrip(" ").startswith(">"):                  # a quote's heading or rule leaves no text to continue
         inner = line.lstrip(" ")[1:]
-        return (None if not inner.strip() or _ATX.match(inner) or _THEMATIC_BREAK.match(inner) else "container"), None
-    rest = line[m.end():]
-    if isinstance(paragraph, int) and not (rest.strip() and (m.group(1) is None or int(m.group(1)) == 1)):
+        return (None if not inner.strip(_SPACE) or _ATX.match(inner) or _THEMATIC_BREAK.match(inner) else "container"), None
+    rest = line[m.end():].rstrip(_SPACE)
+    if isinstance(paragraph, int) and not (rest.strip(_SPACE) and (m.group(1) is None or int(m.group(1)) == 1)):
         return False, None
-    inner = _CONTAINER.match(rest.strip())            # "- -", "+ 1.": an item holding an empty item holds no text
-    has_text = bool(rest.strip()) and not (inner and not inner.group(0).startswith(">")
-                                           and not rest.strip()[inner.end():].strip())
-    has_text = has_text and _inside_item(rest.strip(), None) == "container"   # ("* ---", "- # x": no text)
-    content = m.end() + (_indent(rest) if rest.strip() and _indent(rest) < 4 else 0)
+    inner = _CONTAINER.match(rest.strip(_SPACE))      # "- -", "+ 1.": an item holding an empty item holds no text
+    has_text = bool(rest.strip(_SPACE)) and not (inner and not inner.group(0).startswith(">")
+                                                 and not rest.strip(_SPACE)[inner.end():].strip(_SPACE))
+    has_text = has_text and _inside_item(rest.strip(_SPACE), None) == "container"   # ("* ---", "- # x": no text)
+    content = m.end() + (_indent(rest) if rest.strip(_SPACE) and _indent(rest) < 4 else 0)
     return ("container" if has_text else None), content
 
 
@@ -192,10 +197,10 @@ def _markdown_headings(lines, offsets):
     list_indent = None  # the content column of the open list item: lines indented as far belong to it
     empty_item = False  # the line before was an empty list item, which a blank line ends
     for i, line in enumerate(lines):
-        blank = not line.strip()
+        blank = not line.strip(_SPACE)
         if fence is not None:
             m = _FENCE.match(line[min(fence_indent, _indent(line)):])
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1] and not m.group(2).strip():
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1] and not m.group(2).strip(_SPACE):
                 fence = None
             continue
         if html_end is not None:
@@ -234,8 +239,9 @@ def _markdown_headings(lines, offsets):
             continue                                             # indented code
         level = _setext_underline(line) if isinstance(paragraph, int) else None
         if level is not None:
-            title = " ".join(lines[j].strip() for j in range(paragraph, i))
-            headings.append((level, title, offsets[paragraph]))
+            title = " ".join(t.strip() for t in "\n".join(lines[paragraph:i]).strip().split("\n"))
+            if title:  # (a paragraph of no-break spaces: a heading with no text, no section of its own)
+                headings.append((level, title, offsets[paragraph]))
             paragraph = None
             continue
         container, content = _container_start(line, paragraph)
@@ -243,7 +249,7 @@ def _markdown_headings(lines, offsets):
             paragraph = None
         elif container is not False:
             paragraph, list_indent = container, content
-            empty_item = content is not None and not line[content:].strip()
+            empty_item = content is not None and not line[content:].strip(_SPACE)
             if content is not None and isinstance(_inside_item(line[content:], None), tuple):
                 fence = _inside_item(line[content:], None)       # "- ```": a code fence opens in the item
                 fence_indent = content
