@@ -42,7 +42,9 @@ def is_index_dir(path):
 def write_index(out_dir, meta, arrays, json_files):
     """Write arrays (name -> ndarray, saved as name.npy) and json_files (name -> JSON-able object or a list of
     dicts for names ending in .jsonl) plus the manifest, atomically replacing out_dir."""
-    out_dir = os.path.abspath(out_dir)
+    # A symlinked out_dir (index -> /data/index-v3) is written where it points: swapping the link itself would
+    # leave a real directory in its place and the link at a hidden temporary name beside it.
+    out_dir = os.path.realpath(out_dir) if os.path.islink(out_dir) else os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise IndexFormatError(f"index path {out_dir!r} exists and is not a directory")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not is_index_dir(out_dir):
