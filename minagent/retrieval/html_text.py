@@ -29,9 +29,21 @@ _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 # where reading "'" as an opening quote ran the tag on past its ">" and left the tag in the text. An unquoted
 # value runs to white space or ">", so <h2 id=a/> is a start tag whose id is "a/", not an empty <h2/>. "</"
 # not followed by a letter ("</ p>", "</>") is a bogus comment, dropped up to its ">".
+# Each part of a tag can be read one way only (white space after "=" and an unquoted value are taken whole, a quote
+# opens a quoted value only if it is closed, else it starts an unquoted one): with two ways, a "<" that no ">"
+# follows (a page ending "if a<b then x=1 y=2 ...") made the search try exponentially many splits before failing.
+_WS = r"[ \t\n\r\f]"
+_UNQUOTED_RUN = r"[^ \t\n\r\f>]"   # a character of an unquoted value (it ends at white space or ">")
+_ATTR_VALUE = "|".join([
+    r'"[^"]*"', r"'[^']*'",                                            # quoted, the quote closed later
+    rf'"(?![^"]*"){_UNQUOTED_RUN}*(?!{_UNQUOTED_RUN})',               # a quote never closed: an unquoted value
+    rf"'(?![^']*'){_UNQUOTED_RUN}*(?!{_UNQUOTED_RUN})",
+    rf"(?![\"']){_UNQUOTED_RUN}+(?!{_UNQUOTED_RUN})",                 # unquoted, taken whole
+    r"(?=>|\Z)",                                                       # empty: "=" right before ">"
+])
 _TAG = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[(?P<cdata>.*?)(?:\]\]>|\Z)|<![^>]*>|<\?[^>]*>|</(?![a-zA-Z])[^>]*>"
                   r"|<(?P<end>/?)(?P<name>[a-zA-Z][a-zA-Z0-9-]*)"
-                  r"(?:[^>=]|=[ \t\n\r\f]*(?:\"[^\"]*\"|'[^']*'|[^ \t\n\r\f>]*))*?(?P<empty>/?)>", re.S)
+                  rf"(?:[^>=]|={_WS}*(?!{_WS})(?:{_ATTR_VALUE}))*?(?P<empty>/?)>", re.S)
 
 
 class _TextExtractor:
