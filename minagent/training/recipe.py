@@ -185,7 +185,7 @@ def _pattern_setting(name: str, value, rank: bool) -> str | None:
             re.compile(key)
         except re.error as e:
             raise ValueError(f"{_flag(name)}: key {key!r} is not a valid regular expression ({e})") from None
-        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # (JSON's Infinity)
         if rank and not (number and v == int(v) and v >= 1):
             raise ValueError(f"{_flag(name)}: the rank for {key!r} must be a positive integer, got {v!r}")
         if not rank and not (number and math.isfinite(v) and v > 0):
