@@ -101,6 +101,15 @@ def _unquoted(text: str) -> str:
     return text
 
 
+def _exact_option(text: str, choices: dict | None) -> str | None:
+    """The letter of the one option whose text the answer is (after normalize_text), or None."""
+    if not choices:
+        return None
+    norm = normalize_text(text)
+    exact = [k for k, v in choices.items() if normalize_text(v) == norm]
+    return exact[0].upper() if len(exact) == 1 else None
+
+
 def to_letter(answer, choices: dict | None = None) -> str | None:
     """The option letter an answer means, or None. choices maps letters to option texts (optional)."""
     if answer is None:
@@ -113,6 +122,9 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     m = re.match(r"^[\(\[]?([A-Za-z])[\)\]\.:]\s+\S", text)  # "B) git log", "b. git log"
     if m and m.group(1).upper() in letters:
         return None if _hedged(text, m.start(1) + 1, m.group(1).upper(), letters, listed=True) else m.group(1).upper()
+    exact = _exact_option(text, choices)  # an option's own text ("B (bytes)") names that option, not letter B
+    if exact is not None:
+        return exact
     m = _LEADING_LETTER.match(text)  # "B, because A is wrong": the reply commits to B, then explains
     if m and m.group(1).upper() in letters:
         letter = m.group(1).upper()
@@ -129,9 +141,6 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
         return found.pop()
     if choices:
         norm = normalize_text(text)
-        exact = [k for k, v in choices.items() if normalize_text(v) == norm]
-        if len(exact) == 1:
-            return exact[0].upper()
         value = _number(text)  # final_answer(10.0) for the option "10": numbers compare by value, as is_correct does
         same = [k for k, v in choices.items() if value is not None and _number(v) == value]
         if len(same) == 1:
