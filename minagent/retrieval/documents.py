@@ -159,7 +159,10 @@ def _container_start(line, paragraph):
     has_text = bool(rest.strip(_SPACE)) and not (inner and not inner.group(0).startswith(">")
                                                  and not rest.strip(_SPACE)[inner.end():].strip(_SPACE))
     has_text = has_text and _inside_item(rest.strip(_SPACE), None) == "container"   # ("* ---", "- # x": no text)
-    content = m.end() + (_indent(rest) if rest.strip(_SPACE) and _indent(rest) < 4 else 0)
+    if rest.strip(_SPACE):
+        content = m.end() + (_indent(rest) if _indent(rest) < 4 else 0)
+    else:  # an item that opens with a blank line: its content column is one past the marker (CommonMark)
+        content = len(m.group(0).rstrip(_SPACE)) + 1
     return ("container" if has_text else None), content
 
 
@@ -183,6 +186,8 @@ def _inside_item(content, paragraph):
         return (m.group(1)[0], len(m.group(1)))
     if _ATX.match(content) or _THEMATIC_BREAK.match(content) or (paragraph and _setext_underline(content)):
         return None
+    if paragraph != "container" and _indent(content) >= 4:
+        return None                                   # indented code in the item: nothing a lazy line continues
     return "container"
 
 
@@ -199,10 +204,13 @@ def _markdown_headings(lines, offsets):
     for i, line in enumerate(lines):
         blank = not line.strip(_SPACE)
         if fence is not None:
-            m = _FENCE.match(line[min(fence_indent, _indent(line)):])
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1] and not m.group(2).strip(_SPACE):
-                fence = None
-            continue
+            if fence_indent and not blank and _indent(line.expandtabs(4)) < fence_indent:
+                fence = list_indent = None  # left of the item's content: the item ends, and the fence open in it
+            else:
+                m = _FENCE.match(line[min(fence_indent, _indent(line)):])
+                if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1] and not m.group(2).strip(_SPACE):
+                    fence = None
+                continue
         if html_end is not None:
             if (blank if html_end == "blank" else html_end.search(line)):
                 html_end = None
