@@ -149,9 +149,8 @@ def _container_start(line, paragraph):
     m = _CONTAINER.match(line)
     if m is None:
         return False, None
-    if line.lstrip(" ").startswith(">"):                  # a quote's heading or rule leaves no text to continue
-        inner = line.lstrip(" ")[1:]
-        return (None if not inner.strip(_SPACE) or _ATX.match(inner) or _THEMATIC_BREAK.match(inner) else "container"), None
+    if line.lstrip(" ").startswith(">"):
+        return ("container" if _quote_opens_text(line.lstrip(" ")[1:]) else None), None
     rest = line[m.end():].rstrip(_SPACE)
     if isinstance(paragraph, int) and not (rest.strip(_SPACE) and (m.group(1) is None or int(m.group(1)) == 1)):
         return False, None
@@ -164,6 +163,22 @@ def _container_start(line, paragraph):
     else:  # an item that opens with a blank line: its content column is one past the marker (CommonMark)
         content = len(m.group(0).rstrip(_SPACE)) + 1
     return ("container" if has_text else None), content
+
+
+def _quote_opens_text(inner):
+    """Whether a block quote line whose content (after ">") is `inner` leaves a paragraph open, which lazy lines
+    without ">" continue. A heading, rule, code fence, indented code, HTML block or an empty list item in the
+    quote leaves none: the next line without ">" starts afresh ("> +" then "text\n---" is a setext heading)."""
+    inner = inner[1:] if inner[:1] in (" ", "\t") else inner
+    if not inner.strip(_SPACE) or _indent(inner.expandtabs(4)) >= 4:
+        return False
+    if _ATX.match(inner) or _THEMATIC_BREAK.match(inner) or _html_block_end(inner, False) is not None:
+        return False
+    fence = _FENCE.match(inner)
+    if fence and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
+        return False
+    container, _ = _container_start(inner, None)   # a list item or a quote inside the quote: what it holds
+    return container == "container" if container is not False else True
 
 
 def _front_matter_lines(lines):
@@ -188,7 +203,9 @@ def _inside_item(content, paragraph):
         return None
     if paragraph != "container" and _indent(content) >= 4:
         return None                                   # indented code in the item: nothing a lazy line continues
-    return "container"
+    # a quote or a list item inside the item: whether it holds text ("- > ```" or "- -" leave no paragraph open)
+    nested, _ = _container_start(content, 0 if paragraph == "container" else None)
+    return "container" if nested is False else nested
 
 
 def _markdown_headings(lines, offsets):
