@@ -11,6 +11,9 @@ def test_a_title_the_section_path_does_not_open_with_is_kept():
     the model lost which document it was reading."""
     assert format_passages([_hit("Admin Guide", "Installation > Proxies")]) == \
         "[1] Admin Guide > Installation > Proxies (a.html)\nBody."
+    # a title that is only the start of the path's first word is not the page's heading
+    assert format_passages([_hit("Admin", "Administration > Users")]) == \
+        "[1] Admin > Administration > Users (a.html)\nBody."
 
 
 def test_a_section_path_that_opens_with_the_title_is_not_doubled():

@@ -13,7 +13,8 @@ def _where(title, section) -> str:
     title, section = title or "", section or ""
     if not section or section == title:
         return title
-    return section if not title or section.startswith(title) else f"{title} > {section}"
+    opens_with_title = section.startswith(title) and section[len(title):len(title) + 1] in (" ", "")
+    return section if not title or opens_with_title else f"{title} > {section}"
 
 
 def format_passages(hits, max_chars: int = 1200) -> str:

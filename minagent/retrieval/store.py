@@ -2,9 +2,10 @@
 
 Writing is atomic at the directory level: everything goes into a temporary sibling directory first and the
 finished directory is swapped into place, so a crash or an error leaves the old index or the new one — never a
-half-written one, and never none where Linux can exchange two paths in one step (renameat2, Linux 3.15+; elsewhere
-a kill between the two renames leaves the old index at `.NAME.old-*` beside it, and opening NAME says so). The manifest, written last, records the format name and version and each file's size and
-CRC32; loading checks all of them, so a truncated, corrupted or foreign file is reported by name instead of
+half-written one, and never none where Linux can exchange two paths in one step (renameat2, Linux 3.15+;
+elsewhere a kill between the two renames leaves the old index at `.NAME.old-*` beside it, and opening NAME says
+so). The manifest, written last, records the format name and version and each file's size and CRC32; loading
+checks all of them, so a truncated, corrupted or foreign file is reported by name instead of
 producing wrong search results. Arrays are plain .npy read with allow_pickle=False (no code execution).
 """
 
@@ -91,7 +92,7 @@ def _exchange(a, b) -> bool:
     kernel or file system cannot, and the caller falls back to two renames."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # (TypeError: Windows' CDLL takes no None)
         return False
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
