@@ -43,7 +43,8 @@ def test_bad_trajectory_line_is_named_and_skippable(tmp_path, line, message):
     logged = []
     got = read_trajectories(path, on_bad_line="skip", log=logged.append)
     assert [t.where for t in got] == [f"{path}:1", f"{path}:3"]
-    assert len(logged) == 1 and f"{path}:2" in logged[0]
+    assert len(logged) == 2 and f"{path}:2" in logged[0]  # the line, then the count
+    assert "1 malformed line skipped" in logged[1]
 
 
 def test_byte_order_mark_and_escaped_text_are_read(tmp_path):
@@ -62,7 +63,8 @@ def test_bad_cpt_line_is_named_and_skippable(tmp_path):
         read_cpt_documents(path)
     logged = []
     assert [d.text for d in read_cpt_documents(path, "skip", logged.append)] == ["one", "two"]
-    assert [m.split(": ")[0] for m in logged] == [f"skipped {path}:2", f"skipped {path}:3"]
+    assert [m.split(": ")[0] for m in logged[:2]] == [f"skipped {path}:2", f"skipped {path}:3"]
+    assert len(logged) == 3 and "2 malformed lines skipped" in logged[2], logged
 
 
 def test_bad_question_line_is_named(tmp_path):
