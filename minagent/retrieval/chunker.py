@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from .documents import list_corpus_files, read_document
+# CommonMark's ATX heading line, setext underline and white space, read as documents.find_text_headings reads
+# them, so that a heading's section body starts where the heading found there ends
+from .documents import _ATX, _SPACE as _MARKDOWN_SPACE, _setext_underline
 from .errors import CorpusDecodeError, EmptyCorpusError
 
 
@@ -52,37 +55,40 @@ def _section_spans(doc):
 
 
 def _after_heading(text, offset, markdown=False):
-    """Offset just past the heading line at `offset` (and its ===/--- underline, if it has one). Markdown's
-    setext underlines of = or - may be any length ("Title\n="), AsciiDoc's (also ~ ^ +) are 3 or more long:
-    documents.find_text_headings takes both as headings, so both are skipped here as part of the heading."""
+    """Offset just past the heading line at `offset` (and its underline, if it has one), where the section's body
+    starts. Markdown follows CommonMark (_after_markdown_heading); plain text and AsciiDoc take a next line of
+    = - ~ ^ + (3 or more long) as an underline, as documents.find_text_headings does."""
     end = text.find("\n", offset)
     if end < 0:
         return len(text)
+    if markdown:
+        return _after_markdown_heading(text, offset, end)
     nxt = text.find("\n", end + 1)
     under = text[end + 1: len(text) if nxt < 0 else nxt].rstrip()
-    if under and under[0] in ("=-" if len(under) < 3 else "=-~^+") and not under.strip(under[0]):
+    if len(under) >= 3 and under[0] in "=-~^+" and not under.strip(under[0]):
         return len(text) if nxt < 0 else nxt + 1
-    if markdown and not text[offset:end].lstrip(" ").startswith("#"):
-        return _after_setext_paragraph(text, end + 1)
     return end + 1
 
 
-def _after_setext_paragraph(text, pos):
-    """Markdown: a setext heading's title may span lines (find_text_headings joins them); the heading ends at
-    its underline, the first line of = or - before a blank line. Without one, at `pos`."""
-    start = pos
+def _after_markdown_heading(text, offset, end):
+    """An ATX heading is its one line (a "===" after it is body text); a setext heading's title may span lines
+    (find_text_headings joins them) and ends at its underline, the first = or - line before a blank line.
+    Blank and underline are CommonMark's, as documents reads them: white space is spaces and tabs only, so a
+    line of no-break spaces is paragraph text, not a blank line, and "===\u00a0" is no underline."""
+    if _ATX.match(text[offset:end]):
+        return end + 1
+    pos = end + 1
     while pos < len(text):
         nxt = text.find("\n", pos)
         line = text[pos:len(text) if nxt < 0 else nxt]
-        if not line.strip():
+        if not line.strip(_MARKDOWN_SPACE):
             break
-        s = line.strip()
-        if s[0] in "=-" and not s.strip(s[0]) and len(line) - len(line.lstrip(" ")) <= 3:
+        if _setext_underline(line) is not None:
             return len(text) if nxt < 0 else nxt + 1
         if nxt < 0:
             break
         pos = nxt + 1
-    return start
+    return end + 1
 
 
 def _best_cut(text, start, limit):
