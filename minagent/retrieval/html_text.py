@@ -203,6 +203,7 @@ class _TextExtractor:
             if m.start() > pos:
                 self.handle_data(html.unescape(source[pos:m.start()]))
             pos = m.end()
+            self._pre_opened = False           # a comment too is the token after <pre>: a newline after it is text
             if m.group("cdata") is not None:  # (before: "<![CDATA[ a <b" read as a declaration, "]]>" as text)
                 self.handle_data(m.group("cdata"))
                 continue
