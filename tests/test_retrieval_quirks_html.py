@@ -38,3 +38,65 @@ def test_newline_after_a_comment_in_pre_is_kept():
 
 def test_newline_right_after_pre_is_still_dropped():
     assert html_to_text("<p>a</p><pre>\nx</pre>")[1] == "a\n\nx\n\n"    # hand-checked, HTML5 "in body" <pre>
+
+
+class _TitleAsRcdata(HTMLParser):
+    """html.parser told to read <title> as raw text up to </title> (HTML5's RCDATA); entities decoded here."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.inside, self.raw = False, ""
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self.inside = True
+            self.set_cdata_mode(tag)
+
+    def handle_endtag(self, tag):
+        self.inside &= tag != "title"
+
+    def handle_data(self, data):
+        if self.inside:
+            self.raw += data
+
+    def title(self):
+        return " ".join(html.unescape(self.raw).split())
+
+
+def _oracle_title(source):
+    oracle = _TitleAsRcdata()
+    oracle.feed(source)
+    oracle.close()
+    return oracle.title()
+
+
+def test_title_keeps_what_looks_like_a_tag():
+    source = "<html><head><title>Vector<T> &amp; <b>Co</b></title></head><body><p>text</p></body></html>"
+    assert _oracle_title(source) == "Vector<T> & <b>Co</b>"
+    title, text, _ = html_to_text(source)
+    assert title == _oracle_title(source)
+    assert text.strip() == "text"
+
+
+def test_bogus_comment_in_title_does_not_swallow_the_body():
+    for opener in ("<!--", "<!x", "<?x"):
+        source = f"<head><title>a {opener} b</title></head><body><h1>Head</h1><p>text</p></body>"
+        title, text, headings = html_to_text(source)
+        assert title == _oracle_title(source) == f"a {opener} b"
+        assert text.strip() == "Head\n\ntext"
+        assert [h[1] for h in headings] == ["Head"]
+
+
+def test_title_end_tag_with_attributes_or_slash():
+    # HTML5: "</title" followed by white space, "/" or ">" ends the raw text (hand-checked, "RCDATA end tag")
+    for end in ("</title >", "</TITLE x=1>", "</title/>"):
+        title, text, _ = html_to_text(f"<title>T</titles> x{end}<p>body</p>")
+        assert (title, text.strip()) == ("T</titles> x", "body")
+
+
+def test_title_scan_is_linear():
+    source = "<title>" + "a<b " * 20000 + "</title><p>x</p>"
+    start = time.perf_counter()
+    title, text, _ = html_to_text(source)
+    assert time.perf_counter() - start < 1.0
+    assert text.strip() == "x" and title.startswith("a<b a<b")

@@ -45,6 +45,8 @@ _TAG = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[(?P<cdata>.*?)(?:\]\]>|\Z)|<![^>
                   r"|<(?P<end>/?)(?P<name>[a-zA-Z][a-zA-Z0-9-]*)"
                   rf"(?:[^>=]|={_WS}*(?!{_WS})(?:{_ATTR_VALUE}))*?(?P<empty>/?)>", re.S)
 
+_RAW_TEXT_END = {name: re.compile(rf"</{name}(?=[ \t\n\r\f/>])", re.I) for name in ("script", "style", "title")}
+
 
 class _TextExtractor:
     def __init__(self):
@@ -218,10 +220,22 @@ class _TextExtractor:
             else:
                 self.handle_starttag(name, None)
                 if name in ("script", "style"):   # raw text: skip to the matching end tag
-                    end = re.compile(rf"</{name}\s*>", re.I).search(source, pos)
-                    pos = len(source) if end is None else end.start()
+                    pos = _raw_text_end(source, pos, name)
+                elif name == "title" and self._in_title:   # text with entities but no tags, up to </title>
+                    end = _raw_text_end(source, pos, name)
+                    self.handle_data(html.unescape(source[pos:end]))
+                    pos = end
         if pos < len(source):
             self.handle_data(html.unescape(source[pos:]))
+
+
+def _raw_text_end(source, pos, name):
+    """Where the raw text of a <script>/<style>, or the escapable raw text of a <title>, that starts at `pos`
+    ends: at its end tag, "</name" followed by white space, "/" or ">" (HTML5; case-insensitive), else the end
+    of the source. Inside, "<" opens nothing: <title>Vector<T></title> is titled "Vector<T>", and a "<!" or "<?"
+    in a title no longer reads as a comment that runs past </title> and turns the whole body into the title."""
+    end = _RAW_TEXT_END[name].search(source, pos)
+    return len(source) if end is None else end.start()
 
 
 def html_to_text(source):
