@@ -100,3 +100,13 @@ def test_title_scan_is_linear():
     title, text, _ = html_to_text(source)
     assert time.perf_counter() - start < 1.0
     assert text.strip() == "x" and title.startswith("a<b a<b")
+
+
+def test_self_closing_block_tags_open_their_element():
+    # HTML5 ignores the "/" of a non-void start tag: <div/> and <p/> are <div> and <p> (hand-checked); in XHTML
+    # they are empty elements, which break the line all the same
+    assert html_to_text("a<div/>b")[1] == "a\nb"
+    assert html_to_text("a<p/>b")[1] == "a\n\nb"
+    assert html_to_text("<ul><li/>one<li/>two</ul>")[1].strip() == "one\ntwo"
+    assert html_to_text("<table><tr><td/>a<td/>b</table>")[1].strip() == "a | b"
+    assert re.fullmatch(r"a\nb\s*", html_to_text("a<br/>b")[1])    # void tags unchanged: one break

@@ -15,6 +15,8 @@ _BLOCK_TAGS = {
     "figcaption", "figure", "footer", "form", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
     "summary", "table", "tbody", "thead", "tfoot", "tr", "ul", "caption",
 }
+# block tags whose start tag only breaks the line (or starts a table cell): <div/> and <p/> act as <div> and <p>
+_SELF_CLOSING_BREAKS = (_BLOCK_TAGS - {"br", "pre"}) | {"td", "th"}
 _HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _SKIP_TAGS = {"script", "style", "noscript", "template", "svg"}
 # what may stand in <head>: any other start tag (or <body>) ends it, as in HTML5, where </head> is optional
@@ -140,11 +142,15 @@ class _TextExtractor:
             self._newline()
 
     def handle_startendtag(self, tag, attrs):
+        """<x/>. HTML5 ignores the "/" of a non-void tag (<div/> is <div>); XHTML reads an empty element. Both
+        break the line at a block tag (or start a table cell), so those act as their start tag; the others
+        (<pre/>, <h2/>, <title/>, <script/>...) would open an element the two readings disagree on, and are left
+        out, as are inline ones, which change nothing."""
         self._pre_opened = False
         if tag == "br" and not self._skip_depth:
             self._line_break()
-        elif tag == "hr" and not self._skip_depth:
-            self._newline()
+        elif tag in _SELF_CLOSING_BREAKS:
+            self.handle_starttag(tag, attrs)
 
     def handle_endtag(self, tag):
         self._pre_opened = False
