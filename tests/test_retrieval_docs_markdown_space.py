@@ -17,3 +17,15 @@ from test_retrieval_docs_markdown import oracle_headings, our_headings
 ])
 def test_unicode_spaces_are_not_commonmark_white_space(text):
     assert our_headings(text) == oracle_headings(text)
+
+
+def test_a_no_break_space_line_inside_a_setext_title_is_text():
+    """markdown-it's inline content of "Title / NBSP / more / ===" keeps the no-break-space line; the title was
+    joined around an empty piece ("Title  more", two spaces). Oracle: markdown-it's content, each line trimmed of
+    spaces and tabs, joined with spaces."""
+    from markdown_it import MarkdownIt
+    from minagent.retrieval.documents import find_text_headings
+    src = "Title\n\u00a0\nmore\n===\n"
+    content = next(t.content for t in MarkdownIt("commonmark").parse(src) if t.type == "inline")
+    want = " ".join(p.strip(" \t") for p in content.split("\n"))
+    assert find_text_headings(src, True) == [(1, want, 0)]

@@ -264,7 +264,8 @@ def _markdown_headings(lines, offsets):
             continue                                             # indented code
         level = _setext_underline(line) if isinstance(paragraph, int) else None
         if level is not None:
-            title = " ".join(t.strip() for t in "\n".join(lines[paragraph:i]).strip().split("\n"))
+            # lines trimmed of CommonMark's white space (spaces, tabs) only: a no-break-space line is text
+            title = " ".join(t for t in (p.strip(" \t") for p in lines[paragraph:i]) if t).strip()
             if title:  # (a paragraph of no-break spaces: a heading with no text, no section of its own)
                 headings.append((level, title, offsets[paragraph]))
             paragraph = None
