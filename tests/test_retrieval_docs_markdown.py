@@ -13,12 +13,14 @@ _MD = markdown_it.MarkdownIt("commonmark")
 
 
 def oracle_headings(text):
-    """(level, line, title) of each non-empty top-level heading; a setext title's lines joined by a space."""
+    """(level, line, title) of each non-empty top-level heading; a setext title's lines, trimmed of spaces and
+    tabs (CommonMark's white space), joined by a space."""
     tokens = _MD.parse(text)
     out = []
     for tok, inline in zip(tokens, tokens[1:]):
         if tok.type == "heading_open" and tok.level == 0 and inline.content.strip():
-            out.append((int(tok.tag[1]), tok.map[0], " ".join(s.strip() for s in inline.content.split("\n"))))
+            lines = (s.strip(" \t") for s in inline.content.split("\n"))
+            out.append((int(tok.tag[1]), tok.map[0], " ".join(s for s in lines if s).strip()))
     return out
 
 
