@@ -144,7 +144,8 @@ def test_the_server_answers_malformed_requests_with_400_and_the_field(tmp_path):
         (json.dumps({**ok, "top_p": 0}).encode(), "top_p must be in (0, 1]"),
         (json.dumps({**ok, "max_tokens": 0}).encode(), "max_tokens must be in [1, "),
         (json.dumps({**ok, "stop": [1]}).encode(), "stop must be a string or a list"),
-        (json.dumps({"messages": [{"role": "user", "content": ["x"]}]}).encode(), "messages must be a non-empty"),
+        (json.dumps({"messages": [{"role": "user", "content": ["x"]}]}).encode(), "messages[0].content[0] must be"),
+        (json.dumps({"messages": []}).encode(), "messages must be a non-empty"),
         (json.dumps([ok]).encode(), "the body must be a JSON object"),
         (json.dumps(ok)[:-1].encode() + b', "n": Infinity}', "n must be an integer, got inf"),
     ]

@@ -4,7 +4,8 @@
     server.serve_forever()
 
 So a minagent model can be the teacher of another (HTTPChatLLM on the other side), and other tools can call it.
-Honoured request fields: messages, n, temperature, top_p, max_tokens (or max_completion_tokens, the openai
+Honoured request fields: messages (content a string or a list of {"type": "text"} parts; role "developer" is
+read as "system"), n, temperature, top_p, max_tokens (or max_completion_tokens, the openai
 client's current name), stop, seed, and vLLM's continue_final_message (the last assistant message is continued;
 add_generation_prompt is not read); each is checked first (a 400 names the field; n <= 64; a body over 32 MB is a
 413), so a malformed request never reaches the model. Fields asking for what is not offered (stream, logprobs, tools,
@@ -37,6 +38,9 @@ UNSUPPORTED = {"stream": (None, False), "logprobs": (None, False), "top_logprobs
                "response_format": (None, {"type": "text"}), "presence_penalty": (None, 0),
                "frequency_penalty": (None, 0), "logit_bias": (None, {}), "best_of": (None, 1), "echo": (None, False)}
 
+# the roles a request may use, and the role each is rendered as
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
 
 def _same(value, off) -> bool:
     """value is the "off" setting `off`: None is None, False is False (not 0), a number equals it (0 and 0.0)."""
@@ -45,6 +49,39 @@ def _same(value, off) -> bool:
     if isinstance(off, (int, float)):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and value == off
     return value == off
+
+
+def message_text(content, where: str) -> str:
+    """A message's content as one string: a string as is, or the OpenAI list form [{"type": "text", "text": ...}]
+    (what the openai client and many tools send) with its text parts joined by newlines, as vLLM joins them.
+    Other parts (images, audio) cannot be shown to a text model: refused, naming the part."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ValueError(f"{where}.content must be a string or a list of text parts, got {type(content).__name__}")
+    texts = []
+    for j, part in enumerate(content):
+        if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise ValueError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": string}}, got type "
+                             f"{kind!r:.40} (this server reads text only)")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def checked_message(message, i: int) -> dict:
+    """messages[i] as {role, content} with string content, or ValueError naming it. "developer" is OpenAI's newer
+    name for the system role (its clients send it to reasoning models): rendered as "system". Any other role
+    outside the API's set is refused here, not left to fail in the chat template as a 500."""
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise ValueError(f"{where} must be an object with role and content, got {type(message).__name__}")
+    role = message.get("role")
+    if role not in ROLES:
+        raise ValueError(f"{where}.role must be one of {sorted(ROLES)}, got {role!r:.40}")
+    if "content" not in message or message["content"] is None:
+        raise ValueError(f"{where}.content is missing")
+    return {"role": ROLES[role], "content": message_text(message["content"], where)}
 
 
 def parse_request(body) -> dict:
@@ -60,10 +97,9 @@ def parse_request(body) -> dict:
         if name in body and not any(_same(body[name], o) for o in off):
             raise ValueError(f"{name}={body[name]!r:.60} is not supported by this server")
     messages = body.get("messages")
-    if not (isinstance(messages, list) and messages and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages)):
-        raise ValueError("messages must be a non-empty list of {role, content} with string values")
+    if not (isinstance(messages, list) and messages):
+        raise ValueError("messages must be a non-empty list of {role, content}")
+    messages = [checked_message(m, i) for i, m in enumerate(messages)]
 
     def number(name, kind, default, low, high, low_open=False):
         value = body.get(name)
@@ -82,7 +118,6 @@ def parse_request(body) -> dict:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    messages = [dict(m) for m in messages]
     prefix = ""
     if body.get("continue_final_message") and messages[-1]["role"] == "assistant":
         prefix = messages.pop()["content"]

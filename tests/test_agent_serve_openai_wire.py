@@ -1,0 +1,67 @@
+"""`infer.py serve` against what the official `openai` client sends and what the tokenizer counts.
+
+Oracles: the openai client's own request format (content as a list of {"type": "text"} parts, role "developer",
+BadRequestError for a 4xx), and transformers' AutoTokenizer.apply_chat_template for the prompt token count.
+"""
+import threading
+
+import openai
+import pytest
+import torch
+import transformers
+
+from minagent import load_model, load_tokenizer
+from minagent.agent.llm import MinagentLLM
+from minagent.agent.server import make_server
+
+QUESTION = "Tell me a long story about a cat."
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir):
+    torch.set_num_threads(1)
+    llm = MinagentLLM(load_model(tiny_dir, dtype="float32"), load_tokenizer(tiny_dir), max_len=256, draft_tokens=0)
+    srv = make_server(llm, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", api_key="x", max_retries=0)
+    srv.shutdown()
+    srv.server_close()
+
+
+def _ask(client, messages):
+    return client.chat.completions.create(model="minagent", messages=messages, max_tokens=4, temperature=0)
+
+
+def _hf_prompt_tokens(tiny_dir, messages):
+    hf = transformers.AutoTokenizer.from_pretrained(tiny_dir)
+    return len(hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+               ["input_ids"])
+
+
+def test_content_as_a_list_of_text_parts_is_read_like_the_joined_string(client, tiny_dir):
+    """The openai client's typed form of a message (ChatCompletionContentPartTextParam) was refused with a 400."""
+    parts = [{"type": "text", "text": "Tell me"}, {"type": "text", "text": "a long story about a cat."}]
+    reply = _ask(client, [{"role": "user", "content": parts}])
+    joined = [{"role": "user", "content": "Tell me\na long story about a cat."}]
+    assert reply.usage.prompt_tokens == _hf_prompt_tokens(tiny_dir, joined)
+    assert reply.choices[0].message.content == _ask(client, joined).choices[0].message.content
+
+
+def test_role_developer_is_the_system_role(client, tiny_dir):
+    """OpenAI's newer name for system; it was a 500 (the chat template has no "developer" turn)."""
+    system = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": QUESTION}]
+    developer = [{"role": "developer", "content": "Answer briefly."}, {"role": "user", "content": QUESTION}]
+    reply = _ask(client, developer)
+    assert reply.usage.prompt_tokens == _hf_prompt_tokens(tiny_dir, system)
+    assert reply.choices[0].message.content == _ask(client, system).choices[0].message.content
+
+
+@pytest.mark.parametrize("message, field", [
+    ({"role": "wizard", "content": "hi"}, "messages[0].role"),
+    ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}, "messages[0].content[0]"),
+    ({"role": "user", "content": 7}, "messages[0].content"),
+    ({"role": "user"}, "messages[0].content"),
+])
+def test_a_malformed_message_is_a_400_naming_it(client, message, field):
+    with pytest.raises(openai.BadRequestError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        _ask(client, [message])
