@@ -65,3 +65,29 @@ def test_role_developer_is_the_system_role(client, tiny_dir):
 def test_a_malformed_message_is_a_400_naming_it(client, message, field):
     with pytest.raises(openai.BadRequestError, match=field.replace("[", r"\[").replace("]", r"\]")):
         _ask(client, [message])
+
+
+def test_head_on_the_models_route_is_get_without_the_body():
+    """RFC 9110 §9.1 (GET and HEAD are the methods every general-purpose server supports); http.client is the
+    oracle: a HEAD reply's headers are GET's, Content-Length included, and no body follows."""
+    import http.client
+
+    from minagent.agent import ScriptedLLM
+
+    srv = make_server(ScriptedLLM(lambda messages, n, prefix: ["ok"] * n), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        conn.request("GET", "/v1/models")
+        get = conn.getresponse()
+        body = get.read()
+        conn.request("HEAD", "/v1/models")  # same keep-alive connection: a stray body would corrupt the next reply
+        head = conn.getresponse()
+        assert head.status == get.status == 200 and head.read() == b""
+        assert head.getheader("Content-Length") == str(len(body))
+        conn.request("GET", "/v1/models")
+        again = conn.getresponse()
+        assert again.status == 200 and again.read() == body
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -161,6 +161,8 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             if close:
                 self.send_header("Connection", "close")
             self.end_headers()
+            if self.command == "HEAD":  # the headers GET would send (Content-Length included), no body
+                return
             try:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client left before its answer: nothing to do
@@ -170,6 +172,11 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             if self.path.rstrip("/") in ("/v1/models", "/models"):
                 return self._reply(200, {"object": "list", "data": [{"id": model_name, "object": "model"}]})
             self._reply(404, {"error": {"message": f"no route {self.path}"}})
+
+        def do_HEAD(self):
+            """RFC 9110 §9.1: a general-purpose server must support HEAD wherever it supports GET (health checks
+            and proxies probe with it); it was a 501 with an HTML page."""
+            self.do_GET()
 
         def do_POST(self):
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
