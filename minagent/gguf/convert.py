@@ -74,6 +74,17 @@ def _float_from_f32(x) -> float:
     return float(str(np.float32(x)))
 
 
+def _check_full_rotary(g: GGUFFile, arch: str, head_dim: int):
+    """HF's Llama/Qwen2/Qwen3 rotate every dimension of a head; `{arch}.rope.dimension_count` below the head size
+    means llama.cpp rotates only that many (qwen2/qwen3) or refuses the file (llama: "invalid n_rot"), so a
+    converted model would silently compute something else."""
+    key = f"{arch}.rope.dimension_count"
+    n_rot = g.metadata.get(key, head_dim)
+    if n_rot != head_dim:
+        raise GGUFError(f"{g.path}: {key} is {n_rot!r}, expected the head size {head_dim} (partial rotary "
+                        "embeddings are not supported)")
+
+
 def hf_config_from_gguf(g: GGUFFile, dtype: str = "float32") -> dict:
     """HF config.json for the model in `g` (LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM)."""
     arch = architecture(g)
@@ -83,6 +94,7 @@ def hf_config_from_gguf(g: GGUFFile, dtype: str = "float32") -> dict:
     vocab_size, hidden = g.tensors["token_embd.weight"].shape
     n_head = m("attention.head_count")
     head_dim = m("attention.key_length", hidden // n_head)
+    _check_full_rotary(g, arch, head_dim)
     rope_type = m("rope.scaling.type", "none")
     if "rope_freqs.weight" in g.tensors:
         raise GGUFError(f"{g.path}: has tensor 'rope_freqs.weight' (Llama-3.1-style RoPE scaling): GGUF keeps only "
