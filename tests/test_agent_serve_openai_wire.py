@@ -91,3 +91,27 @@ def test_head_on_the_models_route_is_get_without_the_body():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_body_that_never_comes_frees_its_connection():
+    """A client that sends headers with a Content-Length and then nothing held a handler thread for ever (no read
+    timeout). Oracle: the socket itself — the server closes it within the read timeout — and a second client
+    is still served."""
+    import socket
+    import time
+    srv = make_server(None, "127.0.0.1", 0, read_timeout=0.5)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        stalled = socket.create_connection(srv.server_address, timeout=10)
+        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        t0 = time.monotonic()
+        assert stalled.recv(100) == b""  # closed by the server, no reply to a request it never got
+        assert time.monotonic() - t0 < 5
+        stalled.close()
+        other = socket.create_connection(srv.server_address, timeout=10)
+        other.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert other.recv(100).startswith(b"HTTP/1.1 200")
+        other.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -141,11 +141,16 @@ def client_gone(sock) -> bool:
         return True
 
 
-def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str = "minagent", log=None):
+def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str = "minagent", log=None,
+                read_timeout: float = 60.0):
+    """read_timeout: seconds a connection may leave the server waiting for the next bytes of a request (or for
+    the next request on a kept-alive connection); a client that sends headers and never its body held a
+    handler thread for ever. Computing the reply is not limited."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = read_timeout  # (StreamRequestHandler puts it on the socket)
 
         def log_message(self, fmt, *args):
             if log:
@@ -196,6 +201,9 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
                                                               f"{MAX_BODY_BYTES}"}}, close=True)
             try:
                 request = parse_request(json.loads(self.rfile.read(size) or b"{}"))
+            except TimeoutError:  # the body did not come within read_timeout: drop the connection
+                self.close_connection = True
+                return
             except (ValueError, RecursionError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
                 return self._reply(400, {"error": {"message": f"bad request: {e}"}})
             try:
