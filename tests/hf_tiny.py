@@ -28,13 +28,19 @@ def build_hf_model(variant: str, seed: int = 0):
     cfg_name, model_name, overrides = VARIANTS[variant]
     cfg = getattr(transformers, cfg_name)(**{**COMMON, **overrides})
     torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(cfg).eval()
+    return randomize(getattr(transformers, model_name)(cfg).eval())
+
+
+def randomize(model, std: float = 0.08, embed_std: float = 0.08):
+    """Weights far from HF's init (norms around 1, not exactly 1), so parity tests see every parameter's effect.
+    std: the projections'; embed_std: the embeddings' (a larger std than the embeddings' keeps a tied model from
+    just repeating its last token)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
             else:
-                p.normal_(0, 0.1 if name.endswith("bias") else 0.08)
+                p.normal_(0, 0.1 if name.endswith("bias") else embed_std if "embed" in name else std)
     return model
 
 

@@ -108,14 +108,8 @@ def _build(family: str, directory: Path, seed: int = 0) -> Path:
                                              "vocab_size": hf_tok.get_vocab_size() + padding,
                                              "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else eos_ids})
     torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            else:
-                # projections larger than the embeddings: a tied model then does not just repeat its last token
-                p.normal_(0, 0.1 if name.endswith("bias") else 0.08 if "embed" in name else 0.25)
+    # projections larger than the embeddings: a tied model then does not just repeat its last token
+    model = hf_tiny.randomize(getattr(transformers, model_name)(cfg).eval(), std=0.25)
     model.generation_config = transformers.GenerationConfig(eos_token_id=eos_ids, do_sample=False)
     model.save_pretrained(directory)
     return directory

@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from minagent.retrieval.encoder import default_encoder_dir
 from minagent.retrieval.wordpiece import WordPieceTokenizer
+from test_retrieval_encoder import model_dir  # noqa: F401  (the MiniLM directory, or a skip)
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -20,12 +20,6 @@ HARD_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    try:
-        return default_encoder_dir()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 def test_every_code_point_classified_as_hf_tokenizers(model_dir):
