@@ -115,3 +115,25 @@ def test_a_body_that_never_comes_frees_its_connection():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_messages_the_models_template_refuses_are_a_400_not_a_500():
+    """A conversation the model's chat template cannot render (here Mistral's: two user turns in a row, which its
+    Jinja raises on) came back as a 500, which the openai client retries as a server fault. It is the request's
+    fault: a 400 (openai.BadRequestError) that says what the template needs."""
+    from minagent.tokenizer.chat_templates import MistralInst, render_chat
+
+    class RefusingLLM:
+        def complete(self, messages, **kw):
+            render_chat(MistralInst("v1", "<s>", "</s>"), messages)  # the real renderer's refusal
+            return ["unreachable"]
+    srv = make_server(RefusingLLM(), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="turns must alternate"):
+            client.chat.completions.create(model="minagent", messages=[{"role": "user", "content": "a"},
+                                                                       {"role": "user", "content": "b"}])
+    finally:
+        srv.shutdown()
+        srv.server_close()

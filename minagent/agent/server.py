@@ -27,6 +27,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..tokenizer.errors import ConversationError
 from .llm import ContextOverflow
 
 
@@ -223,6 +224,8 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             except ContextOverflow as e:
                 return self._reply(400, {"error": {"message": f"bad request: {e}", "type": "invalid_request_error",
                                                    "code": "context_length_exceeded"}})
+            except ConversationError as e:  # the model's chat template refuses these messages: the request's fault
+                return self._reply(400, {"error": {"message": f"bad request: {e}", "type": "invalid_request_error"}})
             except Exception as e:
                 return self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
             reasons = info.finish_reasons if info else ["stop"] * len(texts)

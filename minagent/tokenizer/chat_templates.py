@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from .errors import ConversationError
+
 Segments = list[tuple[str, bool]]
 
 # HF appends this tag to the final message for continue_final_message and cuts the render there; so do we.
@@ -52,13 +54,13 @@ _LEADING_BOS = re.compile(r"\s*\{\{-?\s*bos_token\s*-?\}\}")
 
 def _check(messages) -> list[dict]:
     if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+        raise ConversationError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"messages[{i}]: expected {{'role': str, 'content': str}}, got {m!r:.80}")
+            raise ConversationError(f"messages[{i}]: expected {{'role': str, 'content': str}}, got {m!r:.80}")
         if m.get("tool_calls"):
-            raise ValueError(f"messages[{i}]: tool_calls are not supported (tool-calling templates are out of "
-                             "scope; write the call into the content and return results as role 'tool')")
+            raise ConversationError(f"messages[{i}]: tool_calls are not supported (tool-calling templates are out of "
+                                    "scope; write the call into the content and return results as role 'tool')")
     return list(messages)
 
 
@@ -87,7 +89,7 @@ class ChatML:
             if role == "tool" and self.qwen_tool_turns:
                 out.append((_qwen_tool_turn(messages, i), False))
             elif self.qwen_tool_turns and role not in ("system", "user", "assistant"):
-                raise ValueError(f"role {role!r} is not rendered by the Qwen template (it would be dropped)")
+                raise ConversationError(f"role {role!r} is not rendered by the Qwen template (it would be dropped)")
             elif role == "assistant":
                 out += [("<|im_start|>assistant\n", False), (content + "<|im_end|>", True), ("\n", False)]
             else:
@@ -105,8 +107,8 @@ def _reasoning(message: dict, i: int) -> str | None:
     """The reasoning passed beside the content (None: none, the template then looks for <think> in the content)."""
     value = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"messages[{i}]: reasoning ({'/'.join(_REASONING_FIELDS)}) must be a string, "
-                         f"got {type(value).__name__}")
+        raise ConversationError(f"messages[{i}]: reasoning ({'/'.join(_REASONING_FIELDS)}) must be a string, "
+                                f"got {type(value).__name__}")
     return value
 
 
@@ -155,8 +157,8 @@ class Qwen3:
             elif role == "tool":
                 out.append((_qwen_tool_turn(messages, i), False))
             elif role != "system":
-                raise ValueError(f"messages[{i}]: role {role!r} is not rendered by the Qwen3 template (it would be "
-                                 "dropped)")
+                raise ConversationError(f"messages[{i}]: role {role!r} is not rendered by the Qwen3 template "
+                                        "(it would be dropped)")
         if add_generation_prompt:
             think = "<think>\n\n</think>\n\n" if self.enable_thinking is False else ""
             out.append(("<|im_start|>assistant\n" + think, False))
@@ -238,21 +240,22 @@ class MistralInst:
                 why = ("renders a tool result only with a 9-character tool_call_id that answers an assistant "
                        "[TOOL_CALLS] turn (tool calls are out of scope here)" if tool_results else
                        "has no tool role (only user and assistant turns after an optional first system message)")
-                raise ValueError(f"messages[{i}]: role {role!r}: the Mistral {self.form} template {why}; give "
-                                 "observations as user turns (observation_role 'user', the default)")
+                raise ConversationError(f"messages[{i}]: role {role!r}: the Mistral {self.form} template {why}; give "
+                                        "observations as user turns (observation_role 'user', the default)")
             if role == "system":
-                raise ValueError(f"messages[{i}]: a system message may only come first in a Mistral template")
+                raise ConversationError(f"messages[{i}]: a system message may only come first in a Mistral template")
             if role not in ("user", "assistant"):
-                raise ValueError(f"messages[{i}]: role {role!r} is not rendered by the Mistral {self.form} "
-                                 "template (user and assistant turns after an optional first system message)")
+                raise ConversationError(f"messages[{i}]: role {role!r} is not rendered by the Mistral {self.form} "
+                                        "template (user and assistant turns after an optional first system message)")
             if tool_results and m.get("tool_calls") is not None:
-                raise ValueError(f"messages[{i}]: tool_calls are not supported (the Mistral {self.form} template "
-                                 "would render a [TOOL_CALLS] turn)")
+                raise ConversationError(f"messages[{i}]: tool_calls are not supported (the Mistral {self.form} "
+                                        "template would render a [TOOL_CALLS] turn)")
             expected = "user" if j % 2 == 0 else "assistant"
             if role != expected:
-                raise ValueError(f"messages[{i}]: a {role} turn where the Mistral {self.form} template needs a "
-                                 f"{expected} turn: after the optional first system message, turns must alternate "
-                                 "user/assistant/user/... starting with user (merge consecutive turns)")
+                raise ConversationError(f"messages[{i}]: a {role} turn where the Mistral {self.form} template needs "
+                                        f"a {expected} turn: after the optional first system message, turns must "
+                                        "alternate user/assistant/user/... starting with user (merge consecutive "
+                                        "turns)")
 
     def render_segments(self, messages: list[dict], add_generation_prompt: bool) -> Segments:
         layout = _MISTRAL_LAYOUTS[self.form]
@@ -403,20 +406,20 @@ def render_chat(renderer, messages, add_generation_prompt: bool = True,
     if not continue_final_message:
         return renderer.render_segments(messages, add_generation_prompt)
     if add_generation_prompt:
-        raise ValueError("continue_final_message and add_generation_prompt cannot both be set")
+        raise ConversationError("continue_final_message and add_generation_prompt cannot both be set")
     tagged = messages[:-1] + [{**messages[-1], "content": messages[-1]["content"] + _CONTINUE_TAG}]
     segments = renderer.render_segments(tagged, False)
     text = "".join(s for s, _ in segments)
     tag = _CONTINUE_TAG.strip()
     at = text.rfind(tag)
     if at < 0:
-        raise ValueError("continue_final_message: the template dropped the final message")
+        raise ConversationError("continue_final_message: the template dropped the final message")
     # As HF: cut at the tag; if the template trimmed the content (Llama-3), trailing spaces go too.
     cut = at if text.startswith(_CONTINUE_TAG, at) else len(text[:at].rstrip())
     if not text[:cut].rstrip().endswith(messages[-1]["content"].strip()):
         # the template rewrote the message (Llama-3.1 JSON-quotes a tool turn): there is nothing to continue
-        raise ValueError("continue_final_message: the final message does not appear verbatim in the rendered chat "
-                         "(the template rewrites it); continue an assistant message instead")
+        raise ConversationError("continue_final_message: the final message does not appear verbatim in the rendered "
+                                "chat (the template rewrites it); continue an assistant message instead")
     out: Segments = []
     done = 0
     for piece, trainable in segments:

@@ -30,3 +30,9 @@ class SpecError(ValueError):
     def __init__(self, field: str, problem: str):
         self.field, self.problem = field, problem
         super().__init__(f"{field}: {problem}")
+
+
+class ConversationError(ValueError):
+    """Messages a chat template cannot render as given: a role it would drop or refuses, an order it forbids, a
+    field it has no place for. The caller's conversation is at fault, not the tokenizer files (the server
+    answers these with a 400, not a 500)."""
