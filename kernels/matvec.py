@@ -260,9 +260,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     plain weight, or on its prepacked copy (opt-in); for more rows (prefill), oneDNN's linear on the plain
     weight. The oneDNN paths run under torch.inference_mode() only (see onednn_linear.usable_plain).
     A bias other than [N] of the weight's dtype (one F.linear broadcasts over leading dims, or would refuse for
-    its dtype) is left to F.linear: the fast paths add the bias to the flattened [M, N] product."""
+    its dtype) is left to F.linear: the fast paths add the bias to the flattened [M, N] product. So are shapes that
+    do not fit (x's last dim not weight's K): F.linear says so, where the fast paths would fail in a reshape or
+    inside oneDNN with a message that names neither tensor."""
     if bias is not None and (bias.dim() != 1 or bias.dtype != weight.dtype):
         return F.linear(x, weight, bias)
+    if weight.dim() != 2 or x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        return F.linear(x, weight, bias)  # raises torch's "mat1 and mat2 shapes cannot be multiplied (AxB and CxD)"
     if wants_prepacked_bf16(x, weight) and onednn_linear.usable(x, weight, None):
         y = onednn_linear.linear(x, weight, None)  # (oneDNN reads only an fp32 bias: a bf16 one is added here)
         return y if bias is None else y + bias
