@@ -28,6 +28,8 @@ the two products of a chunk that the head's size makes the step's largest, h_c @
 oneDNN's linear (the second on a contiguous copy of W^T, made once per call: vocab x hidden floats); the weight
 gradient keeps MKL, which reads the transposed chunk as it is.
 """
+import numbers
+
 import torch
 import torch.nn.functional as F
 
@@ -146,6 +148,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             raise ValueError(f"fused_linear_cross_entropy: {h.shape[0]} hidden rows but {t.shape[0]} targets")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"fused_linear_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
+                                       or chunk_size < 0):
+            # (a negative size made the chunk loop run zero times: a loss of 0 and no gradient, silently)
+            raise ValueError(f"fused_linear_cross_entropy: chunk_size must be a positive number of rows "
+                             f"(or None/0 for the default), got {chunk_size!r}")
         # Under autocast the products run in the autocast dtype, as they would for `hidden @ weight.T`; autocast
         # itself is switched off inside (a custom Function sees it still on), so every dtype here is explicit.
         dev = h.device.type
