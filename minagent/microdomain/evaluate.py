@@ -72,6 +72,8 @@ def evaluate_system(system: System, llm, items: list[dict], out_path, search=Non
     results shorter than this are not condensed (the recipe's students were trained condensing every one: 0;
     None: ContextExtractor's default, what `infer.py exam --extractor` uses). partial: answers are kept there as
     they come and an interrupted run's are reused (partial_results.py)."""
+    for item in items:  # refused before hours of answers, not when they are scored
+        _hops({"id": item.get("id"), "hops": item.get("hops", 1)})
     agent = None
     if system.mode == "agent":
         threshold = {} if extractor_min_chars is None else {"min_chars": extractor_min_chars}
@@ -101,12 +103,24 @@ def evaluate_system(system: System, llm, items: list[dict], out_path, search=Non
     return scores(rows)
 
 
+def _hops(row: dict) -> int:
+    """A row's hop count as a number: an exam written by hand may give "hops": "2" (a JSON string), and such a
+    row, compared with the int 2, fell into neither hop column while still counting in the accuracy."""
+    try:
+        return int(row["hops"])
+    except (TypeError, ValueError):
+        raise ValueError(f"question {row.get('id')!r}: \"hops\" is {row['hops']!r}; expected a whole number "
+                         "(1 for a single-fact question, 2 or more for a multi-hop one)") from None
+
+
 def scores(rows: list[dict]) -> dict:
+    """Accuracy overall and per column. The "2-hop" column holds every multi-hop question (hops >= 2; the
+    recipe's exams have only 1 and 2), so each row counts in exactly one hop column and one kind column."""
     def acc(sel):
         sel = list(sel)
         return (sum(r["correct"] for r in sel) / len(sel)) if sel else None
     return {"accuracy": acc(rows), "n": len(rows),
-            "single_hop": acc(r for r in rows if r["hops"] == 1), "two_hop": acc(r for r in rows if r["hops"] == 2),
+            "single_hop": acc(r for r in rows if _hops(r) <= 1), "two_hop": acc(r for r in rows if _hops(r) >= 2),
             "multiple_choice": acc(r for r in rows if r["choices"]),
             "short_answer": acc(r for r in rows if not r["choices"])}
 
