@@ -55,14 +55,16 @@ def gold_reply(item: dict) -> str:
     return item["answer"]
 
 
-_ANSWER = re.compile(r"answer(?:\s+is)?\s*[:：]", re.I)
+_ANSWER = re.compile(r"answer(?:\s+is)?[*_]*\s*[:：]", re.I)  # "**Answer**:" is the marker too
 
 
 def parse_reply(text: str, cot: bool = False) -> str:
     """The answer in a reply: after the last 'Answer:' / 'The answer is:' (chatty instruct models add one
     after their explanation), else — not for CoT, whose reasoning is not the answer — the first line. A marker
     with nothing after it is skipped; one later on the same line wins ("the answer: unclear. Answer: 30" is 30:
-    a pattern matched to the end of the line would have swallowed the later marker)."""
+    a pattern matched to the end of the line would have swallowed the later marker). A marker in Markdown
+    emphasis ("**Answer**: 30", a chat model's bold label) counts: read as text, it left the whole line (or, for
+    CoT, nothing) as the answer, scored wrong."""
     text = text.strip()
     marks = list(_ANSWER.finditer(text))
     for m, after in reversed(list(zip(marks, marks[1:] + [None]))):
