@@ -42,6 +42,18 @@ def files_fingerprint(path) -> str | None:
     return h.hexdigest()[:16]
 
 
+def _flat(settings, prefix: str = "") -> dict:
+    """Nested settings as dotted keys ({"agent": {"max_steps": 4}} -> {"agent.max_steps": 4}): a refusal then
+    names the one agent setting that differs, not two copies of the whole agent configuration to compare."""
+    if not isinstance(settings, dict):
+        return {prefix: settings}
+    out = {}
+    for key, value in settings.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flat(value, name) if isinstance(value, dict) and value else {name: value})
+    return out
+
+
 class PartialResults:
     def __init__(self, out_path, settings: dict):
         self.path = Path(out_path).with_name(Path(out_path).name + ".partial")
@@ -61,10 +73,10 @@ class PartialResults:
         if not isinstance(head, dict) or head.get("format") != FORMAT:
             raise ValueError(f"{self.path}: not a minagent exam's partial results (first line: {lines[0][:80]!r}); "
                              "move it away or choose another --out")
-        theirs = head.get("settings", {})
-        differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+        theirs, ours = _flat(head.get("settings", {})), _flat(self.settings)
+        differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         if differ:
-            what = "; ".join(f"{k}: {theirs.get(k)!r} there, {self.settings.get(k)!r} now" for k in differ)
+            what = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in differ)
             raise ValueError(f"{self.path} holds the answers of an interrupted run with other settings ({what}). "
                              "Rerun with those settings to resume it, or delete the file to start over")
         for n, line in enumerate(lines[1:], 2):
