@@ -97,3 +97,17 @@ def test_question_fields_that_would_score_silently_wrong_are_refused(tmp_path, l
         read_questions(path)
     if "gold" in message:
         assert [q["question"] for q in read_questions(path, gold=False)] == ["ok?", "a?"]
+
+
+def test_lower_case_option_letters_are_read_as_the_letters_replies_name(tmp_path):
+    """Hand-checked: with choices {"a": ..., "b": ...} and "correct": "b", the replies "b", "B" and "(b)" all scored
+    wrong (to_letter reads letters in upper case and found no such key). The keys are read in upper case."""
+    from minagent.agent.multiple_choice import to_letter
+    path = write_lines(tmp_path / "exam.jsonl", ['{"question": "unit?", "choices": {"a": "minutes", "b": "seconds"}, '
+                                                 '"correct": "b"}'])
+    q = read_questions(path)[0]
+    assert q["choices"] == {"A": "minutes", "B": "seconds"} and q["correct"] == "B"
+    assert [to_letter(r, q["choices"]) for r in ("b", "B", "(b)", "seconds")] == ["B"] * 4
+    clash = write_lines(tmp_path / "clash.jsonl", ['{"question": "q?", "choices": {"a": "x", "A": "y"}, "correct": "a"}'])
+    with pytest.raises(ValueError, match="differ only in case"):
+        read_questions(clash)

@@ -118,6 +118,14 @@ def read_questions(path, gold: bool = True) -> list[dict]:
                              f'{sorted(choices) if choices else "(none given)"}')
         if gold and item.get("answer") is None and correct is None:
             raise ValueError('no gold answer: give "answer" (free text), or "choices" and "correct" (a letter)')
+        if choices and all(isinstance(k, str) and len(k) == 1 for k in choices):
+            # letters in upper case, as replies are read ("b" and "(b)" mean option B); {"a": ...} was never matched
+            upper = {k.upper(): v for k, v in choices.items()}
+            if len(upper) != len(choices):
+                raise ValueError(f'"choices" has keys that differ only in case: {sorted(choices)}')
+            item = {**item, "choices": upper}
+            if correct is not None:
+                item["correct"] = str(correct).upper()
         return item
     rows, _ = read_jsonl(path, question)
     seen = {}
