@@ -108,6 +108,7 @@ def test_lower_case_option_letters_are_read_as_the_letters_replies_name(tmp_path
     q = read_questions(path)[0]
     assert q["choices"] == {"A": "minutes", "B": "seconds"} and q["correct"] == "B"
     assert [to_letter(r, q["choices"]) for r in ("b", "B", "(b)", "seconds")] == ["B"] * 4
-    clash = write_lines(tmp_path / "clash.jsonl", ['{"question": "q?", "choices": {"a": "x", "A": "y"}, "correct": "a"}'])
+    clash = write_lines(tmp_path / "clash.jsonl",
+                        ['{"question": "q?", "choices": {"a": "x", "A": "y"}, "correct": "a"}'])
     with pytest.raises(ValueError, match="differ only in case"):
         read_questions(clash)
