@@ -3,14 +3,12 @@
 end-of-turn token, nothing of the headers, the system prompt, the user or the tool turns.
 
 Oracle: transformers' apply_chat_template(return_assistant_tokens_mask=True) with the same HF fast tokenizer."""
-import json
 
 import pytest
-from tokenizers import Tokenizer as HFTokenizer
 
 import tokenizer_templates as templates
 import tokenizer_tiny as tiny
-from minagent.tokenizer import load_tokenizer
+from test_chat_formats import _pair
 from minagent.training.trajectories import encode_trajectory
 
 CHATML_GENERATION = (
@@ -43,23 +41,16 @@ CONVERSATIONS = {
 @pytest.mark.parametrize("family", ["chatml", "llama3"])
 @pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
 def test_trained_tokens_are_transformers_assistant_mask(tmp_path, family, conversation):
-    from transformers import PreTrainedTokenizerFast
-
     chatml = family == "chatml"
     spec = tiny.qwen_style() if chatml else tiny.llama3_style()
     template = CHATML_GENERATION if chatml else LLAMA3_GENERATION
     bos, eos = (None, "<|im_end|>") if chatml else ("<|begin_of_text|>", "<|eot_id|>")
-    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, "bos_token": bos,
-                                                                "eos_token": eos}), encoding="utf-8")
-    hf = PreTrainedTokenizerFast(tokenizer_object=HFTokenizer.from_str(json.dumps(spec)), bos_token=bos,
-                                 eos_token=eos)
-    hf.chat_template = template
+    ours, hf = _pair(tmp_path, spec, template, bos, eos)
     messages = CONVERSATIONS[conversation]
     if chatml:  # the tagged template renders as the published untagged one
         assert hf.apply_chat_template(messages, tokenize=False) == \
             hf.apply_chat_template(messages, tokenize=False, chat_template=templates.QWEN2)
     oracle = hf.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
-    ids, trainable = encode_trajectory(load_tokenizer(tmp_path), messages)
+    ids, trainable = encode_trajectory(ours, messages)
     assert ids == list(oracle["input_ids"])
     assert [int(t) for t in trainable] == list(oracle["assistant_masks"])
