@@ -100,7 +100,7 @@ def test_openai_client_stream_true_is_not_silently_empty():
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         try:
-            chunks = list(client.chat.completions.create(model="m", messages=MSGS, stream=True))
+            chunks = list(client.chat.completions.create(model="minagent", messages=MSGS, stream=True))
         except openai.BadRequestError:
             return  # refused clearly: fine
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "hello"
@@ -160,11 +160,11 @@ def test_a_request_whose_client_left_while_queued_is_not_computed():
         return ["ok"] * n
     srv, port = _serve(ScriptedLLM(slow))
     try:
-        first = threading.Thread(target=lambda: HTTPChatLLM(f"http://127.0.0.1:{port}/v1", model="m",
+        first = threading.Thread(target=lambda: HTTPChatLLM(f"http://127.0.0.1:{port}/v1", model="minagent",
                                                             retries=0).complete([{"role": "user", "content": "A"}]))
         first.start()
         time.sleep(0.2)  # A holds the model for a second
-        quitter = HTTPChatLLM(f"http://127.0.0.1:{port}/v1", model="m", timeout=0.3, retries=0)
+        quitter = HTTPChatLLM(f"http://127.0.0.1:{port}/v1", model="minagent", timeout=0.3, retries=0)
         with pytest.raises(LLMError):
             quitter.complete([{"role": "user", "content": "B"}])  # gives up while A runs
         first.join()

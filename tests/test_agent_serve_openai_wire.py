@@ -137,3 +137,76 @@ def test_messages_the_models_template_refuses_are_a_400_not_a_500():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_refused_field_reaches_the_openai_client_as_param_and_type(client):
+    """OpenAI's error object is {message, type, param, code}; the openai client copies type, param and code onto
+    BadRequestError. Ours sent {message} alone, so e.param was None and tools that branch on it could not."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="minagent", messages=[{"role": "user", "content": "hi"}],
+                                       temperature=5)
+    assert caught.value.param == "temperature" and caught.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(client, [{"role": "wizard", "content": "hi"}])
+    assert caught.value.param == "messages[0].role"
+
+
+def test_an_unknown_model_name_is_a_404_model_not_found(client):
+    """vLLM and OpenAI answer a model they do not serve with 404 / code "model_not_found"; ours served it, so a typo
+    in a teacher's model name went unnoticed. The openai client's NotFoundError is the oracle."""
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert caught.value.code == "model_not_found" and caught.value.param == "model"
+    assert "gpt-4o" in str(caught.value)
+
+
+def _scripted_server():
+    from minagent.agent import ScriptedLLM
+    srv = make_server(ScriptedLLM(lambda messages, n, prefix: ["ok"] * n), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_options_lists_the_methods_and_other_methods_are_a_json_405():
+    """RFC 9110: OPTIONS answers with Allow (§9.3.7); a method the resource does not support is a 405 carrying
+    Allow (§15.5.6). Both were http.server's 501 HTML page. http.client is the oracle."""
+    import http.client
+    import json
+    srv = _scripted_server()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        conn.request("OPTIONS", "/v1/chat/completions")
+        reply = conn.getresponse()
+        assert reply.status == 204 and reply.read() == b""
+        assert {"GET", "POST"} <= {m.strip() for m in reply.getheader("Allow").split(",")}
+        assert reply.getheader("Access-Control-Allow-Origin") is None  # no web page may call it
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        conn.request("DELETE", "/v1/models")
+        reply = conn.getresponse()
+        assert reply.status == 405 and "POST" in reply.getheader("Allow")
+        assert "DELETE" in json.loads(reply.read())["error"]["message"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_text_plain_post_is_refused_and_json_is_served():
+    """A web page may POST text/plain to 127.0.0.1 without a CORS preflight (a "simple request"), and ours parsed
+    any body as JSON: any site the user visited could make it generate. Only application/json (what the openai
+    client, curl -H and vLLM's clients send) or no Content-Type is read; the rest is a 415."""
+    import http.client
+    import json
+    srv = _scripted_server()
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    try:
+        for media, status in (("text/plain", 415), ("application/x-www-form-urlencoded", 415),
+                              ("application/json; charset=utf-8", 200), ("Application/JSON", 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+            conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": media})
+            reply = conn.getresponse()
+            assert reply.status == status, media
+            if status == 415:
+                assert "application/json" in json.loads(reply.read())["error"]["message"]
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -13,7 +13,10 @@ response_format, penalties) are refused with a 400 naming them, not ignored: an 
 the openai client with zero chunks and no error. A conversation that does not fit the context is a 400 with code
 "context_length_exceeded" (as vLLM answers), which HTTPChatLLM turns back into ContextOverflow. Replies carry
 finish_reason ("stop" or "length") and, from a model backend (not the oracle's scripted one), token usage.
-Requests are served one at a time (one model, one KV cache); a request that waited its turn and whose client has
+Errors come in OpenAI's shape, {"error": {message, type, param, code}}: a model name other than the served one
+is a 404 "model_not_found" (as vLLM answers), a body that is not Content-Type application/json a 415 (a web page
+can send text/plain to 127.0.0.1 without a CORS preflight), OPTIONS lists the methods (no CORS headers), and
+other methods are a 405. Requests are served one at a time (one model, one KV cache); a request that waited its turn and whose client has
 gone meanwhile is dropped, so retries of a timed-out request do not queue behind each other. Binds where told:
 keep it on 127.0.0.1 unless the network is trusted — there is no authentication.
 """
@@ -40,6 +43,7 @@ UNSUPPORTED = {"stream": (None, False), "logprobs": (None, False), "top_logprobs
                "frequency_penalty": (None, 0), "logit_bias": (None, {}), "best_of": (None, 1), "echo": (None, False)}
 
 # the roles a request may use, and the role each is rendered as
+ALLOWED = "GET, HEAD, POST, OPTIONS"  # the methods served (the Allow header of OPTIONS and of a 405)
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
@@ -52,6 +56,15 @@ def _same(value, off) -> bool:
     return value == off
 
 
+class RequestError(ValueError):
+    """A request the server refuses, with the field at fault: the reply's error object carries it as `param`
+    (what OpenAI's API and the openai client's BadRequestError.param call it)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
 def message_text(content, where: str) -> str:
     """A message's content as one string: a string as is, or the OpenAI list form [{"type": "text", "text": ...}]
     (what the openai client and many tools send) with its text parts joined by newlines, as vLLM joins them.
@@ -59,13 +72,14 @@ def message_text(content, where: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise ValueError(f"{where}.content must be a string or a list of text parts, got {type(content).__name__}")
+        raise RequestError(f"{where}.content must be a string or a list of text parts, got "
+                           f"{type(content).__name__}", f"{where}.content")
     texts = []
     for j, part in enumerate(content):
         if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise ValueError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": string}}, got type "
-                             f"{kind!r:.40} (this server reads text only)")
+            raise RequestError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": string}}, got type "
+                               f"{kind!r:.40} (this server reads text only)", f"{where}.content[{j}]")
         texts.append(part["text"])
     return "\n".join(texts)
 
@@ -76,12 +90,12 @@ def checked_message(message, i: int) -> dict:
     outside the API's set is refused here, not left to fail in the chat template as a 500."""
     where = f"messages[{i}]"
     if not isinstance(message, dict):
-        raise ValueError(f"{where} must be an object with role and content, got {type(message).__name__}")
+        raise RequestError(f"{where} must be an object with role and content, got {type(message).__name__}", where)
     role = message.get("role")
     if role not in ROLES:
-        raise ValueError(f"{where}.role must be one of {sorted(ROLES)}, got {role!r:.40}")
+        raise RequestError(f"{where}.role must be one of {sorted(ROLES)}, got {role!r:.40}", f"{where}.role")
     if "content" not in message or message["content"] is None:
-        raise ValueError(f"{where}.content is missing")
+        raise RequestError(f"{where}.content is missing", f"{where}.content")
     return {"role": ROLES[role], "content": message_text(message["content"], where)}
 
 
@@ -90,16 +104,16 @@ def parse_request(body) -> dict:
     (answered 400: a malformed request must not reach the model and come back as a 500, or ask for a
     million completions)."""
     if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
+        raise RequestError("the body must be a JSON object")
     for name, off in UNSUPPORTED.items():
         if name in ("tool_choice", "function_call") and body.get(name) in ("auto", "none") \
                 and not body.get("tools") and not body.get("functions"):
             continue  # "auto" with no tools to choose from asks for nothing
         if name in body and not any(_same(body[name], o) for o in off):
-            raise ValueError(f"{name}={body[name]!r:.60} is not supported by this server")
+            raise RequestError(f"{name}={body[name]!r:.60} is not supported by this server", name)
     messages = body.get("messages")
     if not (isinstance(messages, list) and messages):
-        raise ValueError("messages must be a non-empty list of {role, content}")
+        raise RequestError("messages must be a non-empty list of {role, content}", "messages")
     messages = [checked_message(m, i) for i, m in enumerate(messages)]
 
     def number(name, kind, default, low, high, low_open=False):
@@ -108,23 +122,23 @@ def parse_request(body) -> dict:
             return default
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or (kind is int and value != int(value)):
-            raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            raise RequestError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}", name)
         if (value <= low if low_open else value < low) or value > high:
-            raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
+            raise RequestError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}", name)
         return kind(value)
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not (isinstance(stop, list) and all(isinstance(x, str) and x for x in stop)):
-        raise ValueError("stop must be a string or a list of non-empty strings")
+        raise RequestError("stop must be a string or a list of non-empty strings", "stop")
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise RequestError(f"seed must be an integer, got {seed!r}", "seed")
     prefix = ""
     if body.get("continue_final_message") and messages[-1]["role"] == "assistant":
         prefix = messages.pop()["content"]
     if body.get("max_completion_tokens") is not None and body.get("max_tokens") is not None \
             and body["max_completion_tokens"] != body["max_tokens"]:  # (null: not given, as pydantic clients send)
-        raise ValueError("max_tokens and max_completion_tokens disagree; give one")
+        raise RequestError("max_tokens and max_completion_tokens disagree; give one", "max_completion_tokens")
     limit = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return dict(messages=messages, stop=stop, n=number("n", int, 1, 1, MAX_N),
                 temperature=number("temperature", float, 1.0, 0, 2),
@@ -164,6 +178,8 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if code == 405:
+                self.send_header("Allow", ALLOWED)
             if close:
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -174,10 +190,33 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
             except (BrokenPipeError, ConnectionResetError):  # the client left before its answer: nothing to do
                 self.close_connection = True
 
+        def _error(self, code: int, message: str, param: str | None = None, error_code: str | None = None,
+                   close: bool = False):
+            """An error in OpenAI's shape, every field present (the openai client reads type, param and code
+            into its exception; clients that index them crash on a bare {"message"})."""
+            kind = "server_error" if code >= 500 else "invalid_request_error"
+            self._reply(code, {"error": {"message": message, "type": kind, "param": param, "code": error_code}},
+                        close=close)
+
+        def _not_allowed(self):
+            """Methods other than GET, HEAD, POST and OPTIONS: a JSON 405 with Allow (RFC 9110 §15.5.6), not
+            http.server's 501 HTML page."""
+            self._error(405, f"method {self.command} is not allowed here; use {ALLOWED}", close=True)
+
+        do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+        def do_OPTIONS(self):
+            """What the server accepts (RFC 9110 §9.3.7). No Access-Control-Allow-* headers: a web page's
+            cross-origin preflight is answered, and its browser then refuses to send the request."""
+            self.send_response(204)
+            self.send_header("Allow", ALLOWED)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_GET(self):
             if self.path.rstrip("/") in ("/v1/models", "/models"):
                 return self._reply(200, {"object": "list", "data": [{"id": model_name, "object": "model"}]})
-            self._reply(404, {"error": {"message": f"no route {self.path}"}})
+            self._error(404, f"no route GET {self.path}")
 
         def do_HEAD(self):
             """RFC 9110 §9.1: a general-purpose server must support HEAD wherever it supports GET (health checks
@@ -186,27 +225,33 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
 
         def do_POST(self):
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-                return self._reply(404, {"error": {"message": f"no route {self.path}"}})
+                return self._error(404, f"no route POST {self.path}")
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                return self._reply(411, {"error": {"message": "send the body with a Content-Length (chunked "
-                                                              "uploads are not read)"}}, close=True)
+                return self._error(411, "send the body with a Content-Length (chunked uploads are not read)",
+                                   close=True)
+            media = self.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+            if media != "application/json":  # a web page can POST text/plain here without asking (no preflight)
+                return self._error(415, f"Content-Type must be application/json, got {media!r:.60}", close=True)
             try:
                 size = int(self.headers.get("Content-Length", 0))
             except ValueError:
-                return self._reply(400, {"error": {"message": "bad request: Content-Length is not a number"}},
-                                   close=True)
+                return self._error(400, "bad request: Content-Length is not a number", close=True)
             if size < 0:
-                return self._reply(400, {"error": {"message": "bad request: negative Content-Length"}}, close=True)
+                return self._error(400, "bad request: negative Content-Length", close=True)
             if size > MAX_BODY_BYTES:
-                return self._reply(413, {"error": {"message": f"request body of {size} bytes; at most "
-                                                              f"{MAX_BODY_BYTES}"}}, close=True)
+                return self._error(413, f"request body of {size} bytes; at most {MAX_BODY_BYTES}", close=True)
             try:
-                request = parse_request(json.loads(self.rfile.read(size) or b"{}"))
+                body = json.loads(self.rfile.read(size) or b"{}")
+                asked = body.get("model") if isinstance(body, dict) else None
+                if asked is not None and asked != model_name:  # (vLLM's answer; a typo must not be served)
+                    return self._error(404, f"the model {asked!r:.80} does not exist; this server serves "
+                                            f"{model_name!r}", "model", "model_not_found")
+                request = parse_request(body)
             except TimeoutError:  # the body did not come within read_timeout: drop the connection
                 self.close_connection = True
                 return
             except (ValueError, RecursionError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
-                return self._reply(400, {"error": {"message": f"bad request: {e}"}})
+                return self._error(400, f"bad request: {e}", getattr(e, "param", None))
             try:
                 waited = not lock.acquire(blocking=False)
                 if waited:
@@ -222,12 +267,11 @@ def make_server(llm, host: str = "127.0.0.1", port: int = 8000, model_name: str 
                 finally:
                     lock.release()
             except ContextOverflow as e:
-                return self._reply(400, {"error": {"message": f"bad request: {e}", "type": "invalid_request_error",
-                                                   "code": "context_length_exceeded"}})
+                return self._error(400, f"bad request: {e}", "messages", "context_length_exceeded")
             except ConversationError as e:  # the model's chat template refuses these messages: the request's fault
-                return self._reply(400, {"error": {"message": f"bad request: {e}", "type": "invalid_request_error"}})
+                return self._error(400, f"bad request: {e}", "messages")
             except Exception as e:
-                return self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
+                return self._error(500, f"{type(e).__name__}: {e}")
             reasons = info.finish_reasons if info else ["stop"] * len(texts)
             usage = {}
             if info:
