@@ -105,3 +105,35 @@ def test_converted_qwen_loads_in_transformers_with_its_gguf_logits(tmp_path, arc
     ids = torch.tensor([[5, 80, 3, 200, 17, 17, 260, 9]])
     with torch.no_grad():
         assert torch.equal(from_dir(ids).logits, from_gguf(ids).logits)
+
+
+def test_a_float64_rms_eps_is_kept_exactly(tmp_path):
+    """GGUF lets a writer store a float as FLOAT64; the converter read every float through float32 (meant for
+    FLOAT32 values written from a short decimal), so 1.234567890123e-06 became 1.2345679e-06. The oracle is the
+    value written."""
+    eps = 1.234567890123e-06
+    path = tiny_model_gguf(tmp_path / "f64.gguf", "llama", meta_changes={
+        "llama.attention.layer_norm_rms_epsilon": (eps, gguf.GGUFValueType.FLOAT64),
+        "llama.rope.freq_base": (500000.0000001, gguf.GGUFValueType.FLOAT64)})
+    convert_gguf(path, tmp_path / "out")
+    import json
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["rms_norm_eps"] == eps and config["rope_theta"] == 500000.0000001
+
+
+def test_a_zero_dim_quantised_tensor_is_refused_naming_it(tmp_path):
+    """A 0-dim tensor holds one value, never a whole 32-value block: llama.cpp reads its ne[0] as 1 and refuses it
+    ("not a multiple of block size"). Ours computed 0 bytes and failed in torch's reshape with no file or tensor
+    named. (GGUFWriter writes a (1, 32) tensor; its rank is patched to 0 and its shape bytes dropped.)"""
+    path = write_gguf(tmp_path / "scalar.gguf", {"s": (np.ones((1, 32), np.float32), "Q8_0")})
+    raw = bytearray(path.read_bytes())
+    at = _tensor_info_at(raw, "s", 2)
+    entry = 8 + 1  # u64 length, name "s"
+    raw[at + entry:at + entry + 4 + 16] = struct.pack("<I", 0)  # rank 0, no shape
+    # the directory shrank by 16 bytes: pad after it so the data keeps its aligned position
+    data_at = at + entry + 4 + 4 + 8
+    raw[data_at:data_at] = bytes(16)
+    path.write_bytes(raw)
+    with pytest.raises(GGUFError, match=r"scalar\.gguf: tensor 's' \(Q8_0\) has a row of 1 values, not a multiple "
+                                        r"of the block size 32"):
+        GGUFFile(path)

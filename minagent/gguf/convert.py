@@ -34,6 +34,7 @@ LAYER_NAMES = {
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "fp16": torch.float16}
 _REQUIRED = object()
+FLOAT64 = 12  # the gguf value type id of a float64 metadata value
 
 
 def _meta(g: GGUFFile, key: str, default=_REQUIRED):
@@ -74,6 +75,15 @@ def _float_from_f32(x) -> float:
     return float(str(np.float32(x)))
 
 
+def _float_meta(g: GGUFFile, key: str, default=_REQUIRED) -> float:
+    """Metadata `key` as a float: a FLOAT32 as the decimal it was written from; a FLOAT64 as stored (rounding it
+    through float32 moved e.g. an rms eps of 1.234567890123e-06 by ~1e-14)."""
+    value = _meta(g, key, default)
+    if g.metadata_types.get(key) == FLOAT64:
+        return float(value)
+    return _float_from_f32(value)
+
+
 def _check_full_rotary(g: GGUFFile, arch: str, head_dim: int):
     """HF's Llama/Qwen2/Qwen3 rotate every dimension of a head; `{arch}.rope.dimension_count` below the head size
     means llama.cpp rotates only that many (qwen2/qwen3) or refuses the file (llama: "invalid n_rot"), so a
@@ -89,6 +99,7 @@ def hf_config_from_gguf(g: GGUFFile, dtype: str = "float32") -> dict:
     """HF config.json for the model in `g` (LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM)."""
     arch = architecture(g)
     m = lambda key, default=_REQUIRED: _meta(g, f"{arch}.{key}", default)  # noqa: E731
+    f = lambda key, default=_REQUIRED: _float_meta(g, f"{arch}.{key}", default)  # noqa: E731
     if "token_embd.weight" not in g.tensors:
         raise GGUFError(f"{g.path}: no tensor 'token_embd.weight'")
     vocab_size, hidden = g.tensors["token_embd.weight"].shape
@@ -113,8 +124,8 @@ def hf_config_from_gguf(g: GGUFFile, dtype: str = "float32") -> dict:
         "num_key_value_heads": int(m("attention.head_count_kv", n_head)),
         "head_dim": int(head_dim),
         "max_position_embeddings": int(m("context_length")),
-        "rms_norm_eps": _float_from_f32(m("attention.layer_norm_rms_epsilon")),
-        "rope_theta": _float_from_f32(m("rope.freq_base", 10000.0)),
+        "rms_norm_eps": f("attention.layer_norm_rms_epsilon"),
+        "rope_theta": f("rope.freq_base", 10000.0),
         "hidden_act": "silu",
         "attention_bias": "blk.0.attn_q.bias" in g.tensors,
         "mlp_bias": False,
@@ -128,7 +139,7 @@ def hf_config_from_gguf(g: GGUFFile, dtype: str = "float32") -> dict:
     }
     if rope_type == "linear":
         config["rope_scaling"] = {"rope_type": "linear", "type": "linear",
-                                  "factor": _float_from_f32(m("rope.scaling.factor"))}
+                                  "factor": f("rope.scaling.factor")}
     if arch == "qwen2":
         config.pop("attention_bias")  # Qwen2 always has q/k/v bias; its config has no switch
     return config

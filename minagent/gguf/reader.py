@@ -178,8 +178,9 @@ class GGUFFile:
         n = 1
         for d in ne:
             n *= d
-        if ne and ne[0] % block:
-            raise GGUFError(f"{self.path}: tensor '{name}' ({type_name}) has a row of {ne[0]} values, "
+        row = ne[0] if ne else 1  # a 0-dim tensor holds one value (llama.cpp reads its missing ne[0] as 1)
+        if row % block:
+            raise GGUFError(f"{self.path}: tensor '{name}' ({type_name}) has a row of {row} values, "
                             f"not a multiple of the block size {block}")
         if offset % self.alignment:
             raise GGUFError(f"{self.path}: tensor '{name}' offset {offset} is not aligned to {self.alignment}")
