@@ -16,13 +16,19 @@ _PUNCTUATION = set(string.punctuation)
 _NUMBER_MARKS = re.compile(r"(?<=\d)\.(?=\d)|(?<![\w.])-(?=\d)")  # 1.5 and -30 keep their point and sign
 
 
+# a decimal number standing alone (not a piece of a version like 2.4.10), with its fraction's trailing zeros
+_TRAILING_ZEROS = re.compile(r"(?<![\d.])(\d+)\.(\d*?)0+(?![\d.])")
+
+
 def normalize_text(s: str) -> str:
     """SQuAD's normalisation (lower case, punctuation and articles dropped, spaces collapsed), except that a
-    number keeps its decimal point and minus sign: "1.5" is not "15", nor "-30" "30"."""
+    number keeps its decimal point and minus sign: "1.5" is not "15", nor "-30" "30"; and a decimal's trailing
+    zeros go ("30.0 seconds" is "30 seconds", "1.50 s" is "1.5 s"; leading zeros stay: "007" is an id)."""
     s = str(s).lower().replace("\u2212", "-").replace("\u2013", "-")  # the minus sign and the en dash
     s = _NUMBER_MARKS.sub(lambda m: "\0" if m.group() == "." else "\1", s)
     s = "".join(c for c in s if c not in _PUNCTUATION).replace("\0", ".").replace("\1", "-")
     s = re.sub(r"\b(a|an|the)\b", " ", s)
+    s = _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), s)
     return " ".join(s.split())
 
 
