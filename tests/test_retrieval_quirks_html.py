@@ -110,3 +110,13 @@ def test_self_closing_block_tags_open_their_element():
     assert html_to_text("<ul><li/>one<li/>two</ul>")[1].strip() == "one\ntwo"
     assert html_to_text("<table><tr><td/>a<td/>b</table>")[1].strip() == "a | b"
     assert re.fullmatch(r"a\nb\s*", html_to_text("a<br/>b")[1])    # void tags unchanged: one break
+
+
+def test_only_the_first_title_element_names_the_page():
+    """HTML5 §3.1.3 (document.title): "the title element is the first title element in the document (in tree
+    order)"; browsers show that one. Ours joined every <title>'s text ("OneTwo"). Hand-checked per the spec: an
+    empty first title still wins, and an <svg>'s <title> is an image's tooltip, not the page's."""
+    title, text, _ = html_to_text("<head><title>One</title><title>Two</title></head><body><p>x</p></body>")
+    assert (title, text.strip()) == ("One", "x")
+    assert html_to_text("<title></title><title>Two</title><p>x")[0] == ""
+    assert html_to_text("<body><svg><title>icon</title></svg><title>Late</title><p>x")[0] == "Late"

@@ -59,6 +59,7 @@ class _TextExtractor:
         self._skip_depth = 0
         self._in_head = False
         self._in_title = False
+        self._titles = 0         # <title> elements opened: only the first one names the page
         self._pre_depth = 0
         self._pre_opened = False   # just after <pre>: a newline there is not part of the text (HTML5)
         self._heading = None     # (level, start offset, pieces) while inside <hN>
@@ -119,6 +120,7 @@ class _TextExtractor:
             return
         if tag == "title":      # (not an <svg>'s <title>: skipped above)
             self._in_title = True
+            self._titles += 1
             return
         if tag in _HEADING_TAGS:
             self._newline(blank=True)
@@ -184,7 +186,8 @@ class _TextExtractor:
 
     def handle_data(self, data):
         if self._in_title:
-            self.title += data
+            if self._titles == 1:  # document.title is the first <title> element's text (HTML5 §3.1.3)
+                self.title += data
             return
         if self._in_head and data.strip() and not self._skip_depth:
             self._in_head = False  # text in <head> starts the body (HTML5), as a body tag would
