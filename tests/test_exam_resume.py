@@ -75,7 +75,8 @@ def test_answers_from_other_settings_are_never_mixed_in(tmp_path):
 
 
 def test_the_exam_command_keys_its_answers_on_every_setting_that_changes_them(tmp_path, monkeypatch):
-    """`infer.py exam` (exam_command) resumes through the same file; a different search k is refused."""
+    """`infer.py exam` (exam_command) resumes through the same file; a setting the mode reads (max_len) is part of
+    the key, one it never reads (closed-book's search k) is not: that resume was refused."""
     exam = tmp_path / "exam.jsonl"
     exam.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
     asked = []
@@ -83,10 +84,11 @@ def test_the_exam_command_keys_its_answers_on_every_setting_that_changes_them(tm
     with pytest.raises(KeyboardInterrupt):
         evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", log=None)
     monkeypatch.setattr("minagent.agent.commands.load_llm", lambda *a, **k: answering(asked))
-    with pytest.raises(ValueError, match=r"k: 3 there, 5 now"):
-        evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", k=5, log=None)
+    with pytest.raises(ValueError, match=r"max_len: None there, 64 now"):
+        evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", max_len=64, log=None)
     logged = []
-    s = evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", log=logged.append)
+    s = evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", k=5, extractor=True,
+                              log=logged.append)
     assert s["accuracy"] == 1.0 and len(asked) == 6 and "3 questions already answered" in logged[0]
 
 

@@ -181,12 +181,17 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
         agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
     system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
+    # the settings that change this mode's answers, and only those: a closed-book run resumed with another --k
+    # (which it never reads) was refused
+    searches, agent = mode in ("rag", "agent"), mode == "agent"
+    index_used = searches and index_dir is not None
     settings = {"model": str(Path(str(model)).resolve()) if Path(str(model)).exists() else str(model), "mode": mode,
-                "index": None if index_dir is None else str(Path(index_dir).resolve()), "k": k,
-                "system": None if system_file is None else text, "extractor": extractor,
-                "agent": (agent_config or AgentConfig()).__dict__, "max_len": max_len,
+                "index": str(Path(index_dir).resolve()) if index_used else None, "k": k if searches else None,
+                "system": text if agent and system_file is not None else None,
+                "extractor": extractor if agent else None,
+                "agent": (agent_config or AgentConfig()).__dict__ if agent else None, "max_len": max_len,
                 "model files": files_fingerprint(model),
-                "index files": None if index_dir is None else files_fingerprint(index_dir)}
+                "index files": files_fingerprint(index_dir) if index_used else None}
     partial = PartialResults(out_path, settings)
     if partial.load() and log:
         log(f"resuming from {partial.path}: {len(partial.done)} questions already answered")
