@@ -158,7 +158,7 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
     loaded, tied_head = {}, None
     for name, tensor, file in iter_tensors(path):
         if cfg.tie_word_embeddings and name == "lm_head.weight":
-            tied_head = (tensor, file)  # the embedding's twin: used only if the embedding itself is absent
+            tied_head = (tensor, file)  # the embedding's twin, or not (see _place_stored_head)
             continue
         if name.endswith(_IGNORED_SUFFIXES):
             continue
@@ -172,14 +172,8 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
             raise CheckpointError(f"{file}: tensor '{name}' has shape {tuple(tensor.shape)}, "
                                   f"expected {want} from {path / 'config.json'}")
         loaded[name] = tensor.to(device=device, dtype=dtype)
-    if tied_head is not None and "model.embed_tokens.weight" not in loaded:
-        # a tied checkpoint may store the pair under the head's name only; transformers ties either way
-        tensor, file = tied_head
-        want = tuple(expected["model.embed_tokens.weight"].shape)
-        if not tensor.is_floating_point() or tuple(tensor.shape) != want:
-            raise CheckpointError(f"{file}: tensor 'lm_head.weight' (the tied embedding) is {tensor.dtype} "
-                                  f"{tuple(tensor.shape)}, expected floating-point {want} from {path / 'config.json'}")
-        loaded["model.embed_tokens.weight"] = tensor.to(device=device, dtype=dtype)
+    if tied_head is not None:
+        _place_stored_head(model, loaded, tied_head, path, device, dtype)
     missing = sorted(set(expected) - set(loaded))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -190,6 +184,27 @@ def load_model(path: str | Path, dtype=None, device="cpu") -> Transformer:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb.reset_parameters(torch.device(device))
     return model.eval()
+
+
+def _place_stored_head(model: Transformer, loaded: dict, tied_head: tuple, path: Path, device, dtype):
+    """Use the lm_head.weight a checkpoint of a tied model stores, as transformers 5 does.
+
+    Alone (no embedding stored) it is the shared matrix. Beside an equal embedding it is the same matrix, and the
+    model stays tied. Beside a *different* embedding the config is wrong about tying: transformers then warns and
+    loads the two untied, so the model is untied here too (its config then says so, and an export stores both)."""
+    tensor, file = tied_head
+    want = tuple(model.model.embed_tokens.weight.shape)
+    if not tensor.is_floating_point() or tuple(tensor.shape) != want:
+        raise CheckpointError(f"{file}: tensor 'lm_head.weight' (tied to the embedding) is {tensor.dtype} "
+                              f"{tuple(tensor.shape)}, expected floating-point {want} from {path / 'config.json'}")
+    head = tensor.to(device=device, dtype=dtype)
+    embed = loaded.get("model.embed_tokens.weight")
+    if embed is None:
+        loaded["model.embed_tokens.weight"] = head
+    elif not torch.equal(head, embed):
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = nn.Parameter(torch.empty(want, device="meta"))  # its own slot, filled on assign
+        loaded["lm_head.weight"] = head
 
 
 @contextlib.contextmanager
