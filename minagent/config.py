@@ -19,6 +19,9 @@ _MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
 # transformers' defaults for the window settings a config.json leaves out (MistralConfig, Qwen2Config, Qwen3Config)
 _HF_DEFAULT_SLIDING_WINDOW = 4096
 _HF_DEFAULT_MAX_WINDOW_LAYERS = 28
+# Qwen3Config's head_dim when config.json leaves it out: a fixed 128, not hidden_size / num_attention_heads as the
+# other three families derive it
+_HF_DEFAULT_QWEN3_HEAD_DIM = 128
 
 
 class ConfigError(ValueError):
@@ -141,7 +144,7 @@ class ModelConfig:
             num_hidden_layers=need("num_hidden_layers"),
             num_attention_heads=need("num_attention_heads"),
             num_key_value_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-            head_dim=hf.get("head_dim"),
+            head_dim=hf.get("head_dim", _HF_DEFAULT_QWEN3_HEAD_DIM if arch == "Qwen3ForCausalLM" else None),
             rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
             rope_theta=rope_theta,
             rope_scaling=rope_scaling,

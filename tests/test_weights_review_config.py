@@ -1,0 +1,35 @@
+"""config.json fields read as transformers reads them, for configs that leave a field out or spell it otherwise.
+
+Oracle: transformers itself: the config class it builds for the model_type and the model it builds from that
+config (the head size its attention layers use, the logits of the checkpoint)."""
+import json
+
+import pytest
+import torch
+import transformers
+
+from minagent import ModelConfig, load_model
+
+IDS = torch.randint(0, 257, (2, 11), generator=torch.Generator().manual_seed(9))
+SMALL = dict(vocab_size=257, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+             num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3"])
+def test_head_dim_left_out_of_config_json_is_the_one_transformers_builds(model_type):
+    """Llama, Mistral and Qwen2 derive it (hidden_size / heads); Qwen3's config class defaults it to 128."""
+    hf_dict = dict(SMALL, model_type=model_type)
+    hf_model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf_dict))
+    assert ModelConfig.from_hf(hf_dict).head_dim == hf_model.model.layers[0].self_attn.head_dim
+
+
+def test_qwen3_checkpoint_whose_config_json_lacks_head_dim_loads_as_in_transformers(tmp_path):
+    cfg = transformers.Qwen3Config(**SMALL, head_dim=128)
+    torch.manual_seed(0)
+    transformers.Qwen3ForCausalLM(cfg).save_pretrained(tmp_path)
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    del config_json["head_dim"]
+    (tmp_path / "config.json").write_text(json.dumps(config_json))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
