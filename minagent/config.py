@@ -22,6 +22,8 @@ _HF_DEFAULT_MAX_WINDOW_LAYERS = 28
 # Qwen3Config's head_dim when config.json leaves it out: a fixed 128, not hidden_size / num_attention_heads as the
 # other three families derive it
 _HF_DEFAULT_QWEN3_HEAD_DIM = 128
+# hidden_act values transformers maps to x * sigmoid(x), the gate of the SwiGLU MLP
+_SILU_NAMES = ("silu", "swish")
 
 
 class ConfigError(ValueError):
@@ -131,8 +133,9 @@ class ModelConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ConfigError(f"{where}: field 'rms_norm_eps' is {eps!r}; expected a positive number")
 
-        if hf.get("hidden_act", "silu") != "silu":
-            raise ConfigError(f"{where}: field 'hidden_act' is {hf['hidden_act']!r}; the SwiGLU MLP needs 'silu'")
+        if hf.get("hidden_act", "silu") not in _SILU_NAMES:
+            raise ConfigError(f"{where}: field 'hidden_act' is {hf['hidden_act']!r}; the SwiGLU MLP needs 'silu' "
+                              f"(or its other name, 'swish')")
         rope_theta, rope_scaling = _read_rope(hf, where)
         known = {f for f in cls.__dataclass_fields__} | {"architectures", "model_type", "dtype", "rope_parameters",
                                                           "rope_scaling", "attention_bias", "mlp_bias"}

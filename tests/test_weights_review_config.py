@@ -33,3 +33,19 @@ def test_qwen3_checkpoint_whose_config_json_lacks_head_dim_loads_as_in_transform
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
+
+
+def test_hidden_act_swish_is_silu_as_in_transformers(hf_checkpoint, tmp_path):
+    """transformers' ACT2FN maps 'swish' to SiLU, the same function as 'silu': such a config is not refused."""
+    from transformers.activations import ACT2FN
+
+    x = torch.linspace(-6, 6, 101)
+    assert torch.equal(ACT2FN["swish"](x), ACT2FN["silu"](x))
+    for f in hf_checkpoint("llama-gqa")[0].iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    config_json["hidden_act"] = "swish"
+    (tmp_path / "config.json").write_text(json.dumps(config_json))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
