@@ -133,6 +133,10 @@ class ModelConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ConfigError(f"{where}: field 'rms_norm_eps' is {eps!r}; expected a positive number")
 
+        heads, kv_heads = hf.get("num_attention_heads"), hf.get("num_key_value_heads")
+        if heads and kv_heads and heads % kv_heads:
+            raise ConfigError(f"{where}: field 'num_key_value_heads' is {kv_heads}; it must divide "
+                              f"num_attention_heads={heads} (each key/value head serves a whole group of queries)")
         if hf.get("hidden_act", "silu") not in _SILU_NAMES:
             raise ConfigError(f"{where}: field 'hidden_act' is {hf['hidden_act']!r}; the SwiGLU MLP needs 'silu' "
                               f"(or its other name, 'swish')")
@@ -204,6 +208,7 @@ def _read_rope(hf: dict, where: str) -> tuple[float, dict | None]:
     # both present (a 5.x config with a rope_scaling added): the scaling wins, as in transformers
     scaling = {**spelled_once(params), **spelled_once(hf.get("rope_scaling"))}
     theta = scaling.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0
+    _need_positive_number(theta, "rope_theta", where)
     rope_type = scaling.pop("rope_type", None) or "default"
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(f"{where}: rope type {rope_type!r} is not supported (supported: "
@@ -222,7 +227,15 @@ def _read_rope(hf: dict, where: str) -> tuple[float, dict | None]:
                               if rope_type == "llama3" else ()):
         if key not in scaling:
             raise ConfigError(f"{where}: {rope_type} RoPE scaling needs field '{key}'")
+        _need_positive_number(scaling[key], key, where)
     return float(theta), {"rope_type": rope_type, **scaling}
+
+
+def _need_positive_number(value, key: str, where: str):
+    """ConfigError unless `value` is a positive JSON number: a string or null would fail as a TypeError deep in
+    the RoPE tables, and zero or a negative value would make their frequencies infinite or NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{where}: field '{key}' is {value!r}; expected a positive number")
 
 
 def rope_inverse_frequencies(cfg: ModelConfig):

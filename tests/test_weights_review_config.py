@@ -49,3 +49,24 @@ def test_hidden_act_swish_is_silu_as_in_transformers(hf_checkpoint, tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"num_key_value_heads": 3}, "num_key_value_heads"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": "2"}}, "factor"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": None}}, "factor"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 0}}, "factor"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": "1", "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 64}}, "low_freq_factor"),
+    ({"rope_theta": "1e4"}, "rope_theta"),
+    ({"rope_theta": -1.0}, "rope_theta"),
+])
+def test_bad_values_name_config_json_and_the_field(tmp_path, change, field):
+    """Values no RoPE or attention layout can be built from: a clear ConfigError naming the file and the field,
+    not a TypeError from deep in the RoPE tables nor infinite frequencies (transformers' own validation only warns
+    about these and then fails, or computes NaN logits)."""
+    from minagent.config import ConfigError, rope_inverse_frequencies
+
+    (tmp_path / "config.json").write_text(json.dumps(dict(SMALL, model_type="llama", **change)))
+    with pytest.raises(ConfigError, match=rf"config\.json: .*'{field}'"):
+        rope_inverse_frequencies(ModelConfig.from_hf(tmp_path))
