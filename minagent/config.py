@@ -114,7 +114,10 @@ class ModelConfig:
         archs = hf.get("architectures") or []
         if isinstance(archs, str):  # a list of one, written as a bare string
             archs = [archs]
-        arch = archs[0] if archs else {v: k for k, v in _MODEL_TYPES.items()}.get(hf.get("model_type"))
+        # transformers' AutoModelForCausalLM builds the class of the model_type (through AutoConfig), whatever
+        # `architectures` lists; that list decides only where model_type is not one of ours
+        by_model_type = {v: k for k, v in _MODEL_TYPES.items()}.get(hf.get("model_type"))
+        arch = by_model_type or (archs[0] if archs else None)
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ConfigError(f"{where}: field 'architectures' is {archs or hf.get('model_type')!r}; "
                               f"minagent supports {', '.join(SUPPORTED_ARCHITECTURES)}")

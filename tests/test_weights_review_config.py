@@ -70,3 +70,39 @@ def test_bad_values_name_config_json_and_the_field(tmp_path, change, field):
     (tmp_path / "config.json").write_text(json.dumps(dict(SMALL, model_type="llama", **change)))
     with pytest.raises(ConfigError, match=rf"config\.json: .*'{field}'"):
         rope_inverse_frequencies(ModelConfig.from_hf(tmp_path))
+
+
+def test_model_type_decides_the_family_when_architectures_disagree_as_in_transformers(hf_checkpoint, tmp_path):
+    """AutoModelForCausalLM builds the class of config.json's model_type (through AutoConfig); `architectures` does
+    not choose it. A Qwen2 checkpoint (q/k/v biases, none on o_proj) labelled LlamaForCausalLM with
+    attention_bias=true is still a Qwen2 model there; here it must be too, not a Llama wanting o_proj biases."""
+    for f in hf_checkpoint("qwen2-tied")[0].iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    config_json.update(architectures=["LlamaForCausalLM"], attention_bias=True)
+    (tmp_path / "config.json").write_text(json.dumps(config_json))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(hf).__name__ == "Qwen2ForCausalLM"
+    ours = load_model(tmp_path)
+    assert ours.config.architecture == "Qwen2ForCausalLM"
+    with torch.no_grad():
+        torch.testing.assert_close(ours(IDS), hf(IDS).logits)
+
+
+def test_a_mistral_model_type_labelled_llama_keeps_its_sliding_window(tmp_path):
+    """transformers slides a model_type 'mistral' config's attention whatever `architectures` says; minagent, which
+    attends to every key, must then refuse sequences past the window rather than silently differ."""
+    cfg = transformers.MistralConfig(**SMALL, head_dim=16, sliding_window=8, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.MistralForCausalLM(cfg).save_pretrained(tmp_path)
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    config_json["architectures"] = ["LlamaForCausalLM"]
+    (tmp_path / "config.json").write_text(json.dumps(config_json))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(hf).__name__ == "MistralForCausalLM" and hf.config.sliding_window == 8
+    ours = load_model(tmp_path)
+    assert ours.config.attention_window == 8
+    with torch.no_grad():
+        torch.testing.assert_close(ours(IDS[:, :8]), hf(IDS[:, :8]).logits)
+        with pytest.raises(ValueError, match="sliding-window attention over 8 tokens"):
+            ours(IDS[:, :9])
