@@ -55,6 +55,13 @@ def read_jsonl(path: str | Path, check: Callable, *, on_bad_line: str = "fail", 
 _BLANK = object()
 
 
+def parse_jsonl_line(raw: bytes, first: bool = False):
+    """One line's JSON value, checked as read_jsonl checks it (None for a blank line); ValueError saying what
+    is wrong. first: the file's first line (a UTF-8 byte-order mark is dropped there)."""
+    obj = _parse(raw, first)
+    return None if obj is _BLANK else obj
+
+
 def _parse(raw: bytes, first: bool):
     """One line's JSON value, or _BLANK; ValueError saying what is wrong."""
     try:

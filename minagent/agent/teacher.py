@@ -12,7 +12,8 @@
   `<out>.rejected.jsonl` with the reason.
 - Resumable: ids already in either file are skipped, and each line is written with one write() and fsync'd,
   so a run killed or disconnected at any point (a dropped teacher connection raises after the HTTP client's
-  retries) loses at most the question in flight and never duplicates one. A torn last line is repaired first.
+  retries) loses at most the question in flight and never duplicates one. A last line cut mid-write is removed
+  first, with a message naming it; any other unreadable line stops the run, named, before a question runs.
 - Oracle teacher: on a synthetic domain whose answers and source passages are known, oracle_teacher() plays a
   perfect agent (search, then final_answer with the known answer) so the pipeline runs without a big model.
 """
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
-from ..jsonl import read_jsonl
+from ..jsonl import parse_jsonl_line, read_jsonl
 from . import prompts
 from .llm import ScriptedLLM
 from .multiple_choice import is_correct
@@ -53,31 +55,49 @@ def rejection_reason(result, item: dict) -> str | None:
     return None
 
 
-def _done_ids(path: Path) -> set:
-    """Ids already written; a torn last line (a crash mid-write) is cut off, atomically."""
+def _done_ids(path: Path, log) -> set:
+    """Ids already written. Every line is one append, so a crash can only cut the LAST line: that one is
+    repaired (_repair_last_line). Any other unreadable line was put there by something else and may hold a
+    paid-for trajectory: it stops the run, named, and the file is left as it is."""
     if not path.is_file():
         return set()
+    _repair_last_line(path, log)
+    rows, _ = read_jsonl(path, _row_id, hint=f" ({path.name} is distill's output: it appends there and skips the "
+                                             "ids it holds; fix or remove that line, then run again)")
+    return {qid for _, qid in rows}
+
+
+def _row_id(obj) -> str:
+    if not isinstance(obj, dict) or "id" not in obj:
+        raise ValueError('expected an object with an "id" (a line distill writes)')
+    return str(obj["id"])
+
+
+def _repair_last_line(path: Path, log):
+    """A last line without its newline: cut off mid-write (removed, saying so, so its question runs again), or
+    whole with only the newline lost (the newline is added: the next append would glue onto it)."""
     raw = path.read_bytes()
-    lines, ids = raw.split(b"\n"), set()
-    good = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            ids.add(str(json.loads(line)["id"]))
-            good.append(line)
-        except (ValueError, KeyError):
-            continue
-    if len(good) != sum(1 for x in lines if x.strip()) or (raw and not raw.endswith(b"\n")):
-        # a torn line dropped, or a whole last line whose newline never made it: the next append would glue onto it
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(b"".join(g + b"\n" for g in good))
-        os.replace(tmp, path)
-    return ids
+    start = max(raw.rfind(b"\n"), raw.rfind(b"\r")) + 1  # lines end at \n, \r\n or \r, as read_jsonl reads them
+    last = raw[start:]
+    if not last.strip():
+        return
+    try:
+        _row_id(parse_jsonl_line(last, first=start == 0))
+    except (ValueError, TypeError):
+        os.truncate(path, start)
+        line = len(raw[:start].splitlines()) + 1
+        log(f"{path}:{line}: the last line was cut off mid-write (a run stopped while writing it): removed; "
+            "its question runs again")
+        return
+    _write_all(path, b"\n")
 
 
 def _append(path: Path, obj: dict):
-    data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    _write_all(path, (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _write_all(path: Path, data: bytes):
+    """data appended with O_APPEND and fsync'd: a crash leaves at most the last line cut."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         view = memoryview(data)
@@ -143,7 +163,8 @@ def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
     """Run `agent` over questions, append kept trajectories to out_path. Returns counts."""
     out = Path(out_path)
     rejected = out.with_name(out.name + ".rejected.jsonl")
-    done = _done_ids(out) | _done_ids(rejected)
+    note = log or (lambda message: print(message, file=sys.stderr))  # a repaired file is said even when log=None
+    done = _done_ids(out, note) | _done_ids(rejected, note)
     counts = {"kept": 0, "rejected": 0, "skipped": 0}
     for item in questions:
         qid = str(item["id"])

@@ -1,0 +1,98 @@
+"""distill()'s resumable output, red-teamed: a run stopped after N questions, a last line cut mid-write, lines
+distill did not write, an output directory that does not exist yet, and text that line-splitting readers see
+as a line break.
+
+Oracles: hand-checked files (what must be in them, byte for byte, after a resume), Python's documented
+`str.splitlines()` line boundaries (U+0085, U+2028, U+2029 end a line there), and the training loader
+(minagent.training.trajectories) for "the output is trajectory JSONL".
+"""
+import json
+
+import pytest
+
+from minagent.agent import Agent, AgentConfig, ScriptedLLM, distill, oracle_teacher
+from minagent.training.trajectories import read_trajectories
+
+FACTS = {f"Which command does task {i}?": {"answer": f"git cmd{i}"} for i in range(5)}
+QUESTIONS = [{"id": f"q{i}", "question": q, "answer": f["answer"]} for i, (q, f) in enumerate(FACTS.items())]
+
+
+def oracle_agent(facts=FACTS):
+    return Agent(oracle_teacher(facts), {}, AgentConfig(max_steps=3))
+
+
+def ids_in(path):
+    return [json.loads(line)["id"] for line in path.read_bytes().decode().split("\n") if line.strip()]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_run_stopped_after_n_questions_resumes_without_duplicates_or_losses(tmp_path):
+    out = tmp_path / "t.jsonl"
+    done = []
+
+    def stop_after_two(item, result, reason):
+        done.append(item["id"])
+        if len(done) == 2:
+            raise Stop  # the process dies right after the second question was written
+    with pytest.raises(Stop):
+        distill(QUESTIONS, oracle_agent(), out, log=None, on_result=stop_after_two)
+    assert ids_in(out) == ["q0", "q1"]
+    counts = distill(QUESTIONS, oracle_agent(), out, log=None)
+    assert counts == {"kept": 3, "rejected": 0, "skipped": 2}
+    assert ids_in(out) == [q["id"] for q in QUESTIONS]
+    assert [t.messages[-1]["content"] for t in read_trajectories(out)][-1].startswith("Thought: The passages")
+
+
+def test_a_last_line_cut_mid_write_is_removed_with_a_message_naming_it(tmp_path):
+    out = tmp_path / "t.jsonl"
+    distill(QUESTIONS[:2], oracle_agent(), out, log=None)
+    whole = out.read_bytes()
+    lines = whole.split(b"\n")
+    out.write_bytes(whole[:len(lines[0]) + 1 + len(lines[1]) // 2])  # q1's line cut halfway: a crash mid-write
+    said = []
+    counts = distill(QUESTIONS, oracle_agent(), out, log=said.append)
+    assert counts == {"kept": 4, "rejected": 0, "skipped": 1}  # q1 asked again
+    assert ids_in(out) == ["q0", "q1", "q2", "q3", "q4"]
+    assert out.read_bytes().startswith(lines[0] + b"\n{")  # q0's line as it was, q1's written anew after it
+    note = [m for m in said if "cut off" in m]
+    assert len(note) == 1 and f"{out}:2" in note[0], said
+    assert len(read_trajectories(out)) == 5
+
+
+def test_a_cut_line_is_reported_even_when_the_caller_silences_per_question_logs(tmp_path, capsys):
+    """The recipe calls distill(..., log=None): a repair of its file must still be visible."""
+    out = tmp_path / "t.jsonl"
+    out.write_text('{"id": "q0", "messages": []}\n{"id": "q1", "mess')
+    distill(QUESTIONS[:1], oracle_agent(), out, log=None)
+    assert f"{out}:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad_line", [
+    b'{"messages": [{"role": "user", "content": "a line from another tool"}]}',  # valid JSON, no id
+    b'{"id": "x", "question": "caf\xe9"}',                                      # a Latin-1 byte from an editor
+    b'[1, 2]',                                                                    # not an object
+])
+def test_a_bad_line_before_the_last_is_named_and_the_file_left_untouched(tmp_path, bad_line):
+    """Only the last line can be cut by a crash (every line is one append). Any other unreadable line was
+    put there by something else, and may hold a paid-for trajectory: it was silently deleted (or the run died
+    with a bare TypeError)."""
+    out = tmp_path / "t.jsonl"
+    data = b'{"id": "q0", "messages": []}\n' + bad_line + b'\n{"id": "q1", "messages": []}\n'
+    out.write_bytes(data)
+    agent = Agent(ScriptedLLM(lambda *a: pytest.fail("no question may run before the file is checked")), {})
+    with pytest.raises(ValueError, match=f"{out}:2: "):
+        distill(QUESTIONS, agent, out, log=None)
+    assert out.read_bytes() == data
+
+
+def test_a_file_with_old_mac_line_ends_is_not_emptied(tmp_path):
+    """The repair split lines on \\n only: a file whose lines end in \\r read as one torn line and was
+    rewritten empty. The project's JSONL reader (and text mode) end lines at \\r as well."""
+    out = tmp_path / "t.jsonl"
+    out.write_bytes(b'{"id": "q0", "messages": []}\r{"id": "q1", "messages": []}\r')
+    counts = distill(QUESTIONS[:3], oracle_agent(), out, log=None)
+    assert counts == {"kept": 1, "rejected": 0, "skipped": 2}
+    assert out.read_bytes().startswith(b'{"id": "q0", "messages": []}\r{"id": "q1", "messages": []}\r')
