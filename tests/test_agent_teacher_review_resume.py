@@ -96,3 +96,17 @@ def test_a_file_with_old_mac_line_ends_is_not_emptied(tmp_path):
     counts = distill(QUESTIONS[:3], oracle_agent(), out, log=None)
     assert counts == {"kept": 1, "rejected": 0, "skipped": 2}
     assert out.read_bytes().startswith(b'{"id": "q0", "messages": []}\r{"id": "q1", "messages": []}\r')
+
+
+def test_the_output_directory_is_created_before_the_first_question(tmp_path):
+    """The CLI's path check (minagent/cli_paths.py) lets a missing directory through because "missing
+    ancestors are created by the writers"; distill did not create it and died after paying for question 1."""
+    out = tmp_path / "runs" / "new" / "t.jsonl"
+    assert distill(QUESTIONS[:2], oracle_agent(), out, log=None)["kept"] == 2
+    assert ids_in(out) == ["q0", "q1"]
+
+
+def test_an_output_path_that_is_a_directory_is_refused_before_any_question_runs(tmp_path):
+    agent = Agent(ScriptedLLM(lambda *a: pytest.fail("no question may run")), {})
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        distill(QUESTIONS, agent, tmp_path, log=None)

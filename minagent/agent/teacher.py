@@ -108,6 +108,15 @@ def _write_all(path: Path, data: bytes):
         os.close(fd)
 
 
+def _ready_to_append(*paths: Path):
+    """Missing directories created (as the CLI's path check promises, minagent/cli_paths.py); a directory where
+    an output file goes is refused, naming it."""
+    for path in paths:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: a directory; distill's output is a JSONL file (it appends there)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _scalar(v) -> bool:
     """Text or a number (a spreadsheet export writes 30, not "30"): what scoring compares as text."""
     return isinstance(v, (str, int, float)) and not isinstance(v, bool)
@@ -163,6 +172,7 @@ def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
     """Run `agent` over questions, append kept trajectories to out_path. Returns counts."""
     out = Path(out_path)
     rejected = out.with_name(out.name + ".rejected.jsonl")
+    _ready_to_append(out, rejected)  # now, not at the first append: that question's teacher calls would be lost
     note = log or (lambda message: print(message, file=sys.stderr))  # a repaired file is said even when log=None
     done = _done_ids(out, note) | _done_ids(rejected, note)
     counts = {"kept": 0, "rejected": 0, "skipped": 0}
