@@ -110,3 +110,18 @@ def test_an_output_path_that_is_a_directory_is_refused_before_any_question_runs(
     agent = Agent(ScriptedLLM(lambda *a: pytest.fail("no question may run")), {})
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         distill(QUESTIONS, agent, tmp_path, log=None)
+
+
+def test_line_separators_inside_text_stay_inside_their_line(tmp_path):
+    """ensure_ascii=False leaves U+0085 (what a cp1252 "..." becomes when a manual is read as Latin-1),
+    U+2028 and U+2029 raw; str.splitlines() (and the recipe's own reader of this file) ends a line at each."""
+    text = "Manual says\x85see page 2\u2028and\u2029more"
+    facts = {f"Which command does task {i}?": {"answer": f"git cmd{i}", "query": text} for i in range(2)}
+    qs = [{"id": f"q{i}", "question": q, "answer": f["answer"]} for i, (q, f) in enumerate(facts.items())]
+    agent = Agent(oracle_teacher(facts), {"search": lambda query, k=3: query}, AgentConfig(max_steps=3))
+    out = tmp_path / "t.jsonl"
+    distill(qs, agent, out, log=None)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1"]
+    assert text in rows[0]["messages"][3]["content"]  # the observation, unchanged once decoded
+    assert len(read_trajectories(out)) == 2

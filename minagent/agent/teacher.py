@@ -92,8 +92,16 @@ def _repair_last_line(path: Path, log):
     _write_all(path, b"\n")
 
 
+# Characters str.splitlines() (and many JSONL readers) end a line at, that json.dumps(ensure_ascii=False) leaves
+# raw (it escapes only those below U+0020): written as their JSON escapes, a row stays one line for every reader.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def _append(path: Path, obj: dict):
-    _write_all(path, (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+    line = json.dumps(obj, ensure_ascii=False)
+    for char, escape in _LINE_BREAKS.items():
+        line = line.replace(char, escape)
+    _write_all(path, (line + "\n").encode("utf-8"))
 
 
 def _write_all(path: Path, data: bytes):
