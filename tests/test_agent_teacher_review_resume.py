@@ -11,6 +11,7 @@ import json
 import pytest
 
 from minagent.agent import Agent, AgentConfig, ScriptedLLM, distill, oracle_teacher
+from minagent.agent.teacher import first_thought
 from minagent.training.trajectories import read_trajectories
 
 FACTS = {f"Which command does task {i}?": {"answer": f"git cmd{i}"} for i in range(5)}
@@ -125,3 +126,10 @@ def test_line_separators_inside_text_stay_inside_their_line(tmp_path):
     assert [r["id"] for r in rows] == ["q0", "q1"]
     assert text in rows[0]["messages"][3]["content"]  # the observation, unchanged once decoded
     assert len(read_trajectories(out)) == 2
+
+
+def test_the_oracle_teachers_first_thought_on_an_unknown_question_is_not_a_crash():
+    """Its agent turns answer an unknown question with 'unknown'; its chain of thought raised KeyError
+    (served by `infer.py serve --oracle`, that is an HTTP 500 retried until the client gives up)."""
+    prefix = first_thought(oracle_teacher(FACTS), "A question the oracle was not given?")
+    assert prefix.startswith("Thought: ")

@@ -220,9 +220,10 @@ def oracle_teacher(known: dict[str, dict]) -> ScriptedLLM:
     def script(messages, n, prefix):
         question = next(m["content"] for m in messages if m["role"] == "user")
         q = question.split("\n\nOptions:")[0]
-        if messages[0]["role"] == "system" and messages[0]["content"] == prompts.COT_SYSTEM:
-            return [f"The manual should say this directly.\n\nAnswer: {known[q]['answer']}"] * n
         facts = known.get(q)
+        if messages[0]["role"] == "system" and messages[0]["content"] == prompts.COT_SYSTEM:
+            answer = facts["answer"] if facts else "unknown"  # as its agent turns answer a question it was not given
+            return [f"The manual should say this directly.\n\nAnswer: {answer}"] * n
         if facts is None:
             return ["Thought: I do not know this question.\nCode:\n```py\nfinal_answer('unknown')\n```"] * n
         steps = sum(m["role"] == "assistant" for m in messages)
