@@ -133,3 +133,18 @@ def test_the_oracle_teachers_first_thought_on_an_unknown_question_is_not_a_crash
     (served by `infer.py serve --oracle`, that is an HTTP 500 retried until the client gives up)."""
     prefix = first_thought(oracle_teacher(FACTS), "A question the oracle was not given?")
     assert prefix.startswith("Thought: ")
+
+
+def test_a_reply_with_a_lone_surrogate_is_rejected_not_a_crash_that_every_resume_repeats(tmp_path):
+    """JSON can carry a lone "\\ud800" escape (a server splitting an emoji's surrogate pair); UTF-8 cannot
+    encode it (RFC 3629), so writing the row raised UnicodeEncodeError, the run stopped, and every resume asked
+    the same question and stopped there again."""
+    step = "Thought: the emoji \ud83d was cut\nCode:\n```py\nfinal_answer('git cmd0')\n```"
+    out = tmp_path / "t.jsonl"
+    for _ in range(2):
+        counts = distill(QUESTIONS[:2], Agent(ScriptedLLM(lambda m, n, p: [step] * n), {}), out, log=None)
+    assert counts == {"kept": 0, "rejected": 0, "skipped": 2}
+    rejected = tmp_path / "t.jsonl.rejected.jsonl"
+    rows = [json.loads(line) for line in rejected.read_bytes().decode("utf-8").splitlines()]  # strict UTF-8
+    assert rows[0]["id"] == "q0" and "surrogate" in rows[0]["rejected"]
+    assert not out.exists() or out.read_bytes() == b""

@@ -6,7 +6,8 @@
 - First-thought prefix (FTP, agent-distillation): the teacher first answers in plain chain-of-thought; the first
   paragraph of that reasoning is forced as the start of the agent's first Thought (continue-final-message).
 - Rejection filtering: a trajectory is kept only if its final answer is correct, every step parsed, and it did
-  not run out of steps. Execution errors the agent recovered from are kept: they teach recovery.
+  not run out of steps (and its text is encodable: no lone surrogate). Execution errors the agent recovered
+  from are kept: they teach recovery.
 - Output: one JSON object per line, {"messages": [...], "id", "question", "answer", "gold", "ftp", "stats"}, the
   format minagent.training.trajectories reads (observations are role "tool"). Rejected runs go to
   `<out>.rejected.jsonl` with the reason.
@@ -98,10 +99,20 @@ _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def _append(path: Path, obj: dict):
+    """One row as one line. Lone surrogates (only a rejected row can hold one: _utf8_encodable) become "?":
+    written as escapes, the JSONL reader would refuse the line on the next resume."""
     line = json.dumps(obj, ensure_ascii=False)
     for char, escape in _LINE_BREAKS.items():
         line = line.replace(char, escape)
-    _write_all(path, (line + "\n").encode("utf-8"))
+    _write_all(path, (line + "\n").encode("utf-8", errors="replace"))
+
+
+def _utf8_encodable(obj) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _write_all(path: Path, data: bytes):
@@ -194,6 +205,9 @@ def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
         reason = rejection_reason(result, item)
         row = {"id": qid, "messages": result.messages, "question": item["question"], "answer": result.answer,
                "gold": item.get("correct") or item.get("answer"), "ftp": prefix, "stats": result.summary()}
+        if reason is None and not _utf8_encodable(row):
+            reason = ("the text holds a lone surrogate (a \\ud800-\\udfff escape in the teacher's reply): not "
+                      "UTF-8, no trainable text")
         if reason is None:
             _append(out, row)
             counts["kept"] += 1
