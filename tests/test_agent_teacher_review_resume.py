@@ -148,3 +148,21 @@ def test_a_reply_with_a_lone_surrogate_is_rejected_not_a_crash_that_every_resume
     rows = [json.loads(line) for line in rejected.read_bytes().decode("utf-8").splitlines()]  # strict UTF-8
     assert rows[0]["id"] == "q0" and "surrogate" in rows[0]["rejected"]
     assert not out.exists() or out.read_bytes() == b""
+
+
+def test_a_first_thought_that_overflows_the_context_does_not_stop_every_resume_at_that_question(tmp_path):
+    """The agent ends a question whose conversation outgrows the context and the run goes on (executor.py);
+    the first-thought call ran outside the agent, so its ContextOverflow stopped distill, and each resume
+    stopped again at the same question."""
+    from minagent.agent.llm import ContextOverflow
+
+    class NoRoomForThoughts:
+        def complete(self, messages, session="agent", **kw):
+            if session == "ftp":
+                raise ContextOverflow("prompt of 9000 tokens does not fit the context of 4096")
+            return oracle_teacher(FACTS).complete(messages, **kw)
+    llm = NoRoomForThoughts()
+    out = tmp_path / "t.jsonl"
+    counts = distill(QUESTIONS[:2], Agent(llm, {}, AgentConfig(max_steps=3)), out, ftp_llm=llm, log=None)
+    assert counts == {"kept": 2, "rejected": 0, "skipped": 0}
+    assert [t.messages[2]["content"].startswith("Thought: I will search") for t in read_trajectories(out)] == [True] * 2

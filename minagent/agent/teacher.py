@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..jsonl import parse_jsonl_line, read_jsonl
 from . import prompts
-from .llm import ScriptedLLM
+from .llm import ContextOverflow, ScriptedLLM
 from .multiple_choice import is_correct
 
 
@@ -200,7 +200,7 @@ def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
         if qid in done:
             counts["skipped"] += 1
             continue
-        prefix = first_thought(ftp_llm, item["question"], item.get("choices")) if ftp_llm is not None else ""
+        prefix = _first_thought_if_it_fits(ftp_llm, item, log) if ftp_llm is not None else ""
         result = agent.run(item["question"], item.get("choices"), prefix=prefix)
         reason = rejection_reason(result, item)
         row = {"id": qid, "messages": result.messages, "question": item["question"], "answer": result.answer,
@@ -224,6 +224,18 @@ def distill(questions: list[dict], agent, out_path, ftp_llm=None, log=print,
         log(f"{out}: {counts['kept']} kept, {counts['rejected']} rejected, {counts['skipped']} already done "
             f"({len(questions)} questions)")
     return counts
+
+
+def _first_thought_if_it_fits(llm, item: dict, log) -> str:
+    """The FTP prefix, or none when the chain-of-thought prompt overflows the teacher's context: the agent then
+    runs unprefixed (and ends the question itself if its own prompt overflows too, as it ends any question that
+    outgrows the context); an error here would stop the run at this question on every resume."""
+    try:
+        return first_thought(llm, item["question"], item.get("choices"))
+    except ContextOverflow as e:
+        if log:
+            log(f"{item['id']}: no first thought ({e}); the agent runs without it")
+        return ""
 
 
 def oracle_teacher(known: dict[str, dict]) -> ScriptedLLM:
