@@ -398,3 +398,29 @@ def test_a_transient_error_on_models_does_not_pin_the_model_name_to_default():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_client_started_before_its_server_learns_the_model_name_on_a_retry():
+    """The client asks GET /models for the served name; when the server is not up yet it sends "default" for that
+    attempt. The name was put in the body once, so every retry carried "default", which `infer.py serve` (like
+    vLLM) answers with 404 model_not_found: a teacher started a moment before its server failed for good."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    servers = []
+
+    def start_later():  # (bound only now: until then a connection is refused, as for a server still loading)
+        time.sleep(0.4)
+        servers.append(make_server(ScriptedLLM(lambda m, n, p: ["hi"] * n), "127.0.0.1", port,
+                                   model_name="teacher-7b"))
+        servers[0].serve_forever()
+    threading.Thread(target=start_later, daemon=True).start()
+    try:
+        client = HTTPChatLLM(f"http://127.0.0.1:{port}/v1", retries=8, backoff=0.2, timeout=5)
+        assert client.complete(MSGS) == ["hi"] and client.model == "teacher-7b"
+    finally:
+        time.sleep(0.5)
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()

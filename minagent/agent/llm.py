@@ -318,7 +318,8 @@ class HTTPChatLLM:
     (retrying a bad request cannot help), and one that says the conversation exceeds the context (vLLM's and
     `infer.py serve`'s "context_length_exceeded") is ContextOverflow, as the local backend raises: the agent ends
     that question and a distill run goes on. A reply must hold n choices (llama.cpp's server ignores n).
-    A forced prefix is sent as a final assistant message with `continue_final_message: true,
+    `timeout` bounds the wait for the reply to start (one socket read) and then the whole body; content sent as a
+    list of parts is read as its text parts. A forced prefix is sent as a final assistant message with `continue_final_message: true,
     add_generation_prompt: false` (vLLM's and `infer.py serve`'s extension); a server that ignores it starts a
     fresh reply, so keep FTP off for such servers.
     """
@@ -341,7 +342,7 @@ class HTTPChatLLM:
                  prefix="", session="agent") -> list[str]:
         stop = stop_string_list(stop, "stop")  # one bare string is one stop string, not a set of characters
         msgs = render_messages(messages, self.observation_role)
-        body = {"model": self.served_model(), "messages": msgs, "n": n, "temperature": temperature,
+        body = {"messages": msgs, "n": n, "temperature": temperature,
                 "top_p": top_p, "max_tokens": max_tokens}
         if stop:
             body["stop"] = list(stop)[:4]  # OpenAI's limit
@@ -352,7 +353,8 @@ class HTTPChatLLM:
             body.update(continue_final_message=True, add_generation_prompt=False)
         reply = self._request(self.url, body)
         try:
-            texts = [c["message"]["content"] or "" for c in sorted(reply["choices"], key=lambda c: c["index"])]
+            texts = [_reply_text(c["message"]["content"], self.url)
+                     for c in sorted(reply["choices"], key=lambda c: c["index"])]
         except (KeyError, TypeError) as e:
             raise LLMError(f"{self.url}: reply is not a chat completion (missing {e}): {str(reply)[:300]}") from None
         if len(texts) != n:
@@ -386,7 +388,7 @@ class HTTPChatLLM:
 
     def _request(self, url: str, body: dict) -> dict:
         """POST body as JSON; the decoded JSON reply, with retries (see the class)."""
-        data = json.dumps(body).encode()
+        body, data = dict(body), b""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -399,10 +401,13 @@ class HTTPChatLLM:
                 time.sleep(delay)
             self.requests += 1
             wait = 0.0
+            if "model" not in body or self.model is None:  # (asked again while the server was not reachable)
+                body["model"] = self.served_model()
+                data = json.dumps(body).encode()
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return json.loads(r.read().decode("utf-8"))
+                    return json.loads(self._read_body(r).decode("utf-8"))
             except urllib.error.HTTPError as e:
                 try:
                     detail = e.read().decode("utf-8", "replace")[:300]
@@ -417,6 +422,30 @@ class HTTPChatLLM:
                     TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         raise LLMError(f"{url}: no answer after {self.retries + 1} attempts (last: {last})")
+
+
+    def _read_body(self, response) -> bytes:
+        """The reply's body, within `timeout` seconds of its first byte. urllib's timeout bounds each socket read
+        only, so a server that trickles its reply (a stuck proxy, keep-alive bytes) held a call for ever."""
+        deadline = time.monotonic() + self.timeout
+        chunks = []
+        while chunk := response.read1(1 << 16):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the reply's body was still coming after {self.timeout:g} s")
+        return b"".join(chunks)
+
+
+def _reply_text(content, url: str) -> str:
+    """A choice's message content as text: a string, null (no text: ""), or the list-of-parts form some servers
+    answer with ([{"type": "text", "text": ...}, {"type": "thinking", ...}]): its text parts, in order; a reasoning
+    part is not the reply. Anything else is an error naming the server, not a value passed on to the agent."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return "".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
+    raise LLMError(f"{url}: a choice's message.content is {type(content).__name__}, expected a string or a list "
+                   f"of text parts: {str(content)[:200]}")
 
 
 def _context_overflow(detail: str) -> bool:
