@@ -89,13 +89,17 @@ def test_bad_question_line_is_named(tmp_path):
     ('{"question": "a?", "choices": {"A": "x", "B": "y"}, "correct": "E"}', r'"correct" is \'E\', which is not one of'),
     ('{"question": "a?", "correct": "A"}', r'"correct" is \'A\', which is not one of the choices \(none given\)'),
     ('{"question": "a?"}', r'no gold answer'),
+    # multiple choice scored by the letter its answer names: "60" names none of these options, so every reply,
+    # the right one included, would score wrong (hand-checked)
+    ('{"question": "a?", "choices": {"A": "15 s", "B": "30 s"}, "answer": "60"}',
+     r'"answer" .60. is neither an option letter nor the text of one of the choices \[.A., .B.\]'),
     ('{"question": "  ", "answer": "x"}', r'expected an object with a non-empty "question"'),
 ])
 def test_question_fields_that_would_score_silently_wrong_are_refused(tmp_path, line, message):
     path = write_lines(tmp_path / "exam.jsonl", ['{"question": "ok?", "answer": "x"}', line])
     with pytest.raises(ValueError, match=rf"exam\.jsonl:2: {message}"):
         read_questions(path)
-    if "gold" in message:
+    if "gold" in message or "neither" in message:
         assert [q["question"] for q in read_questions(path, gold=False)] == ["ok?", "a?"]
 
 

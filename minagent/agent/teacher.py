@@ -29,7 +29,7 @@ from typing import Callable
 from ..jsonl import parse_jsonl_line, read_jsonl
 from . import prompts
 from .llm import ContextOverflow, ScriptedLLM
-from .multiple_choice import is_correct
+from .multiple_choice import is_correct, to_letter
 
 
 def first_thought(llm, question: str, choices: dict | None = None, max_tokens: int = 256) -> str:
@@ -174,6 +174,10 @@ def read_questions(path, gold: bool = True) -> list[dict]:
             item = {**item, "choices": upper}
             if correct is not None:
                 item["correct"] = str(correct).upper()
+        if gold and choices and correct is None and to_letter(item["answer"], item["choices"]) is None:
+            # scored by the letter its answer names: one that names no option would count every reply wrong
+            raise ValueError(f'"answer" {item["answer"]!r:.60} is neither an option letter nor the text of one of '
+                             f'the choices {sorted(choices)}; give "correct" with the letter')
         return item
     rows, _ = read_jsonl(path, question)
     seen = {}
