@@ -110,34 +110,47 @@ def _trimmed(text, start, end):
     return start, end
 
 
+def _section_passages(doc, start, end, path, max_chars, overlap):
+    """The passages of one section, text[start:end] (see chunk_document)."""
+    text = doc.text
+    start, end = _trimmed(text, start, end)   # once: a long blank tail is neither rescanned nor counted as text
+    out = []
+    pos = start
+    while pos < end:
+        s, _ = _trimmed(text, pos, end)
+        if s >= end:
+            break
+        piece_end = end if end - s <= max_chars else _best_cut(text, s, s + max_chars)
+        a, b = _trimmed(text, s, piece_end)
+        if b > a and (not out or b > out[-1].end):   # (a piece ending in a long blank run may hold no new text)
+            out.append(Passage(text[a:b], doc.source, doc.title, path, a, b))
+        if piece_end >= end:
+            break
+        nxt = max(piece_end - overlap, s + 1)
+        # start the overlap on a word boundary so no passage begins mid-word
+        space = text.find(" ", nxt, piece_end)
+        newline = text.find("\n", nxt, piece_end)
+        candidates = [c + 1 for c in (space, newline) if c >= 0]
+        pos = min(candidates) if candidates else piece_end
+    return out
+
+
 def chunk_document(doc, max_chars=1200, overlap=200):
-    """Passages of one Document (see module docstring). max_chars bounds each passage's length."""
+    """Passages of one Document (see module docstring), in document order.
+
+    max_chars bounds each passage's length, always: a token longer than the window is cut (_best_cut).
+    Consecutive passages of a section overlap by at most `overlap` characters, and never one holds the other.
+    Every non-blank character of a section is in a passage, its heading line included; a section with nothing
+    under its heading gives none (its title lives on in its subsections' paths)."""
     if max_chars < 50:
         raise ValueError(f"max_chars={max_chars}: passages under 50 characters carry no context; use >= 50")
     if not 0 <= overlap < max_chars // 2:
         raise ValueError(f"overlap={overlap} must be >= 0 and < max_chars/2 ({max_chars // 2})")
-    text = doc.text
     out = []
     for start, end, path, body in _section_spans(doc):
-        if not text[max(start, body):end].strip():
+        if not doc.text[max(start, body):end].strip():
             continue                           # a heading with nothing under it (or an empty preamble)
-        pos = start
-        while pos < end:
-            s, _ = _trimmed(text, pos, end)
-            if s >= end:
-                break
-            piece_end = end if end - s <= max_chars else _best_cut(text, s, s + max_chars)
-            a, b = _trimmed(text, s, piece_end)
-            if b > a:
-                out.append(Passage(text[a:b], doc.source, doc.title, path, a, b))
-            if piece_end >= end:
-                break
-            nxt = max(piece_end - overlap, s + 1)
-            # start the overlap on a word boundary so no passage begins mid-word
-            space = text.find(" ", nxt, piece_end)
-            newline = text.find("\n", nxt, piece_end)
-            candidates = [c + 1 for c in (space, newline) if c >= 0]
-            pos = min(candidates) if candidates else piece_end
+        out.extend(_section_passages(doc, start, end, path, max_chars, overlap))
     return out
 
 
