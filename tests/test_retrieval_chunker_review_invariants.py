@@ -200,6 +200,8 @@ class _HtmlSections(HTMLParser):
 
 @pytest.mark.parametrize("page", [
     "<h1>Top</h1><p>intro</p><h3>Skipped to three</h3><p>c</p><h2>Two</h2><p>b</p>",
+    "<h1>Top</h1><p>intro</p><h2>Line one<br>line two</h2><h2>Next</h2><p>body</p>",     # a heading of 2 lines
+    "<h1>Top</h1><p>intro</p><h2>A<div>B</div></h2><h3>C</h3><p>body</p>",
     "<h1>Dup</h1><p>one</p><h1>Dup</h1><p>two</p><h2></h2><p>under an empty heading</p>",
     "<h1>Only</h1><h2>headings</h2><h3>here</h3>",
     "<h1>Top</h1><pre>\n# not a heading\n</pre><h2>&nbsp;Spaced&nbsp;&nbsp;out&nbsp;</h2><p>x</p>",

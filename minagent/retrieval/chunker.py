@@ -8,6 +8,7 @@ passage inside the document text. Long sections are cut at the best boundary bef
 straddling a cut is whole in at least one passage.
 """
 
+import re
 from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
@@ -40,6 +41,7 @@ class Passage:
 def _section_spans(doc):
     """Yield (start, end, section path, body start) for each heading-delimited span of the document."""
     bounds = sorted(doc.headings, key=lambda h: h[2])
+    source = doc.source.lower()
     stack = []  # (level, title)
     prev_start, prev_path, prev_body = 0, "", 0
     for level, title, offset in bounds:
@@ -50,8 +52,21 @@ def _section_spans(doc):
         stack.append((level, title))
         prev_start = offset
         prev_path = " > ".join(t for _, t in stack)
-        prev_body = _after_heading(doc.text, offset, doc.source.lower().endswith((".md", ".markdown")))
+        if source.endswith((".html", ".htm")):
+            prev_body = _after_html_heading(doc.text, offset, title)
+        else:
+            prev_body = _after_heading(doc.text, offset, source.endswith((".md", ".markdown")))
     yield prev_start, len(doc.text), prev_path, prev_body
+
+
+def _after_html_heading(text, offset, title):
+    """Offset just past an HTML heading's text. html_text writes a heading's words from `offset` on and titles it
+    with them joined by single spaces; a <br> or a block tag inside the heading (<h2>Install<br>on Linux</h2>)
+    puts a line break between two of them, so the heading's end is found by its words, not its first line."""
+    words = title.split()
+    heading = re.compile(r"\s*" + r"\s+".join(re.escape(w) for w in words)) if words else None
+    found = heading.match(text, offset) if heading else None
+    return found.end() if found else _after_heading(text, offset)
 
 
 def _after_heading(text, offset, markdown=False):
