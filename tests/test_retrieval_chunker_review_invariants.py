@@ -84,6 +84,34 @@ def test_a_long_blank_tail_is_read_once_not_once_per_passage():
     assert elapsed < 0.5, f"{elapsed:.2f}s"
 
 
+# -- (c) overlap, in characters, from a word start --------------------------------------------------------------
+
+def test_overlap_starts_at_the_first_word_start_within_overlap_characters_of_the_cut():
+    # words "w000 " .. "w039 " (5 characters each, word i at offset 5*i); max_chars=100 cuts after "w019 " (offset
+    # 100, the last space before the limit); 20 characters before the cut is offset 80, the start of "w016": the
+    # next passage starts there, sharing exactly "w016 w017 w018 w019" with the first (it started at "w017")
+    text = " ".join(f"w{i:03d}" for i in range(40))
+    passages = chunk_document(Document("a.txt", "T", text, []), max_chars=100, overlap=20)
+    assert [(p.start, p.end) for p in passages[:2]] == [(0, 99), (80, 179)]
+
+
+def test_tabs_and_other_white_space_are_word_boundaries_too():
+    # tab-separated words "w0000\t" (6 characters, word i at 6*i): the last white space before the 100-character
+    # limit ends at 96 ("w0016" starts there); 20 before that is 76, inside "w0012" (72-77): the overlap starts at
+    # the next word, "w0013" at 78. Before, the cut fell at 100, inside "w0016", and there was no overlap at all.
+    text = "\t".join(f"w{i:04d}" for i in range(40))
+    passages = chunk_document(Document("a.txt", "T", text, []), max_chars=100, overlap=20)
+    assert [(p.start, p.end) for p in passages[:2]] == [(0, 95), (78, 173)]
+
+
+def test_no_break_space_is_not_a_place_to_cut():
+    # "10\u00a0MB" must stay on one line: the only white space in the second half of the first 100 characters is
+    # a no-break space (offset 71), so the cut falls at the limit, 100, as for any run without a break
+    text = "A" * 40 + " " + "B" * 30 + "\u00a0" + "C" * 60
+    passages = chunk_document(Document("a.txt", "T", text, []), max_chars=100, overlap=20)
+    assert passages[0].end == 100
+
+
 # -- (a) offsets against the file as Python's universal-newline reader returns it -------------------------------
 
 @pytest.mark.parametrize("raw", [

@@ -4,8 +4,8 @@ A passage is what the agent's search tool returns, so it must be small enough to
 the encoder's 256-token window: ~1200 characters of English) yet keep where it came from: the source file,
 the document title, the section path ("git-rebase(1) > OPTIONS > --onto") and the character offsets of the
 passage inside the document text. Long sections are cut at the best boundary before the length limit
-(blank line, then line end, then sentence end, then space) and consecutive pieces overlap so that a fact
-straddling a cut is whole in at least one passage.
+(blank line, then line end, then sentence end, then any white space but a no-break space) and consecutive pieces
+overlap so that a fact straddling a cut is whole in at least one passage.
 """
 
 import re
@@ -106,14 +106,32 @@ def _after_markdown_heading(text, offset, end):
     return end + 1
 
 
+# White space a passage may be cut at (and a next passage start after): any but the no-break spaces, which bind
+# what they separate ("10\u00a0MB")
+_BREAK_SPACE = re.compile(r"[^\S\u00a0\u2007\u202f]")
+_UP_TO_LAST_BREAK = re.compile(rf"(?s:.*){_BREAK_SPACE.pattern}")
+_WORD_START = re.compile(rf"(?<={_BREAK_SPACE.pattern})\S")
+_SEPARATORS = ("\n\n", "\n", ". ", "; ", ", ")   # the best cuts first; then any break space; then none
+
+
 def _best_cut(text, start, limit):
-    """The end offset for a piece starting at `start` that must end at or before `limit`."""
+    """The end offset for a piece starting at `start` that must end at or before `limit`: just past the last of
+    the best separator in the second half of the window. A window with no break space in its second half (one
+    long token: a URL, a base64 blob) is cut at the limit."""
     floor = start + (limit - start) // 2          # never cut in the first half: pieces stay near max size
-    for sep in ("\n\n", "\n", ". ", "; ", ", ", " "):
+    for sep in _SEPARATORS:
         cut = text.rfind(sep, floor, limit)
         if cut >= 0:
             return cut + len(sep)
-    return limit
+    last = _UP_TO_LAST_BREAK.match(text, floor, limit)
+    return last.end() if last else limit
+
+
+def _next_start(text, after, before):
+    """Where the passage after a cut at `before` starts: the first word start (a character after a break space)
+    at or after `after`; `before` itself when there is none (no overlap)."""
+    word = _WORD_START.search(text, after, before)
+    return word.start() if word else before
 
 
 def _trimmed(text, start, end):
@@ -141,12 +159,7 @@ def _section_passages(doc, start, end, path, max_chars, overlap):
             out.append(Passage(text[a:b], doc.source, doc.title, path, a, b))
         if piece_end >= end:
             break
-        nxt = max(piece_end - overlap, s + 1)
-        # start the overlap on a word boundary so no passage begins mid-word
-        space = text.find(" ", nxt, piece_end)
-        newline = text.find("\n", nxt, piece_end)
-        candidates = [c + 1 for c in (space, newline) if c >= 0]
-        pos = min(candidates) if candidates else piece_end
+        pos = _next_start(text, max(piece_end - overlap, s + 1), piece_end)
     return out
 
 
@@ -154,9 +167,11 @@ def chunk_document(doc, max_chars=1200, overlap=200):
     """Passages of one Document (see module docstring), in document order.
 
     max_chars bounds each passage's length, always: a token longer than the window is cut (_best_cut).
-    Consecutive passages of a section overlap by at most `overlap` characters, and never one holds the other.
-    Every non-blank character of a section is in a passage, its heading line included; a section with nothing
-    under its heading gives none (its title lives on in its subsections' paths)."""
+    overlap (characters): the passage after a cut starts at the first word start at or after `overlap`
+    characters before the cut, so two consecutive passages of a section share at most `overlap` characters
+    (fewer when that point falls inside a word; none after a cut inside one long token), and never one holds the
+    other. Every non-blank character of a section is in a passage, its heading line included; a section with
+    nothing under its heading gives none (its title lives on in its subsections' paths)."""
     if max_chars < 50:
         raise ValueError(f"max_chars={max_chars}: passages under 50 characters carry no context; use >= 50")
     if not 0 <= overlap < max_chars // 2:
