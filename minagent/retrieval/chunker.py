@@ -5,10 +5,12 @@ the encoder's 256-token window: ~1200 characters of English) yet keep where it c
 the document title, the section path ("git-rebase(1) > OPTIONS > --onto") and the character offsets of the
 passage inside the document text. Long sections are cut at the best boundary before the length limit
 (blank line, then line end, then sentence end, then any white space but a no-break space) and consecutive pieces
-overlap so that a fact straddling a cut is whole in at least one passage.
+overlap so that a fact straddling a cut is whole in at least one passage. A cut never falls inside a
+user-perceived character (a letter and its combining accents, an emoji sequence, a flag, CR LF).
 """
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
@@ -114,29 +116,106 @@ _WORD_START = re.compile(rf"(?<={_BREAK_SPACE.pattern})\S")
 _SEPARATORS = ("\n\n", "\n", ". ", "; ", ", ")   # the best cuts first; then any break space; then none
 
 
-def _best_cut(text, start, limit):
-    """The end offset for a piece starting at `start` that must end at or before `limit`: just past the last of
-    the best separator in the second half of the window. A window with no break space in its second half (one
-    long token: a URL, a base64 blob) is cut at the limit."""
-    floor = start + (limit - start) // 2          # never cut in the first half: pieces stay near max size
-    for sep in _SEPARATORS:
-        cut = text.rfind(sep, floor, limit)
-        if cut >= 0:
-            return cut + len(sep)
+def _is_regional_indicator(ch):
+    return "\U0001F1E6" <= ch <= "\U0001F1FF"
+
+
+def _hangul_jamo(ch):
+    """"L", "V" or "T" for a conjoining Hangul jamo, "LV" for a precomposed syllable, else None."""
+    if "\u1100" <= ch <= "\u115f" or "\ua960" <= ch <= "\ua97f":
+        return "L"
+    if "\u1160" <= ch <= "\u11a7" or "\ud7b0" <= ch <= "\ud7c6":
+        return "V"
+    if "\u11a8" <= ch <= "\u11ff" or "\ud7cb" <= ch <= "\ud7fb":
+        return "T"
+    return "LV" if "\uac00" <= ch <= "\ud7a3" else None
+
+
+def _extends(ch):
+    """Whether `ch` belongs to the character before it whatever that is: a combining mark, a joiner, an emoji
+    skin-tone modifier, a tag character (subdivision flags), a halfwidth kana voicing mark (UAX #29's Extend)."""
+    return (unicodedata.category(ch) in ("Mn", "Mc", "Me") or ch in "\u200c\u200d\uff9e\uff9f"
+            or "\U0001F3FB" <= ch <= "\U0001F3FF" or "\U000E0020" <= ch <= "\U000E007F")
+
+
+def _joins(text, i, boundary=0):
+    """Whether text[i - 1] and text[i] are parts of one user-perceived character (a grapheme cluster, Unicode
+    UAX #29), so that no passage may start or end between them: a piece cut there would begin with a lone accent
+    or half a flag. It errs toward joining (a letter after any ZWJ, any Hangul vowel jamo, any letter after a
+    virama), so a place it allows is always a cluster boundary; that only ever moves a cut back a character.
+    `boundary`: a cluster boundary at or before i - 1 (the piece's start): flags pair regional indicators from the
+    start of their run, and an even number of them lie between that start and any boundary, so counting from
+    there is enough, and a page of a million flags is not counted back to its start at every cut."""
+    if i <= 0 or i >= len(text):
+        return False
+    before, ch = text[i - 1], text[i]
+    if (before == "\r" and ch == "\n") or _extends(ch) or (before == "\u200d" and not ch.isspace()):
+        return True
+    if _is_regional_indicator(ch) and _is_regional_indicator(before):
+        run = 1                                    # flags pair indicators from the start of the run
+        while i - run - 1 >= boundary and _is_regional_indicator(text[i - run - 1]):
+            run += 1
+        return run % 2 == 1
+    jamo, jamo_before = _hangul_jamo(ch), _hangul_jamo(before)
+    if jamo in ("V", "T") or (jamo_before == "L" and jamo is not None):
+        return True
+    return unicodedata.combining(before) == 9 and ch.isalpha()    # a conjunct: consonant, virama, consonant
+
+
+def _cuts_after(text, sep, floor, limit):
+    """Offsets just past each occurrence of `sep` inside [floor, limit), the last one first."""
+    end = limit
+    while (at := text.rfind(sep, floor, end)) >= 0:
+        yield at + len(sep)
+        end = at + len(sep) - 1
+
+
+def _cuts_after_break_space(text, floor, limit):
+    """Offsets just past each break space inside [floor, limit), the last one first (a regex finds the last one;
+    only if a combining mark sits on it does a character-by-character scan go on before it)."""
     last = _UP_TO_LAST_BREAK.match(text, floor, limit)
-    return last.end() if last else limit
+    if last is None:
+        return
+    yield last.end()
+    for at in range(last.end() - 2, floor - 1, -1):
+        if _BREAK_SPACE.match(text, at):
+            yield at + 1
 
 
-def _next_start(text, after, before):
-    """Where the passage after a cut at `before` starts: the first word start (a character after a break space)
-    at or after `after`; `before` itself when there is none (no overlap)."""
-    word = _WORD_START.search(text, after, before)
-    return word.start() if word else before
+def _best_cut(text, start, limit):
+    """The end offset for a piece starting at `start` (a cluster boundary) that must end at or before `limit`:
+    just past the last of the best separator in the second half of the window, never inside a character cluster.
+    A window with no break space in its second half (one long token: a URL, a base64 blob) is cut at the limit,
+    moved back to the start of the cluster it would split (unless that cluster fills the whole second half: then
+    at the limit, the one place a cut splits a cluster)."""
+    floor = start + (limit - start) // 2          # never cut in the first half: pieces stay near max size
+    for cuts in [_cuts_after(text, sep, floor, limit) for sep in _SEPARATORS] + [
+            _cuts_after_break_space(text, floor, limit)]:
+        for cut in cuts:
+            if not _joins(text, cut, start):
+                return cut
+    cut = limit
+    while cut > floor and _joins(text, cut, start):
+        cut -= 1
+    return cut if cut > floor else limit
+
+
+def _next_start(text, after, before, boundary):
+    """Where the passage after a cut at `before` starts: the first word start (a character after a break space,
+    not inside a cluster) at or after `after`; `before` itself when there is none (no overlap). `boundary`: a
+    cluster boundary before `after` (see _joins)."""
+    pos = after
+    while (word := _WORD_START.search(text, pos, before)) is not None:
+        if not _joins(text, word.start(), boundary):
+            return word.start()
+        pos = word.start() + 1
+    return before
 
 
 def _trimmed(text, start, end):
-    """Shrink [start, end) so the passage neither starts nor ends with whitespace."""
-    while start < end and text[start].isspace():
+    """Shrink [start, end) so the passage neither starts nor ends with whitespace (white space that carries a
+    combining mark is a character of its own, and stays)."""
+    while start < end and text[start].isspace() and not (_joins(text, start + 1) and not text[start + 1].isspace()):
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
@@ -159,7 +238,7 @@ def _section_passages(doc, start, end, path, max_chars, overlap):
             out.append(Passage(text[a:b], doc.source, doc.title, path, a, b))
         if piece_end >= end:
             break
-        pos = _next_start(text, max(piece_end - overlap, s + 1), piece_end)
+        pos = _next_start(text, max(piece_end - overlap, s + 1), piece_end, s)
     return out
 
 
