@@ -1,7 +1,8 @@
 """Reading manual files (.txt, .md, .html) into documents: text, title and heading positions.
 
 A Document is the unit the chunker splits: its `text` is what passage offsets point into. For .txt and .md that
-is the file itself (UTF-8 decoded, newlines normalised to \\n); for HTML it is the extracted readable text.
+is the file itself (UTF-8 decoded, a leading byte order mark dropped, \\r\\n and \\r turned into \\n: the text
+Python's open(path, encoding="utf-8-sig") reads); for HTML it is the extracted readable text.
 Headings are found with the conventions manuals actually use: Markdown `#` and setext underlines, AsciiDoc
 `== Title` and underlined titles (git-doc's .txt sources), and <h1>-<h6> in HTML.
 """
