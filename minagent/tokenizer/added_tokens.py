@@ -14,10 +14,10 @@ text first and encodes only the text between them. We do the same, with HF's rul
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from .errors import SpecError
+from .unicode_additions import category
 from .unicode_regex import ALPHABETIC_SYMBOLS, is_whitespace
 
 
@@ -45,8 +45,9 @@ class AddedToken:
 def _is_word_char(ch: str) -> bool:
     """What the tokenizers library's single_word rule counts as a word character: the Unicode `\\w` of Rust's
     regex crate, i.e. Alphabetic (letters, letter numerals like Ⅻ, Ⓐ), any mark, decimal digits, connector
-    punctuation (_ ‿) and the zero-width joiners. Not str.isalnum(): that takes ² and ½ and leaves out marks."""
-    cat = unicodedata.category(ch)
+    punctuation (_ ‿) and the zero-width joiners. Not str.isalnum(): that takes ² and ½ and leaves out marks.
+    Categories are Unicode 16.0's, as in the regex crate (unicode_additions fills in an older Python's gaps)."""
+    cat = category(ch)
     if cat[0] in "LM" or cat in ("Nd", "Nl", "Pc") or ch in "\u200c\u200d":
         return True
     return cat == "So" and any(a <= ord(ch) <= b for a, b in ALPHABETIC_SYMBOLS)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from .byte_level import to_byte_chars
 from .errors import SpecError
-from .unicode_regex import compile_pattern
+from .unicode_regex import compile_digits, compile_pattern
 
 # The regex ByteLevel(use_regex=true) applies, written in tokenizers' source (taken from GPT-2's encoder.py).
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -162,9 +162,8 @@ def build_pretokenizer(spec: dict | None, where: str = "pre_tokenizer") -> list[
             raise SpecError(f"{where}.pattern", f"expected {{'Regex': ...}} or {{'String': ...}}, got {pattern!r}")
         return [regex_split(regex, behavior, bool(spec.get("invert", False)))]
     if kind == "Digits":
-        # Rust's char::is_numeric is categories Nd, Nl, No = \p{N}. One match per digit, or runs of digits.
-        individual = bool(spec.get("individual_digits", False))
-        return [regex_split(compile_pattern(r"\p{N}" if individual else r"\p{N}+"))]
+        # Rust's char::is_numeric: categories Nd, Nl, No. One match per digit, or runs of digits.
+        return [regex_split(compile_digits(bool(spec.get("individual_digits", False))))]
     if kind == "Metaspace":
         scheme = spec.get("prepend_scheme", "always" if spec.get("add_prefix_space", True) else "never")
         if scheme not in ("always", "first", "never"):

@@ -10,8 +10,8 @@ its set of code points. The rewritten pattern then runs in re's C engine (see _e
 keeps big classes fast). Building the category table takes ~0.2 s, once, on first use.
 
 Everything else (alternation order, greedy/lazy quantifiers, lookaheads, scoped `(?i:...)`) has the same
-backtracking semantics in both engines. Unicode versions may differ (Python's unicodedata vs Oniguruma's
-tables) for code points assigned in the newest Unicode releases only.
+backtracking semantics in both engines. Oniguruma's tables are Unicode 16.0; code points that an older Python's
+unicodedata calls unassigned get their 16.0 category from unicode_additions.py.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import sys
 import unicodedata
 from functools import lru_cache
 from itertools import groupby
+
+from .unicode_additions import added_ranges, rust_numbers_added_in_unicode_17
 
 Ranges = list[tuple[int, int]]  # sorted, non-overlapping, inclusive
 
@@ -30,13 +32,19 @@ _ALIASES = {"Letter": "L", "Number": "N", "Mark": "M", "Punctuation": "P", "Symb
 
 @lru_cache(maxsize=1)
 def _ranges_by_category() -> dict[str, Ranges]:
-    """Two-letter general category (Lu, Nd, ...) -> its code point ranges, from one pass over all of Unicode."""
+    """Two-letter general category (Lu, Nd, ...) -> its code point ranges, from one pass over all of Unicode,
+    plus the code points Oniguruma knows from Unicode 15.0-16.0 that this Python's unicodedata calls Cn."""
     table: dict[str, Ranges] = {}
     start = 0
     for category, run in groupby(map(unicodedata.category, map(chr, range(sys.maxunicode + 1)))):
         n = sum(1 for _ in run)
         table.setdefault(category, []).append((start, start + n - 1))
         start += n
+    unassigned = table.get("Cn", [])
+    for category, ranges in added_ranges().items():
+        newly = _intersect(ranges, unassigned)
+        table[category] = _union(table.get(category, []), newly)
+        table["Cn"] = _intersect(table["Cn"], _complement(newly))
     return table
 
 
@@ -48,6 +56,10 @@ def _union(*parts: Ranges) -> Ranges:
         else:
             merged.append((lo, hi))
     return merged
+
+
+def _intersect(a: Ranges, b: Ranges) -> Ranges:
+    return _complement(_union(_complement(a), _complement(b)))
 
 
 def _complement(ranges: Ranges) -> Ranges:
@@ -222,6 +234,14 @@ def translate(pattern: str) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+@lru_cache(maxsize=2)
+def compile_digits(individual: bool) -> re.Pattern:
+    """What HF's Digits pre-tokenizer cuts out: one character (individual) or a run of Rust's char::is_numeric,
+    which is \\p{N} on Rust's Unicode 17.0 tables (a few more numbers than Oniguruma's \\p{N}, on 16.0)."""
+    numeric = _union(list(property_ranges("N")), rust_numbers_added_in_unicode_17())
+    return re.compile(_emit_set(numeric) + ("" if individual else "+"))
 
 
 @lru_cache(maxsize=64)
