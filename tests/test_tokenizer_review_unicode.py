@@ -5,6 +5,7 @@ strings per tokenizer shape: SmolLM2's real tokenizer, GPT-2's ByteLevel regex, 
 with added tokens carrying every flag). The only differences left were Unicode versions:
   - Oniguruma (pre-tokenizer regexes) and the regex crate (single_word) know Unicode 16.0, Rust's char::is_numeric
     (Digits) 17.0, while Python 3.11's unicodedata is 14.0 and calls the newer code points unassigned;
+  - HF's NFC/NFD/NFKC/NFKD run on Unicode 9.0 tables, so marks added later are not reordered or composed there.
 Every test measures the oracle over whole sets of code points rather than a few examples.
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ import unicodedata
 from functools import lru_cache
 
 import pytest
-from tokenizers import Regex, pre_tokenizers
+from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 import tokenizer_assets as assets
 import tokenizer_tiny as tiny
 from minagent.tokenizer.bpe_tokenizer import BPETokenizer
+from minagent.tokenizer.normalizers import build_normalizer
 from minagent.tokenizer.pretokenizers import GPT2_PATTERN, build_pretokenizer, run_pretokenizer
 from test_tokenizer import SMOLLM2_PRETOKENIZER
 
@@ -97,6 +99,28 @@ def test_single_word_token_sees_newer_letters_as_word_characters(qwen_pair):
     assert [ours.encode(t) for t in texts] == expected
 
 
+def _normalization_probes() -> list[str]:
+    """Every code point this Python gives a combining class or a decomposition: alone, after "a" and before a
+    class-1 mark (reordering), and as its canonical decomposition (composition)."""
+    probes = []
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF or not (unicodedata.combining(c) or unicodedata.decomposition(c)):
+            continue
+        probes += [c, f"a{c}\u0334", f"\u1dfc{c}"]
+        decomposition = unicodedata.decomposition(c)
+        if decomposition and not decomposition.startswith("<"):
+            probes.append("".join(chr(int(h, 16)) for h in decomposition.split()))
+    return probes
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD", "NFKC", "NFKD"])
+def test_unicode_normalizers_match_hf_on_every_mark_and_decomposition(form):
+    ours, hf = build_normalizer({"type": form}), getattr(normalizers, form)()
+    mismatches = [p for p in _normalization_probes() if ours(p) != hf.normalize_str(p)]
+    assert not mismatches, [f"U+{ord(p[-1]):04X}" for p in mismatches[:20]]
+
+
 # ---- the fuzzer's minimal cases, end to end through each tokenizer shape --------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -110,7 +134,8 @@ def smollm2_spec(smollm2_gguf):
 MINIMAL_CASES = {
     "smollm2": ["\U00013af3'm", "\u2029\U00011de4", "x\U00011de41", "\U0001ccf5\U0001ccf6 \U000105c0's"],
     "llama3": ["\U000138ef'R", "1\U0001e4f1\U0001e4f22", "\U00031350\U00031351 'LL"],
-    "qwen": ["\U00014397\u0e31", "[WORD]\U0002ee46", "\U00013b30[WORD]"],
+    "qwen": ["\U00014397\u0e31", "[WORD]\U0002ee46", "\U00013b30[WORD]", "\u1dfc\u1acd", "\uaab2\U00011a47",
+             "\U00011935\U00011930", "e\u1ac1\u0301", "<|im_end|>\U00011938<|im_end|>"],
 }
 
 

@@ -1,16 +1,21 @@
 """The `normalizer` section of tokenizer.json, as a plain str -> str function.
 
 Qwen2 declares NFC: text is composed (e + combining acute -> é) before pre-tokenization, so both spellings
-encode identically. Other byte-level tokenizers (GPT-2, SmolLM2, Llama-3) have no normalizer. The few other
-simple types are supported because they cost a line each; anything else is rejected by name.
+encode identically. HF's NFC tables are Unicode 9.0, Python's newer, so the few later marks that Python would
+reorder or compose are left alone, as HF leaves them. Other byte-level tokenizers (GPT-2, SmolLM2, Llama-3) have
+no normalizer. The few other simple types are supported because they cost a line each; anything else is
+rejected by name.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
+from functools import lru_cache
 from typing import Callable
 
 from .errors import SpecError
-from .unicode_regex import compile_pattern, is_whitespace
+from .unicode_additions import unknown_to_hf_normalizers
+from .unicode_regex import compile_pattern, is_whitespace, one_char_of
 
 Normalizer = Callable[[str], str]
 
@@ -30,6 +35,25 @@ def _lowercase(text: str) -> str:
     return "".join(c.lower() for c in text) if "\u03a3" in text else text.lower()
 
 
+@lru_cache(maxsize=1)
+def _unknown_to_hf() -> re.Pattern:
+    """One character HF's normalizers leave alone (see unicode_additions.UNKNOWN_TO_HF_NORMALIZERS), captured."""
+    return re.compile(f"({one_char_of(unknown_to_hf_normalizers())})")
+
+
+def _unicode_normalizer(form: str) -> Normalizer:
+    """unicodedata.normalize as HF's older tables apply it: a code point they do not know is, for them, a starter
+    that nothing combines with, so the text on either side of it is normalized on its own and it stays as is."""
+    frozen = _unknown_to_hf()
+
+    def run(text: str) -> str:
+        if frozen.search(text) is None:
+            return unicodedata.normalize(form, text)
+        parts = frozen.split(text)  # text, frozen char, text, ...: normalize the text parts only
+        return "".join(p if i % 2 else unicodedata.normalize(form, p) for i, p in enumerate(parts))
+    return run
+
+
 def build_normalizer(spec: dict | None, where: str = "normalizer") -> Normalizer | None:
     """Function for a tokenizer.json normalizer spec (None when there is nothing to do).
     Raises SpecError naming `where` (the JSON path) for types we do not implement."""
@@ -39,7 +63,7 @@ def build_normalizer(spec: dict | None, where: str = "normalizer") -> Normalizer
         raise SpecError(where, f"expected an object with a 'type', got {spec!r:.80}")
     kind = spec["type"]
     if kind in ("NFC", "NFD", "NFKC", "NFKD"):
-        return lambda text: unicodedata.normalize(kind, text)
+        return _unicode_normalizer(kind)
     if kind == "Lowercase":
         return _lowercase
     if kind == "Sequence":

@@ -1,4 +1,4 @@
-"""Where HF tokenizers' Unicode tables are newer than Python's `unicodedata`, as data.
+"""Where HF tokenizers' Unicode tables and Python's `unicodedata` disagree, as data.
 
 1. General categories of the code points assigned in Unicode 15.0, 15.1 and 16.0 (ADDED_SINCE_UNICODE_14).
 
@@ -12,6 +12,9 @@ Cn; tests/test_tokenizer_review_unicode.py repeats that measurement). It is only
 running Python reports as Cn, so a newer Python's own data always wins.
 
 2. The numbers Unicode 17.0 added, which Rust's char::is_numeric already knows (RUST_NUMBERS_ADDED_IN_UNICODE_17).
+
+3. The other way round: HF normalizes (NFC, ...) with Unicode 9.0 tables, so code points that later releases gave a
+combining class or a decomposition are left alone there (UNKNOWN_TO_HF_NORMALIZERS).
 """
 from __future__ import annotations
 
@@ -47,6 +50,17 @@ ADDED_SINCE_UNICODE_14 = {
 # numbers (Sharada digits, Yangqin numerals); measured the same way, with pre_tokenizers.Digits.
 RUST_NUMBERS_ADDED_IN_UNICODE_17 = "11DE0-11DE9 16FF4-16FF6"
 
+# HF's normalizers (NFC, NFD, NFKC, NFKD) run on older tables (Unicode 9.0): these code points, assigned later with a
+# canonical combining class or a decomposition (or parts of a later composition, like Dives Akuru's 11935 + 11930
+# = 11938), are unassigned to them, so they are left as they are and never reordered, decomposed or composed,
+# where Python would reorder U+1DFC U+1ACD. Measured against tokenizers 0.23: every code point Python 3.11 gives a
+# combining class or a decomposition, alone, after "a" and before U+0334, and as its decomposition recomposed.
+UNKNOWN_TO_HF_NORMALIZERS = (
+    "7FD 898-89F 8CA-8D3 9FE C3C D3B-D3C EBA 1715 1ABF-1ACE 1DF6-1DFA 32FF A7F2-A7F4 A82C AB69 "
+    "10781-10785 10787-107B0 107B2-107BA 10D24-10D27 10EAB-10EAC 10F46-10F50 10F82-10F85 11070 1133B "
+    "1145E 11839-1183A 11930 11935 11938 1193D-1193E 11943 119E0 11A34 11A47 11A99 11D42 11D44-11D45 "
+    "11D97 16FF0-16FF1 1E130-1E136 1E2AE 1E2EC-1E2EF 1F16C 1FBF0-1FBF9")
+
 
 def _parse(spec: str) -> list[tuple[int, int]]:
     ranges = []
@@ -60,6 +74,10 @@ def _parse(spec: str) -> list[tuple[int, int]]:
 def added_ranges() -> dict[str, list[tuple[int, int]]]:
     """Category -> sorted inclusive ranges of the newly assigned code points."""
     return {category: _parse(spec) for category, spec in ADDED_SINCE_UNICODE_14.items()}
+
+
+def unknown_to_hf_normalizers() -> list[tuple[int, int]]:
+    return _parse(UNKNOWN_TO_HF_NORMALIZERS)
 
 
 def rust_numbers_added_in_unicode_17() -> list[tuple[int, int]]:

@@ -236,6 +236,11 @@ def translate(pattern: str) -> str:
     return "".join(out)
 
 
+def one_char_of(ranges: Ranges) -> str:
+    """A Python pattern matching one character of `ranges` (inclusive code point pairs), fast in sre."""
+    return _emit_set(_union(ranges))
+
+
 @lru_cache(maxsize=2)
 def compile_digits(individual: bool) -> re.Pattern:
     """What HF's Digits pre-tokenizer cuts out: one character (individual) or a run of Rust's char::is_numeric,
