@@ -29,10 +29,12 @@ RESUME_KEYS = ("stage", "model", "data", "eval_data", "eval_fraction", "method",
                "lora_targets", "rslora", "lora_rank_pattern", "lora_alpha_pattern", "lora_layers", "lora_exclude",
                "lora_init", "max_length", "truncation", "observation_role", "seed", "lr",
                "min_lr_ratio", "warmup_steps", "epochs", "max_steps", "weight_decay", "beta1", "beta2",
+               "clip", "lora_dropout",  # every update after the resume depends on them as on the lr
                "global_batch",  # batch_size x grad_accum x processes: the data position depends on it, not its split
                "train_data")  # PackedRows.fingerprint of the training rows: the file at --data may have changed
 # Keys added after checkpoints were first written: a checkpoint from before has none and is not refused for it.
-LATER_KEYS = ("train_data", "lora_rank_pattern", "lora_alpha_pattern", "lora_layers", "lora_exclude", "lora_init")
+LATER_KEYS = ("train_data", "lora_rank_pattern", "lora_alpha_pattern", "lora_layers", "lora_exclude", "lora_init",
+              "clip", "lora_dropout")
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
