@@ -113,7 +113,14 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 
 
 class _RowText:
-    """Decodes one row's tokens as they come, finds stop strings, and yields the text that is safe to stream."""
+    """Decodes one row's tokens as they come, finds stop strings, and yields the text that is safe to stream.
+
+    The streamed pieces add up to the row's final text (tested against HF's decode and DecodeStream), with one
+    exception no stream can avoid: SentencePiece byte fallback as HF decodes it (and so our tokenizers) turns a
+    whole run of <0xNN> pieces into one U+FFFD per byte when any part of the run is invalid. A reply that ends
+    inside a character of such a run (max_new_tokens, a stop id) thus loses the run's complete characters too,
+    after they were streamed; HF's DecodeStream streams the same characters. Holding every open run back instead
+    would delay a reply written in byte-fallback characters (emoji, rarer CJK) until a normal piece came."""
 
     def __init__(self, tokenizer, stop_strings: Sequence[str]):
         self.tokenizer, self.stops = tokenizer, [s for s in stop_strings if s]
