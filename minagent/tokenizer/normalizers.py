@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Callable
 
 from .errors import SpecError
-from .unicode_additions import unknown_to_hf_normalizers
+from .unicode_additions import lowercase_added, unknown_to_hf_normalizers
 from .unicode_regex import compile_pattern, is_whitespace, one_char_of
 
 Normalizer = Callable[[str], str]
@@ -29,10 +29,20 @@ def _strip_whitespace(text: str, left: bool, right: bool) -> str:
     return text[start:stop]
 
 
+@lru_cache(maxsize=1)
+def _capitals_added() -> re.Pattern:
+    """One of the capitals that Rust's newer tables lowercase and this Python does not (lowercase_added)."""
+    return re.compile(one_char_of([(c, c) for c in sorted(lowercase_added())]) if lowercase_added() else "(?!)")
+
+
 def _lowercase(text: str) -> str:
-    """HF lowercases character by character (Rust's char::to_lowercase): Σ is always σ, where str.lower() writes
-    a word-final Σ as ς. Every other character lowercases the same either way."""
-    return "".join(c.lower() for c in text) if "\u03a3" in text else text.lower()
+    """HF lowercases character by character (Rust's char::to_lowercase, Unicode 17.0): Σ is always σ, where
+    str.lower() writes a word-final Σ as ς; and the capitals assigned after this Python's Unicode version
+    (unicode_additions.LOWERCASE_ADDED) lowercase too. Every other character lowercases the same either way."""
+    lowered = "".join(c.lower() for c in text) if "\u03a3" in text else text.lower()
+    if not lowered.isascii() and _capitals_added().search(lowered):
+        lowered = lowered.translate(lowercase_added())
+    return lowered
 
 
 @lru_cache(maxsize=1)

@@ -103,3 +103,24 @@ def category(ch: str) -> str:
     if i >= 0 and ord(ch) <= ends[i][0]:
         return ends[i][1]
     return cat
+
+
+# 4. HF's Lowercase normalizer is Rust's char::to_lowercase, on Unicode 17.0 tables: capitals assigned in 15.0-17.0
+# (Cyrillic TJE, Latin letters of A7Cx-A7Dx, Garay, Beria Erfe) lowercase there, while an older Python's str.lower()
+# leaves them. "lo-hi>target": lo..hi lowercase to target, target+1, ... Measured with tokenizers 0.23's
+# normalizers.Lowercase over every code point (tests/test_tokenizer_review_lowercase.py repeats it).
+LOWERCASE_ADDED = ("1C89>1C8A A7CB>264 A7CC>A7CD A7CE>A7CF A7D2>A7D3 A7D4>A7D5 A7DA>A7DB A7DC>19B "
+                   "10D50-10D65>10D70 16EA0-16EB8>16EBB")
+
+
+@lru_cache(maxsize=1)
+def lowercase_added() -> dict[int, int]:
+    """Code point -> its lowercase, for the capitals of LOWERCASE_ADDED the running Python does not lowercase."""
+    table = {}
+    for item in LOWERCASE_ADDED.split():
+        source, _, target = item.partition(">")
+        (lo, hi), = _parse(source)
+        for offset in range(hi - lo + 1):
+            if chr(lo + offset).lower() == chr(lo + offset):   # a newer Python knows it: its own data wins
+                table[lo + offset] = int(target, 16) + offset
+    return table
