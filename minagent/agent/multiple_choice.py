@@ -24,12 +24,29 @@ def normalize_text(s: str) -> str:
     """SQuAD's normalisation (lower case, punctuation and articles dropped, spaces collapsed), except that a
     number keeps its decimal point and minus sign: "1.5" is not "15", nor "-30" "30"; and a decimal's trailing
     zeros go ("30.0 seconds" is "30 seconds", "1.50 s" is "1.5 s"; leading zeros stay: "007" is an id)."""
+    s = _keeping_zeros(s)
+    return " ".join(_TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), s).split())
+
+
+def _keeping_zeros(s: str) -> str:
+    """normalize_text without dropping a decimal's trailing zeros: what tells apart options that only those
+    zeros tell apart ("Python 3.10" and "Python 3.1", two releases)."""
     s = str(s).lower().replace("\u2212", "-").replace("\u2013", "-")  # the minus sign and the en dash
     s = _NUMBER_MARKS.sub(lambda m: "\0" if m.group() == "." else "\1", s)
     s = "".join(c for c in s if c not in _PUNCTUATION).replace("\0", ".").replace("\1", "-")
     s = re.sub(r"\b(a|an|the)\b", " ", s)
-    s = _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), s)
     return " ".join(s.split())
+
+
+def _options_where(choices: dict, test) -> list:
+    """The letters of the options for which test(normalise, option text) holds under normalize_text; where
+    several do, those for which it also holds keeping trailing zeros, if any. Dropping the zeros must not make
+    options that differ ("3.1", "3.10") one option: an answer that names one of them exactly is that one."""
+    found = [k for k, v in choices.items() if test(normalize_text, v)]
+    if len(found) > 1:
+        finer = [k for k in found if test(_keeping_zeros, choices[k])]
+        found = finer or found
+    return found
 
 
 def _number(s) -> float | None:
@@ -111,8 +128,7 @@ def _exact_option(text: str, choices: dict | None) -> str | None:
     """The letter of the one option whose text the answer is (after normalize_text), or None."""
     if not choices:
         return None
-    norm = normalize_text(text)
-    exact = [k for k, v in choices.items() if normalize_text(v) == norm]
+    exact = _options_where(choices, lambda normalise, option: normalise(option) == normalise(text))
     return exact[0].upper() if len(exact) == 1 else None
 
 
@@ -146,12 +162,11 @@ def to_letter(answer, choices: dict | None = None) -> str | None:
     if len(found) == 1:  # "I pick (c)"
         return found.pop()
     if choices:
-        norm = normalize_text(text)
         value = _number(text)  # final_answer(10.0) for the option "10": numbers compare by value, as is_correct does
         same = [k for k, v in choices.items() if value is not None and _number(v) == value]
         if len(same) == 1:
             return same[0].upper()
-        inside = [k for k, v in choices.items() if _holds(norm, normalize_text(v))]
+        inside = _options_where(choices, lambda normalise, option: _holds(normalise(text), normalise(option)))
         if len(inside) == 1:
             return inside[0].upper()
     return None
