@@ -138,6 +138,13 @@ def _extends(ch):
             or "\U0001F3FB" <= ch <= "\U0001F3FF" or "\U000E0020" <= ch <= "\U000E007F")
 
 
+def _is_control(ch):
+    """UAX #29's Control (and CR, LF) among the characters of categories Cc, Zl and Zp, all of which are: nothing
+    joins on after them ("\n" + a combining accent is two clusters). (Its Cf members are left out: erring toward
+    joining after them only ever moves a cut back.)"""
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
 def _joins(text, i, boundary=0):
     """Whether text[i - 1] and text[i] are parts of one user-perceived character (a grapheme cluster, Unicode
     UAX #29), so that no passage may start or end between them: a piece cut there would begin with a lone accent
@@ -149,7 +156,11 @@ def _joins(text, i, boundary=0):
     if i <= 0 or i >= len(text):
         return False
     before, ch = text[i - 1], text[i]
-    if (before == "\r" and ch == "\n") or _extends(ch) or (before == "\u200d" and not ch.isspace()):
+    if before == "\r" and ch == "\n":
+        return True
+    if _is_control(before):     # UAX #29 GB4: a character after a control is a new cluster, even a mark
+        return False
+    if _extends(ch) or (before == "\u200d" and not ch.isspace()):
         return True
     if _is_regional_indicator(ch) and _is_regional_indicator(before):
         run = 1                                    # flags pair indicators from the start of the run
