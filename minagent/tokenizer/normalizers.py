@@ -30,9 +30,10 @@ def _strip_whitespace(text: str, left: bool, right: bool) -> str:
 
 
 @lru_cache(maxsize=1)
-def _capitals_added() -> re.Pattern:
-    """One of the capitals that Rust's newer tables lowercase and this Python does not (lowercase_added)."""
-    return re.compile(one_char_of([(c, c) for c in sorted(lowercase_added())]) if lowercase_added() else "(?!)")
+def _capitals_added() -> tuple[str, ...]:
+    """The capitals that Rust's newer tables lowercase and this Python does not (lowercase_added). Looked for
+    one by one with `in`: str.find skips a whole text in a fraction of the time a regex character class takes."""
+    return tuple(map(chr, sorted(lowercase_added())))
 
 
 def _lowercase(text: str) -> str:
@@ -40,7 +41,7 @@ def _lowercase(text: str) -> str:
     str.lower() writes a word-final Σ as ς; and the capitals assigned after this Python's Unicode version
     (unicode_additions.LOWERCASE_ADDED) lowercase too. Every other character lowercases the same either way."""
     lowered = "".join(c.lower() for c in text) if "\u03a3" in text else text.lower()
-    if not lowered.isascii() and _capitals_added().search(lowered):
+    if not lowered.isascii() and any(c in lowered for c in _capitals_added()):
         lowered = lowered.translate(lowercase_added())
     return lowered
 
@@ -57,6 +58,10 @@ def _unicode_normalizer(form: str) -> Normalizer:
     frozen = _unknown_to_hf()
 
     def run(text: str) -> str:
+        # Text Python finds normalized already is normalized for HF too (its older tables only make fewer
+        # characters decompose, reorder or compose), and the quick check is ~15x faster than the search below
+        if unicodedata.is_normalized(form, text):
+            return text
         if frozen.search(text) is None:
             return unicodedata.normalize(form, text)
         parts = frozen.split(text)  # text, frozen char, text, ...: normalize the text parts only
