@@ -157,6 +157,24 @@ def write_csv(results: list[tuple[str, dict]], path) -> Path:
     return path
 
 
+def _resumable(out_path, settings: dict, legacy: dict) -> tuple[PartialResults, int]:
+    """The partial results for `settings` and the number of answers found. A file written under the older,
+    fuller key of the same arguments (`legacy`: every setting, read by the mode or not) gives its answers too
+    (the file is rewritten with the new key when the run starts); any other mismatch is refused, as
+    PartialResults refuses it."""
+    partial = PartialResults(out_path, settings)
+    try:
+        return partial, partial.load()
+    except ValueError as refused:
+        older = PartialResults(out_path, legacy)
+        try:
+            found = older.load()
+        except ValueError:
+            raise refused from None
+        partial.done = older.done
+        return partial, found
+
+
 def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
                  system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
                  split: str | None = None, log=print, draft_tokens: int | None = None,
@@ -192,8 +210,14 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
                 "agent": (agent_config or AgentConfig()).__dict__ if agent else None, "max_len": max_len,
                 "model files": files_fingerprint(model),
                 "index files": files_fingerprint(index_dir) if index_used else None}
-    partial = PartialResults(out_path, settings)
-    if partial.load() and log:
+    # the key every mode wrote before it held only what the mode reads: a run interrupted then still resumes
+    legacy = {**settings, "index": None if index_dir is None else str(Path(index_dir).resolve()), "k": k,
+              "system": None if system_file is None else text, "extractor": extractor,
+              "agent": (agent_config or AgentConfig()).__dict__,
+              "index files": (settings["index files"] if index_used
+                              else None if index_dir is None else files_fingerprint(index_dir))}
+    partial, found = _resumable(out_path, settings, legacy)
+    if found and log:
         log(f"resuming from {partial.path}: {len(partial.done)} questions already answered")
     llm = load_llm(str(model), draft_tokens=draft_tokens, max_len=max_len)
     result = evaluate_system(system, llm, items, out_path, search, agent_system, agent_config,
