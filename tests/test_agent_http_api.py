@@ -424,3 +424,49 @@ def test_a_client_started_before_its_server_learns_the_model_name_on_a_retry():
         for srv in servers:
             srv.shutdown()
             srv.server_close()
+
+
+def test_a_model_list_that_failed_once_is_asked_again_after_a_model_not_found():
+    """GET /models answered 503 (a server still warming up), so the client sent its fallback name "default"; the
+    server's 404 model_not_found (vLLM's and ours) then ended the run. The name was a guess: ask again and retry.
+    A name the user gave is not retried (test_agent_serve_openai_wire's unknown-model test)."""
+    seen = {"models": 0, "posts": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _send(self, code, obj):
+            data = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            seen["models"] += 1
+            if seen["models"] == 1:
+                return self._send(503, {"error": {"message": "loading"}})
+            self._send(200, {"object": "list", "data": [{"id": "served", "object": "model"}]})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["posts"].append(body["model"])
+            if body["model"] != "served":
+                return self._send(404, {"error": {"message": "no such model", "type": "invalid_request_error",
+                                                  "param": "model", "code": "model_not_found"}})
+            self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                          "finish_reason": "stop"}]})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = HTTPChatLLM(f"http://127.0.0.1:{srv.server_address[1]}/v1", retries=2, backoff=0.01)
+        assert client.complete(MSGS) == ["hi"] and seen["posts"] == ["default", "served"]
+        named = HTTPChatLLM(f"http://127.0.0.1:{srv.server_address[1]}/v1", model="typo", retries=2, backoff=0.01)
+        with pytest.raises(LLMError, match="HTTP 404"):
+            named.complete(MSGS)
+        assert seen["posts"][2:] == ["typo"]
+    finally:
+        srv.shutdown()
+        srv.server_close()

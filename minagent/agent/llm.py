@@ -413,7 +413,8 @@ class HTTPChatLLM:
                     detail = e.read().decode("utf-8", "replace")[:300]
                 except (OSError, http.client.HTTPException):  # the connection dropped while the error body came
                     detail = ""
-                if e.code not in RETRYABLE_STATUS:
+                guessed = self.model is None and e.code == 404 and "model_not_found" in detail
+                if e.code not in RETRYABLE_STATUS and not guessed:  # (a guessed name: ask /models again, retry)
                     if e.code == 400 and _context_overflow(detail):
                         raise ContextOverflow(f"{url}: {detail}") from None
                     raise LLMError(f"{url}: HTTP {e.code}: {detail}") from None
