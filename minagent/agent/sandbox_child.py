@@ -121,7 +121,10 @@ def guard_processes():
     import subprocess
     for name in ("system", "popen", "fork", "forkpty", "execv", "execve", "execl", "execle", "execlp", "execvp",
                  "execvpe", "spawnv", "spawnve", "spawnl", "spawnle", "posix_spawn", "posix_spawnp", "kill",
-                 "killpg"):
+                 "killpg",
+                 # leaving the sandbox's process group (a new session or group) would take a process out of reach
+                 # of the killpg() that stops the sandbox: it could outlive the agent
+                 "setsid", "setpgid", "setpgrp", "login_tty"):
         if hasattr(os, name):
             setattr(os, name, _refuse(f"os.{name}"))
     subprocess.Popen = _refuse("starting a process")
