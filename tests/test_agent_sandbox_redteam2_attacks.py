@@ -51,3 +51,23 @@ def test_no_process_outlives_the_sandbox_after_leaving_its_process_group(leave_g
     for pid in left:  # do not leave them spinning on the test machine
         os.kill(pid, 9)
     assert left == [], r
+
+
+def test_tool_calls_with_huge_arguments_do_not_grow_the_agent():
+    """The cell's memory is capped, the agent's is not: every distinct tool call was remembered in the agent's
+    cache, key and all, so a cell under a 256 MB limit calling search() with 8 MB queries grew the agent by
+    ~500 MB in 4 s (and more each cell, for the whole question). The oracle is tracemalloc, Python's own count of
+    the memory the agent's process holds."""
+    import tracemalloc
+    with Sandbox({"search": lambda q, k=3: f"{k} passages"}, timeout=5, memory_mb=256) as b:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            r = b.run("big = 'x' * (4 << 20)\nfor i in range(16):\n    search(big + str(i))\nprint('done')")
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert (r.output, r.error) == ("done\n", None)
+        assert held < 8 << 20, f"the agent kept {held >> 20} MB after the cell"
+        assert b.run("search('short')\nsearch('short')").error is None
+        assert (b.toolbox.calls, b.toolbox.real_calls) == (18, 17)  # ordinary calls are still served once

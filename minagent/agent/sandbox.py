@@ -105,14 +105,19 @@ class ToolBox:
         self.calls = 0       # calls asked for
         self.real_calls = 0  # calls actually run
 
+    # characters of a call's arguments worth remembering: a real query is a line, while a cell (its own memory
+    # capped) can send megabytes of distinct arguments, which the cache would keep in the agent for the question
+    MAX_CACHED_KEY = 1 << 16
+
     def call(self, name: str, args: list, kwargs: dict):
         self.calls += 1
         key = json.dumps([name, *self._canonical(name, args, kwargs)], sort_keys=True, default=str)
-        if self.use_cache and key in self.cache:
+        cache = self.use_cache and len(key) <= self.MAX_CACHED_KEY
+        if cache and key in self.cache:
             return self.cache[key]
         self.real_calls += 1
         result = self.tools[name](*args, **kwargs)
-        if self.use_cache:
+        if cache:
             self.cache[key] = result
         return result
 
