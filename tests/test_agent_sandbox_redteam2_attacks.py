@@ -71,3 +71,27 @@ def test_tool_calls_with_huge_arguments_do_not_grow_the_agent():
         assert held < 8 << 20, f"the agent kept {held >> 20} MB after the cell"
         assert b.run("search('short')\nsearch('short')").error is None
         assert (b.toolbox.calls, b.toolbox.real_calls) == (18, 17)  # ordinary calls are still served once
+
+
+def test_a_file_kept_open_across_cells_is_each_candidates_own():
+    """Candidates are forks of the holder, so a file the holder kept open in a variable was one open file shared
+    by all of them: a read in the first candidate moved the second one's position (the same readline() gave
+    'line 0' and then ''), and what the first wrote through the kept file the second read back, although each
+    works on its own copy of the files. The oracle is the file as written by the test: every candidate reads it
+    from the same place, and the file left on disk has the winner's write only."""
+    with Sandbox({}, timeout=3) as b:
+        b.run("open('data.txt', 'w').write('line 0\\nline 1\\n')\nopen('notes.txt', 'w').write('start ')\n"
+              "f = open('data.txt')\nlog = open('notes.txt', 'a+')")
+        a = b.run_candidate("print(f.readline(), end='')\nlog.write('by A')\nlog.flush()")
+        c = b.run_candidate("print(f.readline(), end='')\nlog.seek(0)\nprint(log.read())\nlog.write('by C')\n"
+                            "log.flush()")
+        assert (a.output, c.output) == ("line 0\n", "line 0\nstart \n")
+        b.commit(c.cid)
+        with open(os.path.join(b.workdir, "notes.txt")) as disk:
+            assert disk.read() == "start by C"
+        assert b.run("print(f.readline(), end='')\nlog.write('!')\nlog.flush()").output == "line 1\n"
+        with open(os.path.join(b.workdir, "notes.txt")) as disk:
+            assert disk.read() == "start by C!"
+        b.run_candidate("log.write(' lost')\nlog.flush()")
+        b.discard()  # a rolled-back write is gone from the kept file too
+        assert b.run("log.seek(0)\nprint(log.read())").output == "start by C!\n"

@@ -38,6 +38,7 @@ os.dup2(_log, 1)
 os.dup2(_log, 2)
 sys.stdout = sys.stderr = io.TextIOWrapper(io.FileIO(_log, "w", closefd=False), write_through=True)
 _fork, _exit, _write, _read, _waitpid, _close, _pipe = os.fork, os._exit, os.write, os.read, os.waitpid, os.close, os.pipe
+_open, _dup2, _lseek = os.open, os.dup2, os.lseek
 _buffer = b""
 
 
@@ -360,6 +361,7 @@ class WorkingFiles:
     def before_candidate(self):
         if not os.path.isdir(self.BASE):
             _copy_files(WORK, self.BASE)
+            _reopen_kept_files(self.BASE)  # the first candidate works on WORK's files themselves
         else:
             _remove(WORK)
             _copy_files(self.BASE, WORK)
@@ -455,6 +457,42 @@ def _stop_threads_left_running():
         _close(gone_r)
         global _TOOL_CALL
         _TOOL_CALL = threading.Lock()  # a thread that held it is gone with the old process
+
+
+def _copy_of(path, into):
+    """The same file in the copy of the working directory `into`, when `path` lies in one of the copies (WORK,
+    .base, .candidate-N, or one set aside); None for anything else (the log, a file outside)."""
+    rel = os.path.relpath(path, ROOT).split(os.sep, 1)
+    if len(rel) == 2 and (rel[0] in ("work", ".base") or rel[0].startswith((".candidate-", ".removed-"))):
+        return os.path.join(into, rel[1])
+    return None
+
+
+def _reopen_kept_files(into):
+    """Open again, in the copy of the working directory `into`, every file kept open from an earlier cell (a
+    variable `f = open(...)`). A fork shares open files with its parent: one position for all candidates, and
+    the file is wherever the holder opened it, not in this candidate's copy. The holder moves its own to .base
+    (the committed files) before a round, each candidate to its copy; same flags, same position, same fd, so
+    the Python file objects go on working. A file the code deleted stays as it is."""
+    import fcntl
+    import stat
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            st = os.fstat(fd)
+            path = _copy_of(os.readlink(f"/proc/self/fd/{fd}"), into)
+            if path is None or not stat.S_ISREG(st.st_mode) or st.st_nlink == 0:
+                continue
+            own = _open(path, fcntl.fcntl(fd, fcntl.F_GETFL) & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+        except OSError:  # closed meanwhile (the listing's own fd), or no file at that path in the copy
+            continue
+        try:
+            _lseek(own, _lseek(fd, 0, os.SEEK_CUR), os.SEEK_SET)
+            _dup2(own, fd, inheritable=os.get_inheritable(fd))
+        except OSError:
+            pass
+        finally:
+            _close(own)
 
 
 # ---- running a cell ------------------------------------------------------------------------------------------
@@ -590,6 +628,7 @@ def candidate(msg, state, ctrl_r, done_w):
         os.chdir(os.path.join(WORK, CWD))
     except OSError:
         os.chdir(WORK)
+    _reopen_kept_files(WORK)
     send({"op": "started", "id": msg["id"], "pid": os.getpid()})
     cpu = int(msg["timeout"]) + 2  # a CPU-time backstop; the parent's wall-clock kill is the main limit
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
