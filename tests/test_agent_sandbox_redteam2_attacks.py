@@ -95,3 +95,19 @@ def test_a_file_kept_open_across_cells_is_each_candidates_own():
         b.run_candidate("log.write(' lost')\nlog.flush()")
         b.discard()  # a rolled-back write is gone from the kept file too
         assert b.run("log.seek(0)\nprint(log.read())").output == "start by C!\n"
+
+
+def test_modules_loaded_before_the_guards_do_not_keep_the_real_open(tmp_path):
+    """bz2 and tokenize were imported before the guards were installed and keep their own reference to the real
+    open(): bz2.open() wrote a file outside the working directory, and linecache.getline() and tokenize.open()
+    read another candidate's copy of the files. The oracles are the victim directory and the other candidate's
+    secret, which must not come back."""
+    with Sandbox({}, timeout=3) as b:
+        r = b.run(f"import bz2\nbz2.open({str(tmp_path / 'out.bz2')!r}, 'wb').write(b'x')")
+        assert r.error and "PermissionError" in r.error
+        assert os.listdir(tmp_path) == []
+        a = b.run_candidate("open('answer.txt', 'w').write('secret-of-a')")
+        for code in (f"import linecache\nprint(linecache.getline('../.candidate-{a.cid}/answer.txt', 1))",
+                     f"import tokenize\nprint(tokenize.open('../.candidate-{a.cid}/answer.txt').read())"):
+            r = b.run_candidate(code)
+            assert "secret-of-a" not in r.output, code

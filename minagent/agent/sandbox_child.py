@@ -235,6 +235,13 @@ def guard_writes():
     builtins.open = io.open = _io.open = open_
     io.FileIO = _io.FileIO = FileIO
     os.open = os_open
+    # modules loaded before now keep references of their own (bz2._builtin_open, tokenize._builtin_open, behind
+    # bz2.open, tokenize.open and linecache): they get the guarded ones too
+    guarded = {id(real_open): open_, id(real_file_io): FileIO}
+    for module in list(sys.modules.values()):
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if id(value) in guarded:
+                setattr(module, attr, guarded[id(value)])
 
     def checked(name, params):
         """os.NAME with its path parameters `params` (positional or by keyword) checked; a path that is an fd
