@@ -111,3 +111,36 @@ def test_modules_loaded_before_the_guards_do_not_keep_the_real_open(tmp_path):
                      f"import tokenize\nprint(tokenize.open('../.candidate-{a.cid}/answer.txt').read())"):
             r = b.run_candidate(code)
             assert "secret-of-a" not in r.output, code
+
+
+def _memory_files_held(tmpdir):
+    """Bytes of RAM held in memfd files by the sandbox's processes, as the kernel reports them (/proc/PID/fd)."""
+    held = 0
+    for pid in _processes_of(tmpdir):
+        fd_dir = f"/proc/{pid}/fd"
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(f"{fd_dir}/{fd}").startswith("/memfd:"):
+                    held += os.stat(f"{fd_dir}/{fd}").st_blocks * 512
+            except OSError:
+                continue
+    return held
+
+
+def test_memory_held_in_files_is_not_a_way_around_the_memory_limit():
+    """RLIMIT_AS counts mapped memory only: a cell limited to 128 MB kept 384 MB of RAM in os.memfd_create()
+    files (16 MB each, the file-size limit, times up to 1024 fds), and multiprocessing.shared_memory created a
+    RAM file in /dev/shm, in C past open(), that stayed there after the sandbox was closed. The oracles are the
+    kernel's count of the memfd pages and /dev/shm."""
+    name = f"minagent-redteam2-{os.getpid()}"
+    with Sandbox({}, timeout=5, memory_mb=128) as b:
+        r = b.run("import os\nfds = []\nfor i in range(12):\n    fd = os.memfd_create('m')\n"
+                  "    for _ in range(16):\n        os.write(fd, b'x' * (1 << 20))\n    fds.append(fd)")
+        assert r.error and "PermissionError" in r.error
+        assert _memory_files_held(b.tmpdir) < 16 << 20
+        r = b.run(f"from multiprocessing import shared_memory\nshared_memory.SharedMemory({name!r}, create=True, size=4096)")
+        assert r.error and "PermissionError" in r.error
+    left = os.path.exists(f"/dev/shm/{name}")
+    if left:
+        os.unlink(f"/dev/shm/{name}")
+    assert not left

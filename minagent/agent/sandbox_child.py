@@ -135,6 +135,19 @@ def guard_processes():
         sys.modules[name] = None
 
 
+def guard_memory_files():
+    """Memory that is a file is not address space: RLIMIT_AS does not count os.memfd_create() files (up to the
+    file-size limit each, one per fd) or POSIX shared memory, which multiprocessing.shared_memory creates in C
+    (past open()) under /dev/shm, in RAM, where it outlives the sandbox."""
+    if hasattr(os, "memfd_create"):
+        os.memfd_create = _refuse("os.memfd_create")
+    try:
+        import _posixshmem
+    except ImportError:  # no POSIX shared memory on this system: nothing to guard
+        return
+    _posixshmem.shm_open = _refuse("shared memory (/dev/shm)")
+
+
 ROOT = os.path.realpath(CONFIG["tmpdir"])  # holds the log, the working directory and SAG's file snapshots
 WORK = os.path.join(ROOT, "work")           # the cells' working directory, HOME and TMPDIR: writes go here
 _holder_moving_files = False                # the holder's own snapshot work, outside WORK, is let through
@@ -719,6 +732,7 @@ def main():
     guard_network()
     guard_processes()
     guard_writes()
+    guard_memory_files()
     os.environ.update(HOME=WORK, TMPDIR=WORK)
     TOOLS.update({name: make_tool(name) for name in CONFIG["tools"]}, final_answer=final_answer)
     state = {"__name__": "__main__", "__builtins__": builtins, **TOOLS}
