@@ -17,10 +17,13 @@ Security model — what the sandbox does, and what it does not:
     backs this up. Memory: RLIMIT_AS (`memory_mb` of address space) makes allocation fail with MemoryError;
     the cell is then discarded. Files: RLIMIT_FSIZE caps any file the code writes; output is truncated.
   - Network: where unprivileged user namespaces are available (most Linux systems) the process moves into a
-    fresh network namespace with no usable interface: no connection can leave, whatever the code does
-    (`network == "namespace"`). Elsewhere only the Python-level guard applies (`network == "python"`).
+    fresh network namespace with no usable interface: no TCP/UDP connection can leave, whatever the code does
+    (`network == "namespace"`). Elsewhere only the Python-level guard applies (`network == "python"`). A Unix
+    socket named by a path (/var/run/docker.sock, an X server) is a file, not network: the namespace does not
+    stop code that gets past the Python guard from connecting to one.
   - Python-level guards (new sockets, os.system / subprocess / fork / exec / multiprocessing's spawn and
-    forkserver, ctypes import; writes outside the working directory through open(), io.FileIO, os.open and the
+    forkserver, leaving the process group (setsid, setpgid), ctypes import; memory held in files (memfd,
+    /dev/shm), which RLIMIT_AS does not count; writes outside the working directory through open(), io.FileIO, os.open and the
     os path functions, with paths given by position, keyword, dir_fd or as an open fd; sqlite's connect,
     Connection, ATTACH and VACUUM INTO; reading the other candidates' copies of the files beside the working
     directory) stop ordinary code and honest mistakes. They are NOT a security boundary: Python code can reach
@@ -35,10 +38,10 @@ Security model — what the sandbox does, and what it does not:
     between cells anyway, the next call restarts the sandbox (variables lost, the model told). Tool calls have
     their own cap (`tool_timeout` seconds per cell). Files: each candidate works on its own copy of the working
     directory (`workdir`: the cells' cwd, HOME and TMPDIR) at the same path, so candidates cannot see each
-    other's files and a discarded or killed cell's writes vanish with its variables. The copies are by path: a
-    file object kept open in a variable across cells still points at the file it opened, which a rollback or a
-    SAG round may have replaced (reopen files in each cell, as `with open(...)` does); what cannot be copied
-    (a FIFO, a file the code made unreadable) is lost at the next rollback.
+    other's files and a discarded or killed cell's writes vanish with its variables. A file kept open in a
+    variable across cells is opened again in each candidate's copy (same position); other kernel objects a
+    committed cell keeps (a pipe, a socketpair, a shared mmap) stay shared by the candidates that follow. What
+    cannot be copied (a FIFO, a file the code made unreadable) is lost at the next rollback.
 """
 from __future__ import annotations
 
