@@ -18,6 +18,7 @@ import pytest
 
 from minagent.agent import Agent, AgentConfig, HTTPChatLLM, LLMError, distill, oracle_teacher
 from minagent.training.trajectories import read_trajectories
+from test_agent_http_api import _reply as reply  # a handler step answering code + JSON body
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Café? ünïcode"},
         {"role": "tool", "content": "Observation: 1"}]
@@ -50,18 +51,6 @@ class Fake:
     def close(self):
         self.srv.shutdown()
         self.srv.server_close()
-
-
-def reply(code, body, headers=()):
-    def send(h):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        h.send_response(code)
-        for k, v in headers:
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-    return send
 
 
 def reset_after(head: bytes):
