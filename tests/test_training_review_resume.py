@@ -83,3 +83,17 @@ def test_a_checkpoint_written_before_clip_and_dropout_were_recorded_still_resume
         state["settings"].pop(key, None)
     state_file.write_text(json.dumps(state))
     assert trainer.run(_cfg(tiny_dir, out, max_steps=3, resume=True))["steps"] == 3
+
+
+def test_epochs_are_not_compared_when_max_steps_set_the_length(tiny_dir, tmp_path):
+    """--epochs only decides how many steps a run takes; with --max-steps given it is not read, and a resume that
+    passed another --epochs (a script's default changed) was refused for it. A changed length is still refused:
+    without --max-steps, another --epochs is another run (named by the epochs it came from)."""
+    out = tmp_path / "o"
+    trainer.run(_cfg(tiny_dir, out, epochs=1), stop_after_step=2)
+    trainer.run(_cfg(tiny_dir, out, epochs=3, resume=True))
+    assert (out / "checkpoints" / f"step_{STEPS:08d}").is_dir()
+    other = tmp_path / "by_epochs"
+    trainer.run(_cfg(tiny_dir, other, max_steps=None, epochs=1, save_every=1), stop_after_step=1)
+    with pytest.raises(CheckpointStateError, match=r"written with epochs=1 but this run has epochs=2"):
+        trainer.run(_cfg(tiny_dir, other, max_steps=None, epochs=2, save_every=1, resume=True))

@@ -156,6 +156,8 @@ def load_checkpoint(path: str | Path, model, optimizer, settings: dict) -> dict:
     for k in RESUME_KEYS:
         if k in LATER_KEYS and k not in state["settings"]:
             continue
+        if k == "epochs" and state["settings"].get("max_steps") == settings.get("max_steps"):
+            continue  # epochs only set the run's length, which max_steps (the total) holds: --max-steps decided it
         was, now = state["settings"].get(k), settings.get(k)
         if was != now:
             raise CheckpointStateError(f"{path / 'state.json'}: the checkpoint was written with {k}={was!r} but "
