@@ -470,3 +470,26 @@ def test_a_model_list_that_failed_once_is_asked_again_after_a_model_not_found():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("text, reason, prefix", [
+    ("The stash page covers this. It saves the wo", "length", "Thought: The stash page covers this."),
+    ("The stash page covers th", "length", ""),
+    ("The stash page covers this. It saves the wo", "stop", "Thought: The stash page covers this. It saves the wo"),
+    ("The stash page covers this.\n\nSo it is git st", "length", "Thought: The stash page covers this."),
+])
+def test_a_first_thought_cut_by_max_tokens_keeps_whole_sentences_only(text, reason, prefix):
+    """The HTTP client dropped the server's finish_reason, so FTP could not tell a chain of thought cut at its
+    256-token budget from a finished one, and forced the half sentence ("It saves the wo") on the teacher's first
+    step. Hand-checked: cut by "length", only whole sentences of the first paragraph are kept."""
+    from minagent.agent.teacher import first_thought
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 256, "total_tokens": 263}}
+    srv, url, _ = _fake([_reply(200, body)])
+    try:
+        llm = HTTPChatLLM(url, model="m", retries=0)
+        assert first_thought(llm, "How to put work aside?") == prefix
+        assert llm.last.finish_reasons == [reason] and llm.last.prompt_tokens == 7
+    finally:
+        srv.shutdown()
+        srv.server_close()

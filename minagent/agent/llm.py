@@ -337,6 +337,7 @@ class HTTPChatLLM:
         self.timeout = timeout
         self.retries, self.backoff, self.max_backoff, self.log = retries, backoff, max_backoff, log
         self.requests = 0  # HTTP attempts made (tests and logs)
+        self.last: CompletionInfo | None = None  # the last call's finish reasons and usage, as the server gave them
 
     def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
                  prefix="", session="agent") -> list[str]:
@@ -362,6 +363,12 @@ class HTTPChatLLM:
                            "ignores n, like llama.cpp's, cannot serve SAG: use --sag 1)")
         if prefix:  # some servers echo the forced prefix back
             texts = [t[len(prefix):] if t.startswith(prefix) else t for t in texts]
+        choices = sorted(reply["choices"], key=lambda c: c["index"])
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        # (a server reports one completion total: it is put on the first row)
+        self.last = CompletionInfo(int(usage.get("prompt_tokens") or 0),
+                                   [int(usage.get("completion_tokens") or 0)] + [0] * (n - 1),
+                                   [c.get("finish_reason") or "stop" for c in choices])
         return [cut_at_stop(t, stop) for t in texts]
 
     def served_model(self) -> str:

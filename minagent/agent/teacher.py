@@ -33,11 +33,19 @@ from .multiple_choice import is_correct, to_letter
 
 
 def first_thought(llm, question: str, choices: dict | None = None, max_tokens: int = 256) -> str:
-    """FTP: the first paragraph of the teacher's plain chain-of-thought answer, as a 'Thought: ...' prefix."""
+    """FTP: the first paragraph of the teacher's plain chain-of-thought answer, as a 'Thought: ...' prefix; when
+    max_tokens cut the reply inside that paragraph, its whole sentences only."""
     messages = [{"role": "system", "content": prompts.COT_SYSTEM},
                 {"role": "user", "content": prompts.task_text(question, choices)}]
     text = llm.complete(messages, max_tokens=max_tokens, temperature=0.0, session="ftp")[0].strip()
-    paragraph = next((p.strip() for p in text.split("\n\n") if p.strip()), "")
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    paragraph = paragraphs[0] if paragraphs else ""
+    info = getattr(llm, "last", None)  # (MinagentLLM and HTTPChatLLM say why the reply ended)
+    if len(paragraphs) == 1 and info is not None and info.finish_reasons[:1] == ["length"]:
+        # cut by max_tokens inside its first paragraph: forcing a half sentence would make the teacher finish a
+        # thought it never had; keep the whole sentences, or no prefix at all
+        ends = [i + 1 for i, c in enumerate(paragraph) if c in ".!?" and paragraph[i + 1:i + 2] in ("", " ", "\n")]
+        paragraph = paragraph[:ends[-1]] if ends else ""
     if paragraph.lower().startswith("thought:"):
         paragraph = paragraph[len("thought:"):].strip()
     return f"Thought: {paragraph}" if paragraph else ""
