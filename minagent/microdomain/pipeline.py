@@ -34,6 +34,7 @@ from pathlib import Path
 from ..agent.executor import Agent, AgentConfig
 from ..agent.teacher import distill
 from ..agent.tools import make_search
+from ..jsonl import read_jsonl
 from . import formats
 from .domain import PRODUCTS, make_domain, write_manual
 from .evaluate import System, evaluate_system, format_table, write_csv
@@ -186,8 +187,8 @@ def make_trajectories(d: Path, dom, items, search, teacher: str | None, max_trai
     held = heldout_names(dom, items)
     by_id = {i["id"]: i for i in items}
     kept, leaked, extra = [], 0, []
-    for line in (d / "distilled.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    rows, _ = read_jsonl(d / "distilled.jsonl", lambda row: row)  # (a bad line is named, file:line)
+    for _, row in rows:
         text = json.dumps(row["messages"])
         if any(h in text for h in held):
             leaked += 1
