@@ -211,12 +211,13 @@ def _reply(code, body, headers=()):
     return f
 
 
-def _status_then_reset(code):
+def _status_then_reset(code, head=b'{"err'):
+    """A reply of status `code` whose body stops after `head` with a TCP reset (the server died mid-reply)."""
     def f(h):
         h.send_response(code)
         h.send_header("Content-Length", "1000")
         h.end_headers()
-        h.wfile.write(b'{"err')
+        h.wfile.write(head)
         h.wfile.flush()
         h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         h.connection.close()

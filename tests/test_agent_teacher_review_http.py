@@ -8,8 +8,6 @@ teacher without HTTP (what distill must write when every fault has been retried 
 """
 import email.utils
 import json
-import socket
-import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +17,7 @@ import pytest
 from minagent.agent import Agent, AgentConfig, HTTPChatLLM, LLMError, distill, oracle_teacher
 from minagent.training.trajectories import read_trajectories
 from test_agent_http_api import _reply as reply  # a handler step answering code + JSON body
+from test_agent_http_api import _status_then_reset as status_then_reset
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Café? ünïcode"},
         {"role": "tool", "content": "Observation: 1"}]
@@ -55,16 +54,7 @@ class Fake:
 
 def reset_after(head: bytes):
     """A 200 whose body stops after `head` with a TCP reset (the server process died mid-reply)."""
-    def send(h):
-        h.send_response(200)
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
-        h.wfile.write(head)
-        h.wfile.flush()
-        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        h.connection.close()
-        h.close_connection = True
-    return send
+    return status_then_reset(200, head)
 
 
 def call(plan, **kw):
