@@ -34,6 +34,33 @@ def variant(request):
     return request.param
 
 
+def _force_bm25_path(monkeypatch, path):
+    """Make every BM25 query (single and batched) take one path: "maxscore" or "exhaustive" (bm25_dense, which
+    an index with zero scores can never take)."""
+    import numpy as np
+    from minagent.retrieval.bm25 import BM25Index
+
+    def exhaustive(self, volume, single):
+        take = path == "exhaustive" and self.positive
+        return take if single else np.full(np.shape(volume), take)
+
+    monkeypatch.setattr(BM25Index, "exhaustive", exhaustive)
+
+
+@pytest.fixture(params=["maxscore", "exhaustive"])
+def bm25_path(request, monkeypatch):
+    """Runs a BM25 test once per query path: test indexes are small, and left alone every query on them would
+    be summed in full."""
+    _force_bm25_path(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture
+def maxscore_only(monkeypatch):
+    """BM25 queries by MaxScore alone (for tests of its internals)."""
+    _force_bm25_path(monkeypatch, "maxscore")
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf():
     """Path of the cached SmolLM2-135M-Instruct.Q4_1.gguf (skips when it cannot be downloaded, fails under CI)."""

@@ -77,7 +77,7 @@ def zipf_corpus(seed, n_docs, vocab=3000):
     return docs, rng
 
 
-def test_maxscore_topk_is_exact_against_rank_bm25():
+def test_maxscore_topk_is_exact_against_rank_bm25(bm25_path):
     rank_bm25 = pytest.importorskip("rank_bm25")
     docs, rng = zipf_corpus(0, 1500)
     ref = rank_bm25.BM25Okapi(docs, k1=1.2, b=0.75, epsilon=0.0)
@@ -96,7 +96,7 @@ def test_maxscore_topk_is_exact_against_rank_bm25():
         np.testing.assert_allclose(scores, ref_scores[top], rtol=1e-9, atol=1e-9)
 
 
-def test_filter_never_returns_masked_passages():
+def test_filter_never_returns_masked_passages(bm25_path):
     rank_bm25 = pytest.importorskip("rank_bm25")
     docs, rng = zipf_corpus(1, 800)
     ref = rank_bm25.BM25Okapi(docs, k1=0.9, b=0.4, epsilon=0.0)
@@ -148,7 +148,7 @@ def test_building_in_small_slices_gives_the_same_index(monkeypatch):
         np.testing.assert_allclose(idx.score_all(ids_of(vocab, q)), ref.get_scores(q), rtol=1e-9, atol=1e-9)
 
 
-def test_batched_rounds_widen_unsettled_queries_and_stay_exact(monkeypatch):
+def test_batched_rounds_widen_unsettled_queries_and_stay_exact(monkeypatch, maxscore_only):
     # a corpus big enough that most queries take the vectorised batch round; queries it cannot settle take
     # one more essential term and go round again: every result must still equal the single-query path's
     docs, rng = zipf_corpus(5, 6000)
@@ -172,7 +172,7 @@ def test_batched_rounds_widen_unsettled_queries_and_stay_exact(monkeypatch):
 
 
 @pytest.mark.parametrize("variant", ["lucene", "robertson"])
-def test_batch_dense_rows_chunks_and_long_queries_equal_single_queries(monkeypatch, variant):
+def test_batch_dense_rows_chunks_and_long_queries_equal_single_queries(monkeypatch, variant, maxscore_only):
     # queries of common words only have long essential lists, which the batch scatters into dense per-query
     # rows; robertson's idf is 0 for terms in over half the passages, so some stored scores are 0 and the rows
     # must find reached passages by counting postings, not by a non-zero sum. Tiny chunks force several dense
@@ -226,7 +226,7 @@ def test_batch_sum_falls_back_to_a_stable_argsort_when_keys_are_too_wide():
         assert sums.tolist() == [(0.1 + 0.2) + 0.3, 1e16 + -1e16, 5.0]
 
 
-def test_maxscore_bounds_allow_for_rounding():
+def test_maxscore_bounds_allow_for_rounding(bm25_path):
     # The bound of the non-essential terms is summed from the last term back, a passage's score from the first:
     # passage X = [b c d] can score an ulp above the bound, and ties passage Y = [a c d] (a and b have equal
     # df, every passage has 3 tokens). The mask leaves Y as a's only passage, so a is the lone essential term;
@@ -265,7 +265,7 @@ def test_maxscore_bounds_allow_for_rounding():
     assert found
 
 
-def test_baseline_variants_rank_by_the_scores_they_return():
+def test_baseline_variants_rank_by_the_scores_they_return(bm25_path):
     # BM25+ adds a per-query baseline to the sums it ranks; two different sums can round to one returned score,
     # and then the lower passage must come first (a corpus found by search where ranking the sums did not)
     rng = np.random.default_rng(426)
@@ -280,7 +280,7 @@ def test_baseline_variants_rank_by_the_scores_they_return():
         assert ties.any() and (ids[1:][ties] > ids[:-1][ties]).all()
 
 
-def test_batch_takes_any_sequence_of_queries_and_rejects_bad_ids():
+def test_batch_takes_any_sequence_of_queries_and_rejects_bad_ids(bm25_path):
     docs, rng = zipf_corpus(9, 200, vocab=50)
     idx, vocab = build(docs)
     queries = [[1, 2, 3], [4], [0, 0, 7]]
@@ -297,7 +297,7 @@ def test_batch_takes_any_sequence_of_queries_and_rejects_bad_ids():
     assert len(empty.topk([2, 3], 3)[0]) == 0 and len(empty.topk_batch([[2, 3], [4]], 3)[0][0]) == 0
 
 
-def test_ties_go_to_the_lower_passage_index_on_every_path():
+def test_ties_go_to_the_lower_passage_index_on_every_path(bm25_path):
     # each passage has a twin written in a renamed vocabulary (w17 -> v17), and both appear 4 times at shuffled
     # places; a query holding w17 and v17 scores a passage and its twin exactly alike, though they reach the
     # candidates through different terms (so out of passage order on the long-list path). The k-th place falls
@@ -316,7 +316,8 @@ def test_ties_go_to_the_lower_passage_index_on_every_path():
         batch = idx.topk_batch(queries, k)
         for q, (a, _) in zip(queries, batch):
             ref = np.zeros(len(docs))
-            for t in sorted(q, key=lambda t: (-idx.term_max[t], t)):  # the order every path adds terms in
+            # the order every path adds terms in: dense-row terms last, then by bound
+            for t in sorted(q, key=lambda t: (idx.dense_row_of[t] >= 0, -idx.term_max[t], t)):
                 ref += idx.score_all([t])
             n = int((ref > 0).sum())
             want = np.lexsort((np.arange(len(docs)), -ref))[:min(k, n)]
@@ -324,7 +325,7 @@ def test_ties_go_to_the_lower_passage_index_on_every_path():
             assert a.tolist() == want.tolist()
 
 
-def test_batched_scores_are_summed_in_the_single_query_order():
+def test_batched_scores_are_summed_in_the_single_query_order(bm25_path):
     # passages 2000 and 2001 hold terms B and C (equal df) with swapped counts: their scores are the same three
     # numbers added in different orders, which in float64 can differ in the last bit. Whatever the rounding,
     # the batch must add in topk's order and so return exactly what topk returns.
@@ -345,7 +346,7 @@ def test_batched_scores_are_summed_in_the_single_query_order():
         assert a.tolist() == b.tolist() and s.tolist() == t.tolist()
 
 
-def test_an_error_inside_a_query_leaves_the_scratch_arrays_clean():
+def test_an_error_inside_a_query_leaves_the_scratch_arrays_clean(maxscore_only):
     docs, rng = zipf_corpus(5, 3000, vocab=300)
     idx, vocab = build(docs)
     queries = [[int(x) for x in rng.zipf(1.2, rng.integers(1, 7)) % len(vocab)] for _ in range(100)]
@@ -367,7 +368,7 @@ def test_an_error_inside_a_query_leaves_the_scratch_arrays_clean():
     assert [idx.topk(q, 10)[0].tolist() for q in queries] == want
 
 
-def test_batched_queries_equal_single_queries_and_bad_input():
+def test_batched_queries_equal_single_queries_and_bad_input(bm25_path):
     docs, rng = zipf_corpus(3, 300)
     idx, vocab = build(docs)
     queries = [ids_of(vocab, [f"w{w}" for w in rng.zipf(1.2, rng.integers(1, 8)) % 3000]) for _ in range(60)]

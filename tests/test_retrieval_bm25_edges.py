@@ -82,7 +82,7 @@ def queries_for(rng, vocab_size, count):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("k1,b,delta", [(1.2, 0.75, 1.0), (0.0, 0.0, 0.5), (2.0, 1.0, 0.25), (0.5, 0.3, 0.0)])
-def test_awkward_corpora_match_the_formulas_and_exact_topk(variant, k1, b, delta):
+def test_awkward_corpora_match_the_formulas_and_exact_topk(variant, k1, b, delta, bm25_path):
     if k1 == 0 and variant in ("bm25+", "bm25l"):
         k1 = 0.7                             # (their tf=0 baseline is 0/0 at k1=0: refused, tested elsewhere)
     rng = np.random.default_rng([VARIANTS.index(variant), int(k1 * 10), int(b * 10)])

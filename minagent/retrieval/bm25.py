@@ -14,7 +14,10 @@ essential terms scores at most the sum of the other terms' maxima, so once the k
 sum the top-k is exact; otherwise one more term becomes essential and we retry. Candidates that cannot reach
 the k-th partial score even with every remaining term are dropped before the lookups. topk_batch runs the same
 algorithm for many queries with a fixed number of large array operations. Ties are broken by lower passage
-index, so results are deterministic.
+index, so results are deterministic. On small indexes (~10k passages) a query's lists often cover the corpus
+and MaxScore's bookkeeping costs more than the sums it saves: there every posting is summed into a dense row
+instead (bm25_dense; BM25Index.exhaustive decides). All paths add a passage's scores in one order, the plan's
+(terms with a dense score row last, the others by bound), and return bit-identical results.
 
 Variants (formulas as in Kamphuis et al. 2020, matching bm25s and rank_bm25 exactly):
   lucene     idf = ln(1 + (N - df + .5)/(df + .5))   tfc = tf / (tf + k1 (1 - b + b dl/avgdl))
@@ -33,10 +36,16 @@ import threading
 
 import numpy as np
 
-from . import bm25_batch
+from . import bm25_batch, bm25_dense
 
 VARIANTS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 _CHUNK = 1 << 18          # tokens / postings per slice while building: temporaries stay ~10x below the index
+# when a query is summed in full (bm25_dense) rather than by MaxScore (measured: see BM25Index.exhaustive)
+_EXHAUSTIVE_ANY_DOCS = 1 << 14   # one query, any postings: indexes up to this size
+_EXHAUSTIVE_MAX_DOCS = 3 << 14   # one query whose postings reach N / 2: up to this size
+_EXHAUSTIVE_BATCH_DOCS = 1 << 15  # a batch's queries whose postings reach N / _EXHAUSTIVE_BATCH_SHARE: up to
+_EXHAUSTIVE_BATCH_SHARE = 8      # this size (all of the batch's queries when fewer than _MAXSCORE_MIN_BATCH
+_MAXSCORE_MIN_BATCH = 32         # would be left for MaxScore: a MaxScore round costs ~40 numpy calls)
 
 
 def idf_values(variant, df, n_docs):
@@ -201,7 +210,10 @@ class BM25Index:
         # looking up candidates in them is one gather instead of a binary search
         self.dense_row_of = np.full(self.n_terms, -1, np.int64)
         common = np.flatnonzero(df * 4 >= self.n_docs) if self.n_docs >= 64 else np.zeros(0, np.int64)
-        self.dense_rows = np.zeros((len(common), self.n_docs), self.dtype)
+        # (float64 on the indexes the exhaustive path may serve: it adds whole rows, and a float32 row added to
+        # float64 sums costs twice as much; a float64 row holds the float32 score exactly)
+        row_dtype = np.float64 if self.n_docs <= _EXHAUSTIVE_MAX_DOCS else self.dtype
+        self.dense_rows = np.zeros((len(common), self.n_docs), row_dtype)
         for r, t in enumerate(common.tolist()):
             s, e = self.indptr[t], self.indptr[t + 1]
             self.dense_rows[r, self.doc_ids[s:e]] = self.scores[s:e]
@@ -223,8 +235,9 @@ class BM25Index:
         terms, counts = np.unique(ids, return_counts=True)
         return terms, counts.astype(np.float64)
 
-    def _base(self, terms, counts):
-        return 0.0 if self.baseline is None else float(self.baseline[terms] @ counts)
+    def _base(self, info):
+        """BM25L/BM25+: what every passage gets from the query's terms it lacks (0.0 for the other variants)."""
+        return 0.0 if self.baseline is None else sum(float(self.baseline[x[2]]) * x[3] for x in info)
 
     def score_all(self, term_ids):
         """BM25 score of every passage (float64 vector). The simple, slow reference; used by parity tests."""
@@ -233,7 +246,7 @@ class BM25Index:
         for t, c in zip(terms, counts):
             s, e = self.indptr[t], self.indptr[t + 1]
             out[self.doc_ids[s:e]] += c * self.scores[s:e].astype(np.float64)
-        return out + self._base(terms, counts)
+        return out + (0.0 if self.baseline is None else float(self.baseline[terms] @ counts))
 
     def topk(self, term_ids, k=10, allowed=None):
         """Exact top-k passages containing at least one query term: (passage indices int64, scores float64).
@@ -244,8 +257,32 @@ class BM25Index:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         allowed = self._mask(allowed)
-        plan = self._plan(term_ids, k)
-        return _EMPTY if plan is None else self._run_plan(plan, k, allowed)
+        info = self._ordered_terms(term_ids)
+        if info is None:
+            return _EMPTY
+        if self.exhaustive(sum(x[5] - x[4] for x in info), single=True):
+            return bm25_dense.topk_one(self, info, self._base(info), k, allowed)
+        return self._run_plan(self._plan_of(info, k), k, allowed)
+
+    def exhaustive(self, volume, single):
+        """Whether a query of `volume` postings (a batch: an array of volumes, one answer each) is cheaper summed
+        in full (bm25_dense) than by MaxScore.
+
+        Measured on bench/retrieval.py's synthetic corpora, one thread, us a query (summed in full / MaxScore):
+        10k passages: one at a time 21 / 49 (natural queries), 20 / 21 (rare terms); batched 15 / 24 and
+        4 / 4. 30k: 42 / 56 one at a time and 35 / 38 batched (natural). 45k: 55 / 72 and 51 / 46. The full sum
+        costs ~11 us plus ~1 us per thousand passages; MaxScore ~20-25 us for a query of rare terms alone, ~50-70
+        us for one whose lists cover the corpus, and a few us a query in a batch of rare terms.
+        """
+        n = self.n_docs
+        if single:
+            return self.positive and (n <= _EXHAUSTIVE_ANY_DOCS or (2 * volume >= n and n <= _EXHAUSTIVE_MAX_DOCS))
+        full = _EXHAUSTIVE_BATCH_SHARE * np.asarray(volume) >= n
+        if not self.positive or n > _EXHAUSTIVE_BATCH_DOCS:
+            full[:] = False
+        elif np.count_nonzero(~full) < _MAXSCORE_MIN_BATCH:
+            full[:] = True
+        return full
 
     def _mask(self, allowed):
         """allowed as a boolean mask of n_docs entries: a 0/1 integer array would index passages, not mask them."""
@@ -265,6 +302,12 @@ class BM25Index:
         """Per-query facts in plain Python (a query has a handful of terms; numpy calls cost microseconds):
         terms sorted by their largest possible contribution (rarest first), weights (repeat counts), posting
         ranges, rest_ub[m] = the most terms m.. can add, the baseline, and how many terms start essential."""
+        info = self._ordered_terms(term_ids)
+        return None if info is None else self._plan_of(info, k)
+
+    def _ordered_terms(self, term_ids):
+        """The query's distinct terms in plan order as (dense-row?, -bound, term, weight, start, end) tuples;
+        None for an empty query or index."""
         counts = {}
         for t in term_ids:
             counts[t] = counts.get(t, 0) + 1
@@ -272,20 +315,25 @@ class BM25Index:
             return None
         if min(counts) < 0 or max(counts) >= self.n_terms:
             raise ValueError(f"query term id out of range 0..{self.n_terms - 1}")
-        indptr, term_max = self.indptr, self.term_max
-        info = sorted((-float(term_max[t]) * c, int(t), float(c), int(indptr[t]), int(indptr[t + 1]))
-                      for t, c in counts.items())
+        # (.item gives Python numbers: numpy scalars would make each lookup and each comparison of the sort
+        # several times slower)
+        pos, bound, row = self.indptr.item, self.term_max.item, self.dense_row_of.item
+        # (terms with a dense score row go last whatever their bound: they are the commonest, and the exhaustive
+        # batch path scatters every other term first and adds the rows after, in this same order)
+        return sorted((row(t) >= 0, -bound(t) * c, int(t), float(c), pos(t), pos(t + 1)) for t, c in counts.items())
+
+    def _plan_of(self, info, k):
         n = len(info)
-        terms = [x[1] for x in info]
-        weights = [x[2] for x in info]
-        starts = [x[3] for x in info]
-        ends = [x[4] for x in info]
+        terms = [x[2] for x in info]
+        weights = [x[3] for x in info]
+        starts = [x[4] for x in info]
+        ends = [x[5] for x in info]
         rest_ub = [0.0] * (n + 1)
         for j in range(n - 1, -1, -1):
-            rest_ub[j] = rest_ub[j + 1] - info[j][0]
+            rest_ub[j] = rest_ub[j + 1] - info[j][1]
         slack = bm25_batch.bound_slack(n)       # a passage's sum may round a few ulps above the bound's
         rest_ub = [r * slack for r in rest_ub]
-        base = 0.0 if self.baseline is None else sum(float(self.baseline[t]) * c for t, c in zip(terms, weights))
+        base = self._base(info)
         # essential terms to start with: every cheap (short) posting list, and enough postings for k candidates
         cheap = max(4 * k, self.n_docs >> 6)
         m, volume = 0, 0

@@ -26,6 +26,8 @@ import itertools
 
 import numpy as np
 
+from . import bm25_dense
+
 MAX_TERMS = 64            # queries of more term ids take the single-query path (plan arrays are padded)
 _PACKED_SORT_MIN = 1024   # sum_by_key packs positions into the keys from this many keys on
 _PAD_MAX = 256            # _kth_per_query pads queries with up to this many candidates into one matrix
@@ -44,7 +46,7 @@ def bound_slack(n_terms):
     from the last term back, a passage's score from the first, so a passage holding every term at its maximum
     can score a few ulps above it (the relative error of an n-term sum of non-negative numbers is below
     n * 2**-53; this allows 8x that)."""
-    return 1.0 + (np.asarray(n_terms) + 2) * 2.0 ** -50
+    return 1.0 + (n_terms + 2) * 2.0 ** -50      # (no np.asarray: a scalar stays a Python float, fast)
 
 
 class BatchPlan:
@@ -67,7 +69,7 @@ class BatchPlan:
         t = key - q * index.n_terms
         w = count.astype(np.float64)
         ub = index.term_max[t] * w
-        order = np.lexsort((t, -ub, q))
+        order = np.lexsort((t, -ub, index.dense_row_of[t] >= 0, q))    # as BM25Index._plan: dense rows last
         q, t, w, ub = q[order], t[order], w[order], ub[order]
         self.n = np.bincount(q, minlength=n_q)
         width = int(self.n.max()) if n_q else 0
@@ -118,6 +120,10 @@ def topk_batch(index, queries, k, allowed):
     for i in sorted(set(range(len(queries))) - set(rows)):
         results[i] = index.topk(queries[i], k, allowed)
     active = np.flatnonzero(plan.n > 0)
+    full = index.exhaustive(plan.lengths[active].sum(axis=1), single=False)
+    if np.any(full):          # (small index, lists covering much of it: summed in full, bm25_dense)
+        bm25_dense.topk_block(index, plan, active[full], k, allowed, results, rows)
+        active = active[~full]
     while len(active):
         if index.n_docs > _DENSE_MAX_DOCS:
             ess = np.arange(plan.terms.shape[1]) < plan.m[active][:, None]
@@ -146,7 +152,7 @@ def _round(index, plan, qs, k, allowed, results, rows):
     # 1. essential postings summed per (query, passage); query = position in qs
     li, lj = np.nonzero(ess)
     lens = plan.lengths[qs[li], lj]
-    pos = _ranges(plan.starts[qs[li], lj], lens)
+    pos = ranges(plan.starts[qs[li], lj], lens)
     val = np.repeat(plan.weights[qs[li], lj], lens) * index.scores[pos]
     slot = np.repeat(li, lens)
     docs = index.doc_ids[pos]
@@ -195,7 +201,7 @@ def _round(index, plan, qs, k, allowed, results, rows):
         order = np.argsort(pair_terms, kind="stable")      # slots grouped by term: one lookup per term
         pi, pj, pair_terms = pi[order], pj[order], pair_terms[order]
         counts = sizes[pi]
-        at = _ranges(bounds[pi], counts)
+        at = ranges(bounds[pi], counts)
         gain = np.repeat(plan.weights[qs[pi], pj], counts)
         gain *= lookup(index, pair_terms, counts, cand[at])
         rank = np.repeat(pj - m[pi], counts)
@@ -315,12 +321,12 @@ def _kth_per_query(scores, bounds, k):
             continue
         n = sizes[sel]
         pad = np.full(len(sel) * w, -np.inf)
-        pad[_ranges(np.arange(len(sel)) * w, n)] = scores[_ranges(bounds[sel], n)]
+        pad[ranges(np.arange(len(sel)) * w, n)] = scores[ranges(bounds[sel], n)]
         kth[sel] = np.partition(pad.reshape(len(sel), w), w - k, axis=1)[:, w - k]
     return kth
 
 
-def _ranges(starts, lengths):
+def ranges(starts, lengths):
     """Concatenation of arange(s, s + n) for each (s, n), without a Python loop."""
     lengths = np.asarray(lengths, np.int64)
     total = int(lengths.sum())
