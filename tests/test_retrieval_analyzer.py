@@ -127,6 +127,27 @@ def test_fast_build_path_matches_reference_tokenize():
             assert TermIds(an, ti.vocab).query_ids(q) == want
 
 
+def test_query_ids_equal_the_reference_analyzer_on_random_queries():
+    # query_ids takes a shortcut for plain ASCII words (no identifier, apostrophe, address or language-name
+    # characters): every query, plain or not, must still give the reference analyzer's terms, in order
+    rng = np.random.default_rng(8)
+    words = ["Files", "file", "the", "and", "commits", "KAVS1234-E", "max_connections", "git's", "don't", "C++",
+             "c#", "user@example.com", "v2.4.10", "HEAD~3", "naïve", "日本語", "ＡＢＣ", "x-", "-y", "a/b", "1990",
+             "Unseen", "zzq", "ids", "it's", "o'reilly", "@", "+", "#", ".", "İstanbul", "straße"]
+    corpus = [" ".join(rng.choice(words, 12)) for _ in range(40)]
+    for stop in (False, True):
+        for stem in (True, False):
+            an = Analyzer(stopwords=stop, stem=stem)
+            ti = TermIds(an)
+            ti.add_texts(corpus[:30])                 # the last words of the list may stay unseen
+            loaded = TermIds(an, ti.vocab)           # a loaded index: vocabulary only, no surface-form cache
+            for _ in range(300):
+                q = " ".join(rng.choice(words, int(rng.integers(0, 6))))
+                want = [ti.vocab[t] for t in an.tokenize(q) if t in ti.vocab]
+                assert ti.query_ids(q) == want, q
+                assert loaded.query_ids(q) == want, q
+
+
 def _terms_per_text(ti):
     flat, lengths = ti.arrays()
     inv = {i: t for t, i in ti.vocab.items()}

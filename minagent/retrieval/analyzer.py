@@ -70,6 +70,8 @@ _WORD, _COMPOUND, _JOINED = _word_patterns(r"[^\W_]", r"[^\W_]")
 # a word starts with a letter or digit (a lone mark, like the emoji selector U+FE0F, is no word) and holds marks
 _MARKED_WORD, _MARKED_COMPOUND, _MARKED_JOINED = _word_patterns(r"[^\W_]", f"[^\\W_]|[{_MARKS}]")
 _COMPOUND_ASCII = re.compile(r"[a-z0-9]+(?:[-_.:/][a-z0-9]+)*")
+_ASCII_RUN = re.compile(r"[a-z0-9]+")
+_NOT_PLAIN = re.compile(r"[-_.:/'@+#]")   # ASCII without these: the surface tokens are its [a-z0-9]+ runs, lowercased
 
 
 class _JoinedWordRules:
@@ -365,6 +367,12 @@ class TermIds:
         A surface form seen while indexing is one dict lookup (its id, or -1 for a stopword); others are
         analysed, without being added anywhere (queries never grow the vocabulary).
         """
+        if text.isascii() and not _NOT_PLAIN.search(text):
+            # plain ASCII words (most queries): no identifiers, possessives or joined words to find, so
+            # surface_tokens would return exactly the runs; every one seen while indexing: its ids
+            ids = list(map(self._ids.get, _ASCII_RUN.findall(text.lower())))
+            if None not in ids:
+                return ids if -1 not in ids else [i for i in ids if i >= 0]
         known, vocab, term = self._ids, self.vocab, self.analyzer.term
         out = []
         for tok in self.analyzer.surface_tokens(text):
