@@ -136,6 +136,10 @@ class ModelConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ConfigError(f"{where}: field 'rms_norm_eps' is {eps!r}; expected a positive number")
 
+        if arch == "Qwen3ForCausalLM" and "head_dim" in hf and hf["head_dim"] is None:
+            # (Qwen3Config refuses it too: its head_dim is not hidden_size / heads, so null has no safe meaning)
+            raise ConfigError(f"{where}: field 'head_dim' is null; Qwen3 needs it as a positive integer "
+                              f"(left out, it means {_HF_DEFAULT_QWEN3_HEAD_DIM})")
         heads, kv_heads = hf.get("num_attention_heads"), hf.get("num_key_value_heads")
         if heads and kv_heads and heads % kv_heads:
             raise ConfigError(f"{where}: field 'num_key_value_heads' is {kv_heads}; it must divide "

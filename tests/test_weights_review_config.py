@@ -35,6 +35,27 @@ def test_qwen3_checkpoint_whose_config_json_lacks_head_dim_loads_as_in_transform
         torch.testing.assert_close(load_model(tmp_path)(IDS), hf(IDS).logits)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3"])
+def test_head_dim_null_in_config_json_is_read_or_refused_as_transformers_does(model_type):
+    """A JSON null head_dim: Qwen3Config refuses it (its head_dim is not derived from hidden_size), and so do we,
+    naming the field. The others' config classes take it; Llama and Mistral then derive it as when it is left
+    out, Qwen2's model crashes in its RoPE set-up, and we derive it for all three."""
+    hf_dict = dict(SMALL, model_type=model_type, head_dim=None)
+    try:
+        transformers.AutoConfig.for_model(**hf_dict)
+    except Exception:
+        assert model_type == "qwen3"
+        with pytest.raises(ValueError, match="'head_dim' is null"):
+            ModelConfig.from_hf(hf_dict)
+        return
+    left_out = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**SMALL,
+                                                                                               model_type=model_type))
+    assert ModelConfig.from_hf(hf_dict).head_dim == left_out.model.layers[0].self_attn.head_dim
+    if model_type != "qwen2":
+        hf_model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf_dict))
+        assert ModelConfig.from_hf(hf_dict).head_dim == hf_model.model.layers[0].self_attn.head_dim
+
+
 def test_hidden_act_swish_is_silu_as_in_transformers(hf_checkpoint, tmp_path):
     """transformers' ACT2FN maps 'swish' to SiLU, the same function as 'silu': such a config is not refused."""
     from transformers.activations import ACT2FN
