@@ -44,11 +44,19 @@ def topk_one(index, info, base, k, allowed):
     sums = acc[:n]
     for is_dense, _, t, w, _, _ in info:
         if is_dense:
-            row = index.dense_rows[index.dense_row_of.item(t)]
+            row = _row64(index, index.dense_row_of.item(t))
             sums += row if w == 1.0 else w * row
     if allowed is not None:
         sums *= allowed
     return _select(acc, _kth_bound(acc, width, k), k, base)
+
+
+def _row64(index, r):
+    """Dense score row r as float64. BM25Index keeps the rows float64 on the indexes this path serves by default,
+    but a float32 row (bigger index, or other routing) times a repeat count would be multiplied in float32
+    (NumPy keeps an array's float32 against a Python float) and round differently from MaxScore's
+    w * float64(score); astype(copy=False) costs nothing on a float64 row."""
+    return index.dense_rows[r].astype(np.float64, copy=False)
 
 
 def _kth_bound(acc, width, k):
@@ -97,7 +105,8 @@ def topk_block(index, plan, qs, k, allowed, results, rows):
         # 2. the dense-row terms (they close each query's plan) added after, as whole float64 rows
         di, dj = np.nonzero(dense_row >= 0)
         for i, r, wt in zip(di.tolist(), dense_row[di, dj].tolist(), plan.weights[block[di], dj].tolist()):
-            acc[i, :n] += index.dense_rows[r] if wt == 1.0 else wt * index.dense_rows[r]
+            row = _row64(index, r)
+            acc[i, :n] += row if wt == 1.0 else wt * row
         if allowed is not None:
             acc[:, :n] *= allowed
         # 3. each query's top-k: candidates from the group maxima, then one sort for the block
