@@ -175,3 +175,13 @@ def test_threads_querying_one_index_get_what_one_thread_gets(monkeypatch):
             for th in threads:
                 th.join()
             assert not bad, bad[:3]
+
+
+@pytest.mark.parametrize("params", [{"k1": float("inf")}, {"variant": "atire", "k1": float("inf")},
+                                    {"variant": "bm25+", "delta": float("inf")}])
+def test_infinite_k1_or_delta_is_refused_naming_the_parameter(params):
+    # k1 = inf made every tf component inf / inf = nan (atire, bm25l, bm25+) or 0 (lucene), delta = inf every
+    # BM25+ score inf - inf = nan: the index was built and topk returned nan scores in an arbitrary order
+    name = "k1" if "k1" in params else "delta"
+    with pytest.raises(ValueError, match=f"{name}=inf \\(finite, >= 0\\)"):
+        BM25Index(**params)

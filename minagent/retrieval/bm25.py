@@ -92,8 +92,10 @@ class BM25Index:
             raise ValueError(f"unknown BM25 variant {variant!r}; expected one of {VARIANTS}")
         if idf is not None and idf not in VARIANTS:
             raise ValueError(f"unknown BM25 idf variant {idf!r}; expected one of {VARIANTS}")
-        if not (k1 >= 0 and 0 <= b <= 1 and delta >= 0):
-            raise ValueError(f"BM25 parameters out of range: k1={k1} (>= 0), b={b} (0..1), delta={delta} (>= 0)")
+        # (finite: k1 = inf makes every tf component inf / inf = nan, delta = inf every baseline inf - inf)
+        if not (0 <= k1 < np.inf and 0 <= b <= 1 and 0 <= delta < np.inf):
+            raise ValueError(f"BM25 parameters out of range: k1={k1} (finite, >= 0), b={b} (0..1), "
+                             f"delta={delta} (finite, >= 0)")
         if k1 == 0 and (variant == "bm25+" or (variant == "bm25l" and delta == 0)):
             raise ValueError(f"BM25 variant {variant!r} needs k1 > 0 (with k1=0 its tf=0 baseline is 0/0)")
         self.variant, self.k1, self.b, self.delta = variant, float(k1), float(b), float(delta)
