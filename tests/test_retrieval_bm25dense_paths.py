@@ -185,3 +185,36 @@ def test_infinite_k1_or_delta_is_refused_naming_the_parameter(params):
     name = "k1" if "k1" in params else "delta"
     with pytest.raises(ValueError, match=f"{name}=inf \\(finite, >= 0\\)"):
         BM25Index(**params)
+
+
+def test_bm25l_with_a_huge_delta_stores_no_negative_score_and_every_path_answers(monkeypatch):
+    # BM25L's tf component (k1 + 1)(c + delta) / (k1 + c + delta) grows with c, so a passage's score above the
+    # baseline is > 0 in exact arithmetic (checked below with fractions); with delta = 1e10, c + delta rounds
+    # away most of c and the rounded score came out 2e-16 *below* 0. MaxScore scales its bounds by a slack
+    # factor > 1, which makes a negative partial score smaller still: every candidate was dropped, and
+    # topk([0, 1, 2], 1) raised IndexError (index -1 of an empty array).
+    from fractions import Fraction
+
+    docs = [[1, 2, 1, 0, 0], [1, 2, 0, 1, 0], [1], [2], [2], [0, 2]]
+    k1, b, delta = 0.9, 0.75, 1e10
+    idx = build(docs, 3, variant="bm25l", idf="lucene", k1=k1, b=b, delta=delta)
+    avg = Fraction(sum(map(len, docs)), len(docs))
+
+    def tfc(tf, dl):
+        c = Fraction(tf) / (1 - Fraction(b) + Fraction(b) * dl / avg)
+        return (Fraction(k1) + 1) * (c + Fraction(delta)) / (Fraction(k1) + c + Fraction(delta))
+
+    assert all(tfc(d.count(t), len(d)) > tfc(0, len(d)) for d in docs for t in set(d))
+    assert idx.scores.min() >= 0
+    # the float64 formula, term by term (the oracle for the returned scores)
+    n = len(docs)
+    df = [sum(t in d for d in docs) for t in range(3)]
+    idf = [np.log1p((n - f + 0.5) / (f + 0.5)) for f in df]
+    ref = np.array([sum(idf[t] * float(tfc(d.count(t), len(d))) for t in range(3)) for d in docs])
+    for path in PATHS:
+        force_path(monkeypatch, path)
+        for k in (1, 3, 6):
+            for ids, scores in (idx.topk([0, 1, 2], k), idx.topk_batch([[0, 1, 2]], k)[0]):
+                assert len(ids) == k and len(set(ids.tolist())) == k
+                np.testing.assert_allclose(scores, ref[ids], rtol=1e-12)
+                assert (np.diff(scores) <= 0).all()

@@ -207,6 +207,10 @@ class BM25Index:
             part = idf[terms] * tfc
             if self.baseline is not None:
                 part -= self.baseline[terms]
+                # BM25L's tf component grows with tf, but rounded it can come out an ulp below its tf=0 value
+                # when c is tiny next to delta: a score a few 1e-16 below 0, which MaxScore's bounds (scaled
+                # by bound_slack) and the "every stored score >= 0" above do not allow for
+                np.maximum(part, 0.0, out=part)
             self.scores[a:b] = part
         # terms in >= 1/4 of the passages also get a dense score row (no more bytes than their postings hold):
         # looking up candidates in them is one gather instead of a binary search
