@@ -4,6 +4,7 @@ rows, tiny blocks and group counts, routing thresholds moved so an index grown b
 many repeated terms, masks that leave a few passages, identical passages tying at the k-th place, and several
 threads querying one index at once."""
 
+import re
 import threading
 
 import numpy as np
@@ -178,13 +179,29 @@ def test_threads_querying_one_index_get_what_one_thread_gets(monkeypatch):
 
 
 @pytest.mark.parametrize("params", [{"k1": float("inf")}, {"variant": "atire", "k1": float("inf")},
-                                    {"variant": "bm25+", "delta": float("inf")}])
-def test_infinite_k1_or_delta_is_refused_naming_the_parameter(params):
+                                    {"variant": "bm25+", "delta": float("inf")},
+                                    {"variant": "bm25l", "k1": 1e300, "delta": 1e200}])
+def test_infinite_or_overflowing_k1_or_delta_is_refused_naming_the_parameter(params):
     # k1 = inf made every tf component inf / inf = nan (atire, bm25l, bm25+) or 0 (lucene), delta = inf every
-    # BM25+ score inf - inf = nan: the index was built and topk returned nan scores in an arbitrary order
+    # BM25+ score inf - inf = nan, and BM25L's (k1 + 1)(c + delta) overflowed for k1 = 1e300, delta = 1e200: the
+    # index was built with nan scores, and topk returned them or (MaxScore) raised IndexError
     name = "k1" if "k1" in params else "delta"
-    with pytest.raises(ValueError, match=f"{name}=inf \\(finite, >= 0\\)"):
+    with pytest.raises(ValueError, match=re.escape(f"{name}={params[name]} (0..1e+30)")):
         BM25Index(**params)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_largest_k1_and_delta_allowed_give_finite_scores(variant):
+    # a very long passage next to short ones (c = tf / norm from tiny to large) and b at both ends
+    docs = [[0], [0, 1] * 3000, [2, 0, 0], [1]]
+    for dtype in ("float32", "float64"):
+        for b in (0.0, 1.0):
+            for idf in VARIANTS:
+                idx = build(docs, 3, variant=variant, idf=idf, k1=1e30, b=b, delta=1e30, dtype=dtype)
+                assert np.isfinite(idx.scores).all() and idx.scores.min() >= 0
+                assert idx.baseline is None or np.isfinite(idx.baseline).all()
+                ids, scores = idx.topk([0, 1, 2], 4)
+                assert len(ids) == 4 and np.isfinite(scores).all()
 
 
 def test_bm25l_with_a_huge_delta_stores_no_negative_score_and_every_path_answers(monkeypatch):

@@ -39,6 +39,7 @@ import numpy as np
 from . import bm25_batch, bm25_dense
 
 VARIANTS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+_PARAM_MAX = 1e30         # the largest k1 and delta (far beyond any useful value; see BM25Index)
 _CHUNK = 1 << 18          # tokens / postings per slice while building: temporaries stay ~10x below the index
 # when a query is summed in full (bm25_dense) rather than by MaxScore (measured: see BM25Index.exhaustive)
 _EXHAUSTIVE_ANY_DOCS = 1 << 14   # one query, any postings: indexes up to this size
@@ -92,10 +93,12 @@ class BM25Index:
             raise ValueError(f"unknown BM25 variant {variant!r}; expected one of {VARIANTS}")
         if idf is not None and idf not in VARIANTS:
             raise ValueError(f"unknown BM25 idf variant {idf!r}; expected one of {VARIANTS}")
-        # (finite: k1 = inf makes every tf component inf / inf = nan, delta = inf every baseline inf - inf)
-        if not (0 <= k1 < np.inf and 0 <= b <= 1 and 0 <= delta < np.inf):
-            raise ValueError(f"BM25 parameters out of range: k1={k1} (finite, >= 0), b={b} (0..1), "
-                             f"delta={delta} (finite, >= 0)")
+        # (bounded: k1 = inf makes a tf component inf / inf = nan, and so do k1 = 1e300 with delta = 1e200, whose
+        # product (k1 + 1)(c + delta) overflows; up to _PARAM_MAX every intermediate stays finite in float64 and
+        # every score, below idf * (k1 + 1 + delta), in float32)
+        if not (0 <= k1 <= _PARAM_MAX and 0 <= b <= 1 and 0 <= delta <= _PARAM_MAX):
+            raise ValueError(f"BM25 parameters out of range: k1={k1} (0..{_PARAM_MAX:g}), b={b} (0..1), "
+                             f"delta={delta} (0..{_PARAM_MAX:g})")
         if k1 == 0 and (variant == "bm25+" or (variant == "bm25l" and delta == 0)):
             raise ValueError(f"BM25 variant {variant!r} needs k1 > 0 (with k1=0 its tf=0 baseline is 0/0)")
         self.variant, self.k1, self.b, self.delta = variant, float(k1), float(b), float(delta)
