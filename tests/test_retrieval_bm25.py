@@ -393,6 +393,9 @@ def test_batched_queries_equal_single_queries_and_bad_input(bm25_path):
     # passages with no terms at all, then real ones: indexed, and only the real one matches
     blank = BM25Index().add(np.zeros(0, np.int64), [0, 0])
     assert blank.n_docs == 2 and blank.topk_batch([[]], 3)[0][0].tolist() == []
+    for query in (lambda q: blank.topk(q, 3), lambda q: blank.topk_batch([q], 3)):   # (not "0..-1")
+        with pytest.raises(ValueError, match="the index has no terms"):
+            query([0])
     assert blank.add(np.array([0, 1]), [2]).topk([0], 3)[0].tolist() == [2]
 
 

@@ -240,7 +240,7 @@ class BM25Index:
     def _query_terms(self, term_ids):
         ids = np.asarray(term_ids, dtype=np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.n_terms):
-            raise ValueError(f"query term id out of range 0..{self.n_terms - 1}")
+            raise ValueError(f"query term id out of range: {self.term_range()}")
         terms, counts = np.unique(ids, return_counts=True)
         return terms, counts.astype(np.float64)
 
@@ -293,6 +293,10 @@ class BM25Index:
             full[:] = True
         return full
 
+    def term_range(self):
+        """The valid term ids, in words (for errors)."""
+        return f"ids 0..{self.n_terms - 1}" if self.n_terms else "the index has no terms (only empty passages)"
+
     def _mask(self, allowed):
         """allowed as a boolean mask of n_docs entries: a 0/1 integer array would index passages, not mask them."""
         if allowed is None:
@@ -323,7 +327,7 @@ class BM25Index:
         if not counts or self.n_docs == 0:
             return None
         if min(counts) < 0 or max(counts) >= self.n_terms:
-            raise ValueError(f"query term id out of range 0..{self.n_terms - 1}")
+            raise ValueError(f"query term id out of range: {self.term_range()}")
         # (.item gives Python numbers: numpy scalars would make each lookup and each comparison of the sort
         # several times slower)
         pos, bound, row = self.indptr.item, self.term_max.item, self.dense_row_of.item

@@ -61,7 +61,7 @@ class BatchPlan:
             raise TypeError(f"query term ids must be integers, got {flat.dtype}")
         flat = flat.astype(np.int64, copy=False)
         if len(flat) and (flat.min() < 0 or flat.max() >= index.n_terms):
-            raise ValueError(f"query term id out of range 0..{index.n_terms - 1}")
+            raise ValueError(f"query term id out of range: {index.term_range()}")
         # distinct (query, term) pairs with repeat counts, then each query's terms by (bound desc, term)
         key, count = np.unique(np.repeat(np.arange(n_q, dtype=np.int64), lens) * index.n_terms + flat,
                                return_counts=True)
