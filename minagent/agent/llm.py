@@ -125,8 +125,9 @@ class MinagentLLM:
     Cached K/V are dropped when a parameter's storage or version counter has changed since they were computed (an
     optimizer step, a LoRA merge, load_state_dict, `p.data = new`). Writes torch does not count are not seen: an
     in-place write through `.data` (`p.data.copy_(w)`: `.data` is a view with its own, fresh version counter) or a
-    fused optimizer's step (`AdamW(fused=True)` leaves the counters as they were). Call `llm.sessions.clear()`
-    after one. Not detected on purpose: the only check that sees such a write reads every weight, as much memory
+    fused optimizer's step (`AdamW(fused=True)` leaves the counters as they were), or an in-place write to a
+    model loaded under torch.inference_mode() (its parameters are inference tensors, without version counters).
+    Call `llm.sessions.clear()` after one. Not detected on purpose: the only check that sees such a write reads every weight, as much memory
     traffic per call as a whole decoding step, to guard against a write that minagent's own code never makes
     (its trainer steps a non-fused optimizer, LoRA merges under no_grad).
     """
@@ -164,7 +165,7 @@ class MinagentLLM:
         if len(ids) + max_tokens > self.max_len:
             raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
                            f"{self.max_len} tokens (raise max_len, --max-len, or lower max_steps / passage length)")
-        weights = [(p.data_ptr(), p._version) for p in self.model.parameters()]  # moves with in-place changes
+        weights = self._weights_signature()
         if weights != self._weights_seen:  # a training step, a LoRA merge, a reload: cached K/V are stale
             for old in self.sessions.values():
                 old.ids = []
@@ -192,6 +193,14 @@ class MinagentLLM:
         self.decode_seconds += time.perf_counter() - t1
         self.last = CompletionInfo(len(ids), [r[2] for r in rows], [r[1] for r in rows])
         return [r[0] for r in rows]
+
+    def _weights_signature(self) -> list[tuple[int, int | None]]:
+        """Each parameter's storage and version counter (which moves with every in-place change torch counts).
+        A parameter made under torch.inference_mode() (a model loaded inside `with torch.inference_mode():`) is
+        an inference tensor, which has no version counter (reading it raises): only its storage is compared, so
+        an in-place write to it (possible only inside inference mode) is not seen, as the class says of `.data`
+        writes."""
+        return [(p.data_ptr(), None if p.is_inference() else p._version) for p in self.model.parameters()]
 
     def _cache_fits(self, cache) -> bool:
         """Whether a session's buffers can still serve: same dtype and device as the model's weights now, and
