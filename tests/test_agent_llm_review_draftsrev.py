@@ -130,3 +130,16 @@ def test_a_prompt_plus_budget_filling_max_len_exactly_equals_transformers(tiny, 
         assert llm.complete(LOOPY, max_tokens=max_tokens, n=2) == [want] * 2
         with pytest.raises(Exception, match="does not fit the context"):
             llm.complete(LOOPY, max_tokens=max_tokens + 1)
+
+
+@pytest.mark.parametrize("kwargs,field", [(dict(n=-1), "n"), (dict(n=0), "n"), (dict(n=2.0), "n"),
+                                          (dict(max_tokens=None), "max_tokens"), (dict(max_tokens=-1), "max_tokens"),
+                                          (dict(max_tokens=3.0), "max_tokens")])
+def test_a_bad_count_is_an_error_naming_the_argument(tiny, kwargs, field):
+    """(Hand-checked.) n=-1 failed inside torch.zeros, n=2.0 as a TypeError about zeros(), n=0 gave no completion,
+    max_tokens=None a TypeError about adding None, max_tokens=-1 an error naming SamplingParams.max_new_tokens."""
+    _, model, tok, _, _ = tiny
+    llm = MinagentLLM(model, tok, max_len=256)
+    with pytest.raises(ValueError, match=rf"MinagentLLM.complete: {field} must be an integer >= \d, got"):
+        llm.complete(LOOPY, **kwargs)
+    assert llm.sessions == {}  # refused before anything was prefilled

@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Callable, Sequence
 
 import torch
@@ -161,6 +162,8 @@ class MinagentLLM:
     def complete(self, messages, stop=(), n=1, temperature=0.0, top_p=1.0, max_tokens=512, seed=None,
                  prefix="", session="agent") -> list[str]:
         stop = stop_string_list(stop, "stop")  # one bare string is one stop string, not a set of characters
+        _check_count("n", n, 1)
+        _check_count("max_tokens", max_tokens, 0)
         ids = self.prompt_ids(messages, prefix)
         if len(ids) + max_tokens > self.max_len:
             raise ContextOverflow(f"conversation of {len(ids)} tokens + {max_tokens} new does not fit the context of "
@@ -310,6 +313,14 @@ class MinagentLLM:
             tokens = torch.tensor([[r[-1] if r else 0] for r in new], device=logits.device)
             logits = forward(tokens, cache=batch)[:, -1]
         return [(cut_at_stop(t, stop), "stop" if d else "length", len(r)) for t, d, r in zip(texts, done, new)]
+
+
+def _check_count(name: str, value, low: int) -> None:
+    """A count argument of MinagentLLM.complete must be a plain integer >= low: otherwise n=-1 failed deep in
+    torch ("zeros: Dimension size must be non-negative"), n=2.0 as a TypeError about zeros(), n=0 returned no
+    completion at all, and max_tokens=None as a TypeError about adding None to an int."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ValueError(f"MinagentLLM.complete: {name} must be an integer >= {low}, got {value!r}")
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
