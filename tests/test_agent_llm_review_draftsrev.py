@@ -143,3 +143,23 @@ def test_a_bad_count_is_an_error_naming_the_argument(tiny, kwargs, field):
     with pytest.raises(ValueError, match=rf"MinagentLLM.complete: {field} must be an integer >= \d, got"):
         llm.complete(LOOPY, **kwargs)
     assert llm.sessions == {}  # refused before anything was prefilled
+
+
+def test_drafts_never_feed_the_last_token_past_a_sliding_window(tiny, monkeypatch):
+    """A sliding-window model answers while the conversation fits its window (minagent attends to every key, the
+    same up to the window): plain decoding feeds prompt + max_tokens - 1 tokens, the last token is never fed. A
+    draft may not feed it either: one that ran to the budget's end put one token past the window, and the
+    window check raised where plain decoding answers. Oracle: transformers' greedy generate (full attention, the
+    same inside the window)."""
+    d, _, tok, hf, hf_tok = tiny
+    oracle = Oracle(hf, hf_tok, tok.stop_token_ids)
+    model = load_model(d, dtype="float32")
+    window = {}
+    monkeypatch.setattr(type(model.config), "attention_window", property(lambda cfg: window.get("span")))
+    messages = list(LOOPY)
+    prompt = MinagentLLM(model, tok).prompt_ids(messages)
+    for budget in range(8, 40, 3):
+        window["span"] = len(prompt) + budget - 1        # exactly what plain decoding feeds
+        for drafts in (0, 8):
+            llm = MinagentLLM(model, tok, max_len=len(prompt) + budget + 64, draft_tokens=drafts, draft_ngram=1)
+            assert llm.complete(messages, max_tokens=budget)[0] == oracle.text(prompt, budget), (budget, drafts)

@@ -261,7 +261,9 @@ class MinagentLLM:
             draft = []
             if lookup is not None:
                 lookup.append(tok)
-                draft = lookup.draft(min(self.draft_tokens, params.max_new_tokens - len(new),
+                # (the budget's last token is never fed, as in plain decoding: a draft running to the budget's
+                # end would put it in the cache, one past what a sliding-window model may attend to)
+                draft = lookup.draft(min(self.draft_tokens, params.max_new_tokens - len(new) - 1,
                                          self.max_len - len(s.ids) - 1))
             out = forward(torch.tensor([[tok] + draft], device=logits.device), cache=s.cache)
             self.decode_forwards += 1
