@@ -17,7 +17,7 @@ something else (DoRA, biases, modules_to_save, embedding LoRA, inits that rewrit
 adapter_config.json field.
 
 The adapter weights stay fp32 even on a bf16 base (peft does the same): the update is small next to W, and bf16
-would round it away. `merge` folds scale * B @ A into W (for export or fast inference); `unmerge` takes it out.
+would round it away; on an fp64 base they are fp64, as in peft. `merge` folds scale * B @ A into W (for export or fast inference); `unmerge` takes it out.
 """
 from __future__ import annotations
 
@@ -189,6 +189,13 @@ def _redo_dropout(t: torch.Tensor, keep: torch.Tensor | None, q: float) -> torch
     return t if keep is None else torch.ops.aten.native_dropout_backward(t, keep, 1.0 / q)
 
 
+def adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of A and B on a base of `base_dtype`, peft's rule: fp32 on a half-precision (or fp32) base, where
+    bf16 would round the small update away, and the base's own dtype when it is wider (an fp64 model keeps fp64
+    precision end to end, so gradient and merge checks in fp64 are exact)."""
+    return torch.promote_types(base_dtype, torch.float32) if base_dtype.is_floating_point else torch.float32
+
+
 class LoRALinear(nn.Module):
     """An nn.Linear plus a low-rank update. `base` keeps its name so the state dict reads
     `...q_proj.base.weight`; `base_state_dict()` of the model maps it back to HF names."""
@@ -198,9 +205,9 @@ class LoRALinear(nn.Module):
         self.base = base
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
         self.scale = alpha / math.sqrt(r) if use_rslora else alpha / r
-        device = base.weight.device
-        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device, dtype=torch.float32)
-        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=device, dtype=torch.float32)
+        device, dtype = base.weight.device, adapter_dtype(base.weight.dtype)
+        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device, dtype=dtype)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=device, dtype=dtype)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -222,8 +229,15 @@ class LoRALinear(nn.Module):
         return self.base.weight
 
     def delta_weight(self) -> torch.Tensor:
-        """scale * B @ A in fp32, the [out, in] update that merging adds to W."""
-        return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scale
+        """scale * B @ A in the merge's dtype (fp32, fp64 for an fp64 base), the [out, in] update that merging
+        adds to W."""
+        dtype = self._merge_dtype()
+        return (self.lora_B.weight.to(dtype) @ self.lora_A.weight.to(dtype)) * self.scale
+
+    def _merge_dtype(self) -> torch.dtype:
+        """The wider of W's and the adapter's dtypes: a half-precision W merges in fp32 (then rounds once), an fp64
+        W in fp64 (fp32 arithmetic would round W itself, so unmerge could not give it back)."""
+        return torch.promote_types(self.base.weight.dtype, self.lora_A.weight.dtype)
 
     def forward(self, x):
         y = self.base(x)
@@ -240,14 +254,14 @@ class LoRALinear(nn.Module):
     def merge(self):
         if not self.merged:
             w = self.base.weight
-            w.copy_((w.float() + self.delta_weight()).to(w.dtype))
+            w.copy_((w.to(self._merge_dtype()) + self.delta_weight()).to(w.dtype))
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self):
         if self.merged:
             w = self.base.weight
-            w.copy_((w.float() - self.delta_weight()).to(w.dtype))
+            w.copy_((w.to(self._merge_dtype()) - self.delta_weight()).to(w.dtype))
             self.merged = False
 
     def extra_repr(self):
@@ -430,7 +444,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path, config: LoraConfig | Non
            "alpha_pattern": config.alpha_pattern, "layers_to_transform": config.layers_to_transform,
            "layers_pattern": config.layers_pattern, "exclude_modules": config.exclude_modules,
            "base_model_name_or_path": config.base_model_name_or_path}
-    tensors = {k: v.float().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
+    # fp32 (an fp64 adapter, on an fp64 base, as it is: peft writes its tensors in their own dtype)
+    tensors = {k: v.to(adapter_dtype(v.dtype)).cpu().contiguous() for k, v in adapter_state_dict(model).items()}
     tmp = out / (ADAPTER_WEIGHTS + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / ADAPTER_WEIGHTS)
