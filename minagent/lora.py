@@ -94,6 +94,9 @@ class LoraConfig:
         if isinstance(self.target_modules, str) and (self.layers_to_transform is not None or self.layers_pattern):
             raise ValueError("LoRA layers_to_transform / layers_pattern need target_modules as a list of names, "
                              f"not the string {self.target_modules!r} (as in peft)")
+        refusal = unsupported_field(self.extra)  # written back by save_adapter: peft would compute them
+        if refusal:
+            raise ValueError(f"LoraConfig.extra: {refusal}")
 
 
 def _pattern_value(pattern: dict, module: str, default):
@@ -357,6 +360,34 @@ def _mica_init(layer: LoRALinear):
     layer.lora_A.weight.zero_()
 
 
+@torch.no_grad()
+def _fresh_init(layer: LoRALinear, method):
+    """A and B of a new adapter as peft initialises them for `init_lora_weights`. The LoRALinear starts as True's
+    (A kaiming-uniform, B zero: a no-op). "eva" starts so too (peft then fits A to activations, a separate step)."""
+    if method == "gaussian":  # A ~ N(0, 1/r), B zero
+        nn.init.normal_(layer.lora_A.weight, std=1 / layer.r)
+    elif method is False:  # nn.Linear's own init for both: B is not zero, the fresh adapter changes the model
+        nn.init.kaiming_uniform_(layer.lora_B.weight, a=math.sqrt(5))
+    elif method == "orthogonal":
+        _orthogonal_init(layer)
+    elif method == "mica":
+        _mica_init(layer)
+
+
+@torch.no_grad()
+def _orthogonal_init(layer: LoRALinear):
+    """peft's orthogonal init: A's and B's r-dim sides use the odd and the even rows of one random orthogonal
+    [r, r] matrix, so B @ A = 0 (W unchanged) while neither is zero."""
+    r = layer.r
+    if r % 2:
+        raise ValueError(f"init_lora_weights='orthogonal' needs an even rank, got r={r}")
+    q = torch.linalg.qr(torch.randn(r, r))[0]
+    a = (torch.randn(layer.in_features, r // 2) @ q[0::2]).T / 10.0
+    b = torch.randn(r // 2, layer.out_features).T @ q[1::2] / 10.0
+    layer.lora_A.weight.copy_(a)
+    layer.lora_B.weight.copy_(b)
+
+
 def inject_lora(model: nn.Module, config: LoraConfig, init_weights: bool = True) -> list[str]:
     """Replace the targeted nn.Linear modules by LoRALinear, freeze everything else. Returns the names wrapped.
     init_weights=False skips a costly initialisation (MiCA's SVD of every W) when the weights come from a file."""
@@ -369,9 +400,9 @@ def inject_lora(model: nn.Module, config: LoraConfig, init_weights: bool = True)
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = LoRALinear(getattr(parent, child), config.rank_of(name), config.alpha_of(name), config.dropout,
                            config.use_rslora)
+        if init_weights:
+            _fresh_init(layer, init_method(config))
         if uses_mica(config):
-            if init_weights:
-                _mica_init(layer)
             layer.lora_B.weight.requires_grad_(False)
         setattr(parent, child, layer.train(model.training))  # an eval-mode model must not get active dropout
     model.lora_config = config
@@ -465,6 +496,28 @@ UNSUPPORTED_PEFT_FIELDS = ("alora_invocation_tokens", "velora_config", "monteclo
 PLAIN_INITS = (True, False, "gaussian", "orthogonal", "mica", "eva")  # (EVA: A from activations, base untouched)
 
 
+def unsupported_field(fields: dict) -> str | None:
+    """Why an adapter with these adapter_config.json fields cannot be computed here (naming the field), or None.
+    read_adapter_config refuses such a file; LoraConfig refuses them in `extra`, which save_adapter writes back, so
+    an adapter we save never tells peft to compute something else (PiSSA's init, layer replication, ...)."""
+    for key, ok in (("bias", "none"), ("use_dora", False), ("fan_in_fan_out", False)):
+        if fields.get(key, ok) not in (ok, None):
+            return f"{key}={fields[key]!r} is not supported (expected {ok!r})"
+    if fields.get("modules_to_save"):
+        return (f"'modules_to_save' is set ({fields['modules_to_save']!r:.60}); adapters that carry whole trained "
+                "modules besides LoRA are not supported")
+    for key in UNSUPPORTED_PEFT_FIELDS:  # variants whose forward is not W x + scale B A x
+        if fields.get(key):
+            return f"'{key}' is set ({fields[key]!r:.60}); only plain LoRA (W x + scale B A x) is supported"
+    init = fields.get("init_lora_weights", True)
+    init = init.lower() if isinstance(init, str) else init  # (peft compares the names case-insensitively)
+    if init not in PLAIN_INITS:  # PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA: peft rewrites the base weights on load
+        return (f"init_lora_weights={init!r} is not supported: only initialisations that leave the base weights as "
+                f"they are ({', '.join(map(repr, PLAIN_INITS))}); PiSSA, OLoRA, CorDA, LoftQ and LoRA-GA rewrite "
+                "them, which peft redoes on load")
+    return None
+
+
 def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
     path = Path(adapter_dir) / ADAPTER_CONFIG
     if not path.is_file():
@@ -475,21 +528,9 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         raise AdapterError(f"{path}: not valid JSON ({e})") from None
     if raw.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{path}: peft_type is {raw.get('peft_type')!r}; only LORA adapters are supported")
-    for key, ok in (("bias", "none"), ("use_dora", False), ("fan_in_fan_out", False)):
-        if raw.get(key, ok) not in (ok, None):
-            raise AdapterError(f"{path}: {key}={raw[key]!r} is not supported (expected {ok!r})")
-    if raw.get("modules_to_save"):
-        raise AdapterError(f"{path}: 'modules_to_save' is set ({raw['modules_to_save']!r:.60}); adapters that carry "
-                           "whole trained modules besides LoRA are not supported")
-    for key in UNSUPPORTED_PEFT_FIELDS:  # variants whose forward is not W x + scale B A x
-        if raw.get(key):
-            raise AdapterError(f"{path}: '{key}' is set ({raw[key]!r:.60}); only plain LoRA (W x + scale B A x) "
-                               "is supported")
-    init = raw.get("init_lora_weights", True)
-    init = init.lower() if isinstance(init, str) else init  # (peft compares the names case-insensitively)
-    if init not in PLAIN_INITS:  # PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA: peft rewrites the base weights on load
-        raise AdapterError(f"{path}: init_lora_weights={init!r} is not supported: that initialisation changes the "
-                           f"base weights, which peft redoes on load (supported: {', '.join(map(repr, PLAIN_INITS))})")
+    refusal = unsupported_field(raw)
+    if refusal:
+        raise AdapterError(f"{path}: {refusal}")
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in raw:
             raise AdapterError(f"{path}: missing field '{key}'")
