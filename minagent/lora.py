@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -94,16 +94,44 @@ class LoraConfig:
         if isinstance(self.target_modules, str) and (self.layers_to_transform is not None or self.layers_pattern):
             raise ValueError("LoRA layers_to_transform / layers_pattern need target_modules as a list of names, "
                              f"not the string {self.target_modules!r} (as in peft)")
+        self._check_regexes()
         refusal = unsupported_field(self.extra)  # written back by save_adapter: peft would compute them
         if refusal:
             raise ValueError(f"LoraConfig.extra: {refusal}")
+
+    def _check_regexes(self):
+        """Every setting that peft reads as a regex must compile: a broken one is an error naming the setting,
+        not a bare re.error in the middle of matching module names. (Each is compiled as it is used.)"""
+        regexes = [(f"rank_pattern key {k!r}", _pattern_regex(k)) for k in self.rank_pattern]
+        regexes += [(f"alpha_pattern key {k!r}", _pattern_regex(k)) for k in self.alpha_pattern]
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "all-linear":
+                regexes.append((f"{name} {value!r}", value))
+        patterns = [self.layers_pattern] if isinstance(self.layers_pattern, str) else self.layers_pattern or []
+        regexes += [(f"layers_pattern {p!r}", _layer_regex(p)) for p in patterns]
+        for what, regex in regexes:
+            try:
+                re.compile(regex)
+            except re.error as e:
+                raise ValueError(f"LoRA {what} is not a valid regular expression ({e})") from None
+
+
+def _pattern_regex(key: str) -> str:
+    """A rank_pattern / alpha_pattern key as peft matches it (re.match): the end of a name, at a dot boundary."""
+    return rf"(.*\.)?({key})$"
+
+
+def _layer_regex(layers_pattern: str) -> str:
+    """peft's layer index lookup for one layers_pattern entry (re.match): the first number after `<pattern>.`."""
+    return rf"(?:^|.*?\.){layers_pattern}\.(\d+)\."
 
 
 def _pattern_value(pattern: dict, module: str, default):
     """peft's rank_pattern / alpha_pattern lookup: the value of the first key that, as a regex, matches the end of
     the module name at a dot boundary ("v_proj" matches "model.layers.0.self_attn.v_proj")."""
     for key, value in pattern.items():
-        if re.match(rf"(.*\.)?({key})$", module):
+        if re.match(_pattern_regex(key), module):
             return value
     return default
 
@@ -300,7 +328,7 @@ def _layer_index(name: str, layers_pattern) -> int | None:
         m = re.match(r".*?\.[^.]*\.(\d+)\.", name)
     else:
         patterns = [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern
-        m = next(filter(None, (re.match(rf"(?:^|.*?\.){p}\.(\d+)\.", name) for p in patterns)), None)
+        m = next(filter(None, (re.match(_layer_regex(p), name) for p in patterns)), None)
     return int(m.group(1)) if m else None
 
 
@@ -526,6 +554,8 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise AdapterError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise AdapterError(f"{path}: expected a JSON object of LoRA settings, got {type(raw).__name__}")
     if raw.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{path}: peft_type is {raw.get('peft_type')!r}; only LORA adapters are supported")
     refusal = unsupported_field(raw)
@@ -539,6 +569,7 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
             raise AdapterError(f"{path}: target_modules={targets!r:.80} (expected a list of module names, a regex "
                                "string or \"all-linear\")")
+    _check_types(raw, path)
     patterns = {key: _read_pattern(raw, key, path) for key in ("rank_pattern", "alpha_pattern")}
     layers = raw.get("layers_to_transform")
     if not (layers is None or isinstance(layers, int) or
@@ -558,10 +589,37 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         raise AdapterError(f"{path}: {e}") from None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_names(value) -> bool:
+    return isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# adapter_config.json fields read here: (accepts the value, what is expected). A JSON null is peft's default for
+# all but r and lora_alpha. (A wrong type used to surface as a bare TypeError, or worse: r=4.5 read as 4, r=true
+# as 1, use_rslora="false" as True.)
+FIELD_TYPES = {
+    "r": (lambda v: _is_number(v) and v == int(v) and v >= 1, "a positive integer"),
+    "lora_alpha": (_is_number, "a number"),
+    "lora_dropout": (lambda v: v is None or _is_number(v), "a number in [0, 1)"),
+    "use_rslora": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    "layers_pattern": (lambda v: v is None or _is_names(v), "a name or a list of names"),
+    "exclude_modules": (lambda v: v is None or _is_names(v), "a list of module names or a regex string"),
+}
+
+
+def _check_types(raw: dict, path: Path):
+    for key, (ok, expected) in FIELD_TYPES.items():
+        if key in raw and not ok(raw[key]):
+            raise AdapterError(f"{path}: {key}={raw[key]!r:.60} (expected {expected})")
+
+
 def _read_pattern(raw: dict, key: str, path: Path) -> dict:
     """rank_pattern / alpha_pattern of an adapter_config.json: {} when absent or null, else a dict of numbers."""
     pattern = raw.get(key) or {}
-    if not isinstance(pattern, dict) or not all(isinstance(v, (int, float)) for v in pattern.values()):
+    if not isinstance(pattern, dict) or not all(_is_number(v) for v in pattern.values()):
         raise AdapterError(f"{path}: {key}={pattern!r:.80} (expected an object of module pattern -> number)")
     return pattern
 
@@ -583,6 +641,21 @@ def _parse_adapter_key(key: str, weights: Path, config: LoraConfig) -> tuple[str
                            f"{config.target_modules!r} selects an embedding layer), which is not supported")
     raise AdapterError(f"{weights}: unexpected tensor '{key}' (expected '{PEFT_PREFIX}<module>.lora_A.weight' / "
                        "'.lora_B.weight', or '.base_layer.weight' of an adapted layer)")
+
+
+def _open_safetensors(weights: Path):
+    """safe_open, with a damaged file (truncated, not safetensors) reported as an AdapterError naming it."""
+    try:
+        return safe_open(str(weights), framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise AdapterError(f"{weights}: not a readable safetensors file ({e})") from None
+
+
+def _read_tensor(f, key: str, weights: Path) -> torch.Tensor:
+    try:
+        return f.get_tensor(key)
+    except (SafetensorError, OSError) as e:
+        raise AdapterError(f"{weights}: tensor '{key}' cannot be read ({e})") from None
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True) -> LoraConfig:
@@ -614,7 +687,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
         if uses_mica(config):
             m.lora_B.weight.requires_grad_(False)
     seen = set()
-    with safe_open(str(weights), framework="pt") as f:
+    with _open_safetensors(weights) as f:
         for key in f.keys():
             name, which = _parse_adapter_key(key, weights, config)
             if name not in modules:
@@ -622,7 +695,9 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, inject: bool = True)
                                    f"of this model (target_modules={config.target_modules!r})")
             layer = modules[name]
             param = layer.base.weight if which == "base_layer" else getattr(layer, which).weight
-            t = f.get_tensor(key)
+            t = _read_tensor(f, key, weights)
+            if not t.is_floating_point():  # a cast would silently turn integer bytes into nonsense weights
+                raise AdapterError(f"{weights}: tensor '{key}' is {t.dtype}, expected a floating-point weight")
             if tuple(t.shape) != tuple(param.shape):
                 why = "the model's own weight" if which == "base_layer" else f"r={config.rank_of(name)}"
                 raise AdapterError(f"{weights}: tensor '{key}' has shape {tuple(t.shape)}, expected "
