@@ -181,8 +181,8 @@ class LoRAUpdate(torch.autograd.Function):
             y2 = y.reshape(-1, b.shape[0])
             if y.dtype == c:  # the usual case: scale and add in the product's epilogue
                 out = torch.addmm(y2, xa, b_c.T, alpha=scale)
-            else:  # y in another dtype (an fp64 base, a bf16 base without autocast) is never rounded to c
-                out = y2 + (xa @ b_c.T).mul_(scale).to(y.dtype)
+            else:  # y in another dtype (a bf16 base without autocast): added in the wider dtype, rounded once
+                out = torch.add(y2, xa @ b_c.T, alpha=scale).to(y.dtype)  # (as peft: y + update, then to y's)
         ctx.save_for_backward(x, keep, a_c, b_c, xa)
         ctx.scale, ctx.q, ctx.c, ctx.dtypes = scale, q, c, (a.dtype, b.dtype)
         return out.view(y.shape)
@@ -279,7 +279,8 @@ class LoRALinear(nn.Module):
         if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or x.requires_grad):
             return LoRAUpdate.apply(x, y, a, b, self.scale, p)
         update = F.linear(F.linear(self.dropout(x.to(a.dtype)), a), b)
-        return y + (update * self.scale).to(y.dtype)
+        # added in the wider of the two dtypes and rounded once, as peft does (a bf16 y + an fp32 update)
+        return torch.add(y, update, alpha=self.scale).to(y.dtype)
 
     @torch.no_grad()
     def merge(self):
