@@ -17,7 +17,8 @@ something else (DoRA, biases, modules_to_save, embedding LoRA, inits that rewrit
 adapter_config.json field.
 
 The adapter weights stay fp32 even on a bf16 base (peft does the same): the update is small next to W, and bf16
-would round it away; on an fp64 base they are fp64, as in peft. `merge` folds scale * B @ A into W (for export or fast inference); `unmerge` takes it out.
+would round it away; on an fp64 base they are fp64, as in peft. `merge` folds scale * B @ A into W (for export or
+fast inference); `unmerge` takes it out.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 import minagent
 from minagent.lora import (AdapterError, LoraConfig, LoRALinear, base_state_dict, inject_lora, load_adapter,
                            lora_modules, merge_lora, save_adapter, target_names, unmerge_lora)
+from lora_tiny import randomize_lora
 
 peft = pytest.importorskip("peft")
 VARIANTS = ["qwen2-tied", "llama-linear-tied-bias", "qwen3"]
@@ -16,15 +17,6 @@ VARIANTS = ["qwen2-tied", "llama-linear-tied-bias", "qwen3"]
 
 def _ids(seed=0, B=2, T=11):
     return torch.randint(0, 257, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
-def _randomize_lora(model, seed):
-    """A fresh adapter has B = 0 (no effect); give every A and B random values so the test can fail."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def _ours(ckpt):
@@ -38,7 +30,7 @@ def test_our_adapter_loads_in_peft_with_same_logits(hf_checkpoint, tmp_path, var
     cfg = LoraConfig(r=4, alpha=8, target_modules="all-linear", base_model_name_or_path=str(ckpt))
     wrapped = inject_lora(ours, cfg)
     assert "lm_head" not in wrapped and len(wrapped) == 7 * 2  # 7 linear layers per block, 2 blocks
-    _randomize_lora(ours, 1)
+    randomize_lora(ours, 1)
     save_adapter(ours, tmp_path / "adapter")
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -58,7 +50,7 @@ def test_peft_saved_adapter_loads_in_ours(hf_checkpoint, tmp_path, rslora):
     pcfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
                            use_rslora=rslora, task_type="CAUSAL_LM")
     pm = peft.get_peft_model(hf, pcfg).eval()
-    _randomize_lora(pm, 2)
+    randomize_lora(pm, 2)
     pm.save_pretrained(tmp_path / "peft")
     ours = _ours(ckpt)
     cfg = load_adapter(ours, tmp_path / "peft")
@@ -77,7 +69,7 @@ def test_layer_specific_targets_round_trip(hf_checkpoint, tmp_path, targets):
     ckpt, _ = hf_checkpoint("llama-gqa")
     ours = _ours(ckpt)
     wrapped = inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=targets))
-    _randomize_lora(ours, 4)
+    randomize_lora(ours, 4)
     save_adapter(ours, tmp_path / "adapter")
     again = _ours(ckpt)
     load_adapter(again, tmp_path / "adapter")
@@ -97,7 +89,7 @@ def test_merge_unmerge_and_merged_export_loads_in_transformers(hf_checkpoint, tm
     ours = _ours(ckpt)
     before = {k: v.clone() for k, v in base_state_dict(ours).items()}
     inject_lora(ours, LoraConfig(r=4, alpha=16, target_modules=["q", "k", "v", "o", "gate", "up", "down"]))
-    _randomize_lora(ours, 4)
+    randomize_lora(ours, 4)
     ids = _ids(5)
     with torch.no_grad():
         unmerged = ours(ids)
@@ -173,7 +165,7 @@ def test_training_gradients_equal_peft(hf_checkpoint):
     pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
                                                  task_type="CAUSAL_LM")).train()
     hf.get_input_embeddings().weight.requires_grad_(True)
-    _randomize_lora(pm, 5)
+    randomize_lora(pm, 5)
     ours = _ours(ckpt)
     inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules="all-linear"))
     ours.train()
@@ -308,11 +300,7 @@ def test_peft_adapter_we_cannot_reproduce_is_refused(hf_checkpoint, tmp_path, ex
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
                                                  target_modules=["q_proj", "k_proj", "v_proj"], **extra))
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():  # a trained adapter: B != 0
-        for n, p in sorted(pm.named_parameters()):
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    randomize_lora(pm, 2)  # a trained adapter: B != 0
     pm.save_pretrained(tmp_path / "a")
     oracle = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32),
                                             tmp_path / "a").eval()
@@ -332,11 +320,8 @@ def test_lora_on_tied_lm_head_merges_to_the_unmerged_logits(hf_checkpoint, tmp_p
     ckpt, _ = hf_checkpoint("qwen2-tied")
     ours = minagent.load_model(ckpt, dtype="float32").eval()
     inject_lora(ours, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "lm_head"]))
-    g = torch.Generator().manual_seed(1)
+    randomize_lora(ours, 1)
     with torch.no_grad():
-        for n, p in sorted(ours.named_parameters()):
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         unmerged = ours(_two_rows())
         merge_lora(ours)
         merged = ours(_two_rows())
@@ -358,7 +343,7 @@ def test_load_adapter_into_existing_layers_matches_peft_or_refuses(hf_checkpoint
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"],
                                                  task_type="CAUSAL_LM")).eval()
-    _randomize_lora(pm, 7)
+    randomize_lora(pm, 7)
     pm.save_pretrained(tmp_path / "peft")
     ids = _ids(8)
     same = _ours(ckpt)

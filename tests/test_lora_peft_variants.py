@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 import minagent
 from minagent.lora import (AdapterError, LoraConfig, base_state_dict, inject_lora, load_adapter,
                            lora_modules, merge_lora, save_adapter)
+from lora_tiny import randomize_lora
 
 peft = pytest.importorskip("peft")
 
@@ -17,20 +18,11 @@ def _ids():
     return torch.randint(0, 257, (2, 9), generator=torch.Generator().manual_seed(0))
 
 
-def _randomize_lora(model, seed=2):
-    """Random A and B (a trained adapter) so a wrong load cannot match by accident."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
 def _peft_adapter(ckpt, directory, **config):
     """A trained adapter written by peft's own save_pretrained."""
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", **config))
-    _randomize_lora(pm)
+    randomize_lora(pm)
     pm.save_pretrained(directory)
     return directory
 
@@ -177,7 +169,7 @@ def test_our_adapter_with_patterns_loads_in_peft_and_merges_as_peft_does(hf_chec
                                  exclude_modules=["up_proj"]))
     assert sorted(lora_modules(ours)) == ["model.layers.1.mlp.down_proj", "model.layers.1.self_attn.q_proj",
                                           "model.layers.1.self_attn.v_proj"]
-    _randomize_lora(ours, 1)
+    randomize_lora(ours, 1)
     save_adapter(ours, tmp_path / "a")
     pm = _peft_load(ckpt, tmp_path / "a").eval()
     with torch.no_grad():

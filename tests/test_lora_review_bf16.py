@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 import minagent
 from minagent.lora import load_adapter
+from lora_tiny import randomize_lora
 
 peft = pytest.importorskip("peft")
 
@@ -19,11 +20,7 @@ def test_bf16_base_lora_logits_equal_peft(hf_checkpoint, tmp_path, grad):
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for n, p in sorted(pm.named_parameters()):
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    randomize_lora(pm, 2)
     pm.save_pretrained(tmp_path / "a")
     oracle = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.bfloat16),
                                             tmp_path / "a").eval()

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 import minagent
 from minagent.lora import LoraConfig, inject_lora, lora_modules, save_adapter
+from lora_tiny import randomize_lora
 
 peft = pytest.importorskip("peft")
 
@@ -26,11 +27,7 @@ def test_adapter_saved_with_extra_fields_loads_in_peft_with_our_logits_or_is_ref
     except ValueError as e:
         assert next(iter(extra)) in str(e) and "LoraConfig.extra" in str(e), str(e)
         return
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for n, p in sorted(ours.named_parameters()):
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    randomize_lora(ours, 3)
     save_adapter(ours, tmp_path / "a")
     hf = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     pm = peft.PeftModel.from_pretrained(hf, tmp_path / "a").eval()

@@ -128,9 +128,9 @@ class MinagentLLM:
     in-place write through `.data` (`p.data.copy_(w)`: `.data` is a view with its own, fresh version counter) or a
     fused optimizer's step (`AdamW(fused=True)` leaves the counters as they were), or an in-place write to a
     model loaded under torch.inference_mode() (its parameters are inference tensors, without version counters).
-    Call `llm.sessions.clear()` after one. Not detected on purpose: the only check that sees such a write reads every weight, as much memory
-    traffic per call as a whole decoding step, to guard against a write that minagent's own code never makes
-    (its trainer steps a non-fused optimizer, LoRA merges under no_grad).
+    Call `llm.sessions.clear()` after one. Not detected on purpose: the only check that sees such a write reads
+    every weight, as much memory traffic per call as a whole decoding step, to guard against a write that
+    minagent's own code never makes (its trainer steps a non-fused optimizer, LoRA merges under no_grad).
     """
 
     def __init__(self, model, tokenizer, max_len: int = 4096, reuse_cache: bool = True, draft_tokens: int = 4,
@@ -341,9 +341,9 @@ class HTTPChatLLM:
     `infer.py serve`'s "context_length_exceeded") is ContextOverflow, as the local backend raises: the agent ends
     that question and a distill run goes on. A reply must hold n choices (llama.cpp's server ignores n).
     `timeout` bounds the wait for the reply to start (one socket read) and then the whole body; content sent as a
-    list of parts is read as its text parts. A forced prefix is sent as a final assistant message with `continue_final_message: true,
-    add_generation_prompt: false` (vLLM's and `infer.py serve`'s extension); a server that ignores it starts a
-    fresh reply, so keep FTP off for such servers.
+    list of parts is read as its text parts. A forced prefix is sent as a final assistant message with
+    `continue_final_message: true, add_generation_prompt: false` (vLLM's and `infer.py serve`'s extension); a
+    server that ignores it starts a fresh reply, so keep FTP off for such servers.
     """
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 120.0,
