@@ -173,3 +173,16 @@ def test_add_refuses_non_integer_ids_and_bad_lengths():
         BM25Index().add(np.array([[0, 1]]), [2])
     # empty passages may come as plain empty lists
     assert BM25Index().add([], [0, 0]).n_docs == 2
+
+
+@pytest.mark.parametrize("bad, name", [(1.0, "float"), (1.5, "float"), ("a", "str"), (True, "bool"),
+                                       (np.float32(1), "float32"), (np.bool_(True), "bool")])
+def test_query_refuses_non_integer_term_ids_the_same_way_single_and_batched(bad, name, bm25_path):
+    """A float, string or bool is no term id (1.0 would otherwise find term 1); one query alone and the same
+    query in a batch say so in the same words. Integer ids of any numpy width are fine."""
+    index = BM25Index().add(np.array([0, 1, 2, 1]), np.array([2, 2]), 3)
+    for search in (lambda q: index.topk(q, 2), lambda q: index.topk_batch([q], 2)[0]):
+        with pytest.raises(TypeError, match="query term ids must be integers, got "):
+            search([2, bad])
+    ids, _ = index.topk([np.int32(1), np.uint8(2)], 2)
+    assert sorted(ids.tolist()) == [0, 1]

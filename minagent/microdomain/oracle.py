@@ -12,7 +12,8 @@ its identifiers), so the student also sees a poor first query and a recovery. Tw
 searches: the message, then the parameter its corrective action names.
 
 Also here: the chain-of-thought traces of the CoT-distillation baseline (the same facts, stated from memory, no
-search) and the extractor's training examples (question + passages -> the passage that bears on it).
+search) and the extractor's part: its training examples (question + passages -> the passage that bears on it)
+and, when the teacher's agent runs with the extractor in the loop, the same copy as its reply.
 """
 from __future__ import annotations
 
@@ -114,6 +115,8 @@ class DomainOracle:
         self.d, self.poor_every = d, poor_every
         self.by_question = {it["question"] + "\n" + repr(sorted((it.get("choices") or {}).items())): it
                             for it in items}
+        # the extractor is asked with the bare question (no options); items sharing one share its evidence
+        self.by_text = {it["question"]: it for it in items}
 
     def _item(self, task: str) -> dict | None:
         q, _, opts = task.partition("\n\nOptions:\n")
@@ -125,12 +128,20 @@ class DomainOracle:
 
     def __call__(self, messages, n, prefix):
         if messages[0]["role"] == "system" and messages[0]["content"] == EXTRACTOR_SYSTEM:
-            return [messages[1]["content"]] * n  # not trained by the oracle: pass the passages through
+            return [self.extract(messages[1]["content"])] * n
         task = next(m["content"] for m in messages if m["role"] == "user")
         item = self._item(task)
         if item is None:
             return [_step("I do not know this question.", "final_answer('unknown')")] * n
         return [self.next_step(item, messages)] * n
+
+    def extract(self, request: str) -> str:
+        """The extractor's reply to ContextExtractor's request ("Question: ...\n\nPassages:\n..."): the passages
+        that hold the question's evidence, as extractor_examples teaches the student to copy them."""
+        question, _, passages = request.partition("\n\nPassages:\n")
+        item = self.by_text.get(question.removeprefix("Question: "))
+        keep = evidence_blocks(passages, item["evidence"]) if item else []
+        return "\n".join(keep) or "No relevant text."
 
     def next_step(self, item: dict, messages: list[dict]) -> str:
         steps = [m for m in messages if m["role"] == "assistant"]
@@ -173,6 +184,13 @@ def oracle_llm(d: Domain, items: list[dict], poor_every: int = 5) -> ScriptedLLM
     return ScriptedLLM(DomainOracle(d, items, poor_every))
 
 
+def evidence_blocks(passages: str, evidence) -> list[str]:
+    """The texts (without their "[i] title (source)" line) of the search result's passages that name an evidence
+    entry: what a perfect extractor copies."""
+    blocks = [b for b in passages.split("\n\n") if b.strip()]
+    return [b.split("\n", 1)[-1] for b in blocks if any(e in b for e in evidence)]
+
+
 def extractor_examples(trajectory: dict, item: dict) -> list[dict]:
     """Extractor training conversations from one kept trajectory: for each search observation, the passage
     block that holds an evidence entry, copied."""
@@ -181,8 +199,7 @@ def extractor_examples(trajectory: dict, item: dict) -> list[dict]:
         if m["role"] != "tool" or "Execution logs:" not in m["content"]:
             continue
         logs = m["content"].split("Execution logs:\n", 1)[1].split("Last output from code snippet:")[0].strip()
-        blocks = [b for b in logs.split("\n\n") if b.strip()]
-        keep = [b.split("\n", 1)[-1] for b in blocks if any(e in b for e in item["evidence"])]
+        keep = evidence_blocks(logs, item["evidence"])
         if not keep:
             continue
         out.append({"messages": [

@@ -15,8 +15,8 @@ Stages (directories):
   index/      bm25/: the BM25 index of manual/ (what `infer.py exam --index` takes)
   tokenizer/  tiny tier only: SentencePiece tokenizer trained on both manuals + a random model
   pretrain/, instruct/   tiny tier only: the base model (LM on the general manual, then QA / RAG QA on it)
-  teacher/    trajectories.jsonl (kept, no held-out name in them), sft_agent.jsonl (+ extractor examples),
-              sft_cot.jsonl (CoT traces), distill counts
+  teacher/    trajectories.jsonl (kept, no held-out name in them; a share run with the extractor in the loop),
+              sft_agent.jsonl (+ extractor examples), sft_cot.jsonl (CoT traces), distill counts
   cpt/, sft/, cot/   training runs; the model is <stage>/run/final/model
   eval/       one results JSONL per system, results.csv, results.png, table.md
 """
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from ..agent.executor import Agent, AgentConfig
+from ..agent.extractor import ContextExtractor
 from ..agent.teacher import distill
 from ..agent.tools import make_search
 from ..jsonl import read_jsonl
@@ -43,9 +44,10 @@ from .oracle import cot_trace, extractor_examples, oracle_llm
 from .tiers import tier_settings
 
 
-RECIPE_VERSION = 5  # bump when a stage's code changes what it writes: every cached stage is then redone
+RECIPE_VERSION = 6  # bump when a stage's code changes what it writes: every cached stage is then redone
                     # (2: CoT traces filtered for held-out names too; 4: multiple-choice options a guess cannot
-                    # rule out, and parse_reply's last "Answer:" on a line)
+                    # rule out, and parse_reply's last "Answer:" on a line; 6: a share of the teacher's runs
+                    # with the extractor in the loop)
 
 
 def _key(obj) -> str:
@@ -169,8 +171,12 @@ def pretrain_corpus(manual: Path, manual_repeats: int) -> list[dict]:
 
 def make_trajectories(d: Path, dom, items, search, teacher: str | None, max_train: int | None = None,
                       extractor_every: int = 1, log=print) -> dict:
-    """Teacher trajectories on the train questions, filtered for held-out names; extractor examples from every
-    `extractor_every`-th kept trajectory (0: none); CoT traces."""
+    """Teacher trajectories on the train questions, filtered for held-out names; CoT traces; and the extractor's
+    data (extractor_every 0: none): examples from every `extractor_every`-th kept trajectory, and every
+    `extractor_every`-th train question run a second time with the extractor in the loop. A student that only
+    ever saw whole passages as observations does not know what to do after "Relevant text from the passages:"
+    (trained without those runs, the extractor row scored 30% where the agent scored 90%, two-hop questions
+    0%), so the student that is evaluated with the extractor also learns to act on extracts."""
     train = [i for i in items if i["split"] == "train"]
     if max_train is not None:  # a fair sample of every question type, not the first entity kind
         random.Random(0).shuffle(train)
@@ -182,22 +188,34 @@ def make_trajectories(d: Path, dom, items, search, teacher: str | None, max_trai
         ftp = llm
     else:
         llm, ftp = oracle_llm(dom, items), None
-    agent = Agent(llm, {"search": search}, AgentConfig(max_steps=5, max_tokens=512), system=system)
+    config = AgentConfig(max_steps=5, max_tokens=512)
+    agent = Agent(llm, {"search": search}, config, system=system)
     counts = distill(train, agent, d / "distilled.jsonl", ftp_llm=ftp, log=None)
+    if extractor_every:  # (min_chars 0: the recipe's students condense every search result, see _evaluate)
+        extracting = Agent(llm, {"search": search}, config, system=system,
+                           extractor=ContextExtractor(llm, min_chars=0))
+        extracted = distill(train[::extractor_every], extracting, d / "distilled_extractor.jsonl", ftp_llm=ftp,
+                            log=None)
+        counts.update({f"extractor_runs_{k}": v for k, v in extracted.items()})
     held = heldout_names(dom, items)
     by_id = {i["id"]: i for i in items}
-    kept, leaked, extra = [], 0, []
-    rows, _ = read_jsonl(d / "distilled.jsonl", lambda row: row)  # (a bad line is named, file:line)
-    for _, row in rows:
-        text = json.dumps(row["messages"])
-        if any(h in text for h in held):
-            leaked += 1
-            continue
-        kept.append({"id": row["id"], "messages": row["messages"]})
-        if extractor_every and len(kept) % extractor_every == 0:
-            extra += extractor_examples(row, by_id[row["id"]])
-    write_jsonl(kept, d / "trajectories.jsonl")
-    write_jsonl(kept + extra, d / "sft_agent.jsonl")
+    kept, leaked, extra, runs_with_extracts = [], 0, [], []
+    sources = [("distilled.jsonl", False)] + ([("distilled_extractor.jsonl", True)] if extractor_every else [])
+    for name, with_extracts in sources:
+        rows, _ = read_jsonl(d / name, lambda row: row)  # (a bad line is named, file:line)
+        for _, row in rows:
+            text = json.dumps(row["messages"])
+            if any(h in text for h in held):
+                leaked += 1
+                continue
+            if with_extracts:  # (its own id: the same question's plain run is a different example)
+                runs_with_extracts.append({"id": f"{row['id']}/extractor", "messages": row["messages"]})
+                continue
+            kept.append({"id": row["id"], "messages": row["messages"]})
+            if extractor_every and len(kept) % extractor_every == 0:
+                extra += extractor_examples(row, by_id[row["id"]])
+    write_jsonl(kept + runs_with_extracts, d / "trajectories.jsonl")
+    write_jsonl(kept + runs_with_extracts + extra, d / "sft_agent.jsonl")
     if teacher:
         cot = _teacher_cot(llm, train)
     else:
@@ -206,7 +224,8 @@ def make_trajectories(d: Path, dom, items, search, teacher: str | None, max_trai
     # the same filter as the trajectories: a train question's options may name held-out entities
     cot_kept = [row for row in cot if not any(h in json.dumps(row["messages"]) for h in held)]
     write_jsonl(cot_kept, d / "sft_cot.jsonl")
-    counts.update(leaked=leaked, trajectories=len(kept), extractor_examples=len(extra), cot=len(cot_kept),
+    counts.update(leaked=leaked, trajectories=len(kept), trajectories_with_extracts=len(runs_with_extracts),
+                  extractor_examples=len(extra), cot=len(cot_kept),
                   cot_leaked=len(cot) - len(cot_kept))
     (d / "counts.json").write_text(json.dumps(counts, indent=1))
     log(f"[teacher] {counts}")

@@ -326,14 +326,22 @@ class BM25Index:
             counts[t] = counts.get(t, 0) + 1
         if not counts or self.n_docs == 0:
             return None
-        if min(counts) < 0 or max(counts) >= self.n_terms:
-            raise ValueError(f"query term id out of range: {self.term_range()}")
-        # (.item gives Python numbers: numpy scalars would make each lookup and each comparison of the sort
-        # several times slower)
-        pos, bound, row = self.indptr.item, self.term_max.item, self.dense_row_of.item
-        # (terms with a dense score row go last whatever their bound: they are the commonest, and the exhaustive
-        # batch path scatters every other term first and adds the rows after, in this same order)
-        return sorted((row(t) >= 0, -bound(t) * c, int(t), float(c), pos(t), pos(t + 1)) for t, c in counts.items())
+        try:
+            if min(counts) < 0 or max(counts) >= self.n_terms:
+                raise ValueError(f"query term id out of range: {self.term_range()}")
+            # (.item gives Python numbers: numpy scalars would make each lookup and each comparison of the sort
+            # several times slower; it also refuses floats and bools, which are not term ids)
+            pos, bound, row = self.indptr.item, self.term_max.item, self.dense_row_of.item
+            # (terms with a dense score row go last whatever their bound: they are the commonest, and the
+            # exhaustive batch path scatters every other term first and adds the rows after, in this same order)
+            return sorted((row(t) >= 0, -bound(t) * c, int(t), float(c), pos(t), pos(t + 1))
+                          for t, c in counts.items())
+        except TypeError:  # the same words as the batched path's (BatchPlan)
+            bad = next((t for t in counts if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer))),
+                       None)
+            if bad is None:
+                raise
+            raise TypeError(f"query term ids must be integers, got {type(bad).__name__}") from None
 
     def _plan_of(self, info, k):
         n = len(info)

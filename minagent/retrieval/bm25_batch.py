@@ -56,9 +56,12 @@ class BatchPlan:
     def __init__(self, index, queries, k):
         n_q = len(queries)
         lens = np.fromiter(map(len, queries), np.int64, count=n_q)
-        flat = np.asarray(list(itertools.chain.from_iterable(queries)))
-        if len(flat) and flat.dtype.kind not in "iu":
-            raise TypeError(f"query term ids must be integers, got {flat.dtype}")
+        flat = list(itertools.chain.from_iterable(queries))
+        kinds = set(map(type, flat))    # (a bool among ints would become 0/1 in the array: refused, as topk does)
+        has_bool = bool in kinds or np.bool_ in kinds
+        flat = np.asarray(flat)
+        if len(flat) and (flat.dtype.kind not in "iu" or has_bool):
+            raise TypeError(f"query term ids must be integers, got {'bool' if has_bool else flat.dtype}")
         flat = flat.astype(np.int64, copy=False)
         if len(flat) and (flat.min() < 0 or flat.max() >= index.n_terms):
             raise ValueError(f"query term id out of range: {index.term_range()}")
