@@ -198,10 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the flags that name a model checkpoint directory, checked here (ask, exam, serve and distill: in load_llm,
+# which also takes a server's URL)
+MODEL_FLAGS = {"chat": ("--model",), "index": ("--lm",)}
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from minagent.cli_paths import output_path_problem
+    from minagent.cli_paths import model_dir_problem, output_path_problem
 
     for flag in ("--out", "--models-dir"):  # index/exam/distill --out, fetch/demo --models-dir
         value = getattr(args, flag[2:].replace("-", "_"), None)
@@ -223,6 +228,11 @@ def main(argv=None):
         parser.error("serve: --model and --oracle are alternatives (the oracle would be served); pass one")
     if args.command == "serve" and not (args.model or args.oracle):
         parser.error("serve: nothing to serve; pass --model DIR (a checkpoint) or --oracle QUESTIONS.jsonl")
+    for flag in MODEL_FLAGS.get(args.command, ()):  # a run's own directory or no checkpoint: said now, by flag
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        problem = value is not None and model_dir_problem(f"{args.command} {flag}", value)
+        if problem:
+            parser.error(problem)
     if args.command == "chat":
         run_chat(args, args.prompt)
     elif args.command == "fetch":

@@ -129,11 +129,23 @@ def _refuse_output_under_a_file(flag: str, path):
         raise SystemExit(f"train.py: {problem}")
 
 
+def _refuse_a_model_that_is_no_checkpoint(flag: str, path):
+    """A --model/--base-model that is a training run's directory (its model is in final/model) or holds no
+    config.json stops now, naming the flag and the directory to pass instead, not as a tokenizer or config
+    error from inside the run (the recipe's --base-model: after its first stages)."""
+    from minagent.cli_paths import model_dir_problem
+
+    problem = path is not None and model_dir_problem(flag, path)
+    if problem:
+        raise SystemExit(f"train.py: {problem}")
+
+
 def run_recipe_command(args) -> int:
     from minagent.agent.llm import LLMError
     from minagent.microdomain.pipeline import run_recipe
 
     _refuse_output_under_a_file("--work", args.work or f"runs/{args.tier}")
+    _refuse_a_model_that_is_no_checkpoint("--base-model", args.base_model)
     try:
         run_recipe(args.tier, work=args.work or f"runs/{args.tier}", seed=args.seed, teacher=args.teacher,
                    base_model=args.base_model, overrides=parse_overrides(args.set), force=args.force)
@@ -153,6 +165,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"train.py: {e}")
     _refuse_output_under_a_file("--out", cfg.out)
+    _refuse_a_model_that_is_no_checkpoint("--model", cfg.model)
     from minagent.training import train
 
     try:

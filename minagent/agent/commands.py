@@ -22,14 +22,20 @@ DEFAULT_MAX_LEN = 4096  # context (and KV cache) of a local model unless asked: 
 
 
 def load_llm(model: str, dtype: str = "float32", device: str = "cpu", max_len: int | None = None,
-             draft_tokens: int | None = None):
+             draft_tokens: int | None = None, flag: str = "--model"):
     """A model directory -> MinagentLLM (draft_tokens: prompt-lookup drafts per greedy forward, 0 = off, None =
     MinagentLLM's default; observations rendered with the role the model's SFT export recorded, else as user
     turns); an http(s):// URL (…/v1) -> HTTPChatLLM (the server decides its context: max_len is not used).
     max_len: the context in tokens, prompt + reply, what the KV cache is allocated for (None: the model's
-    max_position_embeddings, at most DEFAULT_MAX_LEN); more than the model's positions is refused."""
+    max_position_embeddings, at most DEFAULT_MAX_LEN); more than the model's positions is refused.
+    flag: the option the path came from, for the error when it is no checkpoint (a training run's own directory
+    is named with the path of the model it exported)."""
     if model.startswith(("http://", "https://")):
         return HTTPChatLLM(model, log=print)
+    from ..cli_paths import model_dir_problem
+    problem = model_dir_problem(flag, model)
+    if problem:
+        raise ValueError(problem)
     from .. import load_model, load_tokenizer
     from ..chat import agent_settings
     drafts = {} if draft_tokens is None else {"draft_tokens": draft_tokens}
@@ -111,7 +117,7 @@ def distill_questions(teacher: str, index_dir, questions_path, out_path, ftp: bo
         questions = [q for q in questions if q.get("split") == split]
         if not questions:
             raise ValueError(f"{questions_path}: no questions with split {split!r}")
-    llm = load_llm(teacher, draft_tokens=draft_tokens, max_len=max_len)
+    llm = load_llm(teacher, draft_tokens=draft_tokens, max_len=max_len, flag="--teacher")
     agent = build_agent(llm, index_dir, config)
     return distill(questions, agent, out_path, ftp_llm=llm if ftp else None, log=log)
 
