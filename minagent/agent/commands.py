@@ -63,7 +63,9 @@ def build_agent(llm, index_dir=None, config: AgentConfig | None = None, extracto
 
 
 def print_event(kind: str, text: str):
-    head = {"step": "--- step ---", "observation": "--- observation ---", "final": "=== final answer ==="}[kind]
+    head = {"step": "--- step ---", "observation": "--- observation ---",
+            "forced": "--- steps used up: asked for the final answer, without tools ---",
+            "final": "=== final answer ==="}[kind]
     print(f"{head}\n{text}", flush=True)
 
 

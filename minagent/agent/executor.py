@@ -105,6 +105,10 @@ def _final_call_argument(text: str) -> str | None:
 
 
 class Agent:
+    """The CodeAct loop over one model. on_event(kind, text) sees the run as it goes: "step" (a reply),
+    "observation" (what its code printed, or the error), "forced" (the reply to the forced-answer prompt once the
+    steps are used up) and "final" (the answer)."""
+
     def __init__(self, llm, tools: dict[str, Callable] | None = None, config: AgentConfig | None = None,
                  extractor=None, on_event: Callable[[str, str], None] | None = None, system: str | None = None):
         self.llm, self.tools, self.config = llm, dict(tools or {}), config or AgentConfig()
@@ -176,5 +180,6 @@ class Agent:
                 text = self.llm.complete(messages, stop=STOP_STRINGS, temperature=cfg.temperature,
                                          top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)[0]
                 messages.append({"role": "assistant", "content": text.strip()})
+                self._emit("forced", text.strip())  # (without it `ask` showed an answer it never showed written)
                 res.answer = parse_forced_answer(text)
                 self._emit("final", str(res.answer))
