@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 
@@ -172,7 +173,8 @@ def main(argv=None):
         result = train(cfg)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file/line; no traceback
         raise SystemExit(f"train.py: {e}")
-    print(result)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process returns; one summary is the run's
+        print(result)
 
 
 if __name__ == "__main__":
