@@ -178,8 +178,14 @@ def _pattern_setting(name: str, value, rank: bool) -> str | None:
             raise ValueError(f"{_flag(name)}: not JSON ({e.msg} at column {e.colno}); expected an object "
                              f"{{module regex: {what}}}, e.g. '{example}'") from None
     if not isinstance(value, dict):
+        # a bare number is one rank/alpha for every module, which is another flag: argparse takes `--lora-rank 4`
+        # (no such flag) as an abbreviation of --lora-rank-pattern, so name the flag that was meant
+        meant = ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            meant = (" (one rank for every module is --lora-r; argparse reads --lora-rank as short for "
+                     "--lora-rank-pattern)" if rank else " (one alpha for every module is --lora-alpha)")
         raise ValueError(f"{_flag(name)}: expected a JSON object {{module regex: {what}}}, e.g. '{example}', "
-                         f"got {value!r}")
+                         f"got {value!r}{meant}")
     for key, v in value.items():
         try:
             re.compile(key)
