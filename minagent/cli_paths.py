@@ -33,13 +33,14 @@ CHECKPOINT_FILES = "config.json, model.safetensors and the tokenizer files"
 EXPORTED_MODEL_SUBDIRS = ("final/model", "run/final/model")
 
 
-def _is_model_config(config_json: Path) -> bool:
-    """True when config.json reads as a model's (HF's model_type / architectures), not as train.py's settings."""
+def is_training_run_settings(config_json: Path) -> bool:
+    """True when a config.json reads as the settings train.py writes into its --out ("stage", and none of a
+    model config's model_type / architectures); False for a model's config.json and for an unreadable file."""
     try:
-        data = json.loads(config_json.read_text(encoding="utf-8"))
+        data = json.loads(Path(config_json).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return True  # unreadable: the loader's own error names what is wrong with it
-    return not isinstance(data, dict) or "stage" not in data or "model_type" in data or "architectures" in data
+        return False
+    return isinstance(data, dict) and "stage" in data and "model_type" not in data and "architectures" not in data
 
 
 def model_dir_problem(flag: str, path: str | Path) -> str | None:
@@ -57,8 +58,8 @@ def model_dir_problem(flag: str, path: str | Path) -> str | None:
     if not p.is_dir():
         return f"{flag} {path}: a file, not a directory; expected a checkpoint directory ({CHECKPOINT_FILES})"
     config = p / "config.json"
-    if config.is_file() and _is_model_config(config):
-        return None
+    if config.is_file() and not is_training_run_settings(config):
+        return None  # a model's (an unreadable one: the loader's own error names what is wrong with it)
     exported = next((p / sub for sub in EXPORTED_MODEL_SUBDIRS if (p / sub / "config.json").is_file()), None)
     if exported is not None:
         return f"{flag} {path}: a training run's directory, not a checkpoint; its model is {exported}"

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from minagent.cli_paths import is_training_run_settings
 from minagent.chat import write_agent_settings
 from minagent.config import ModelConfig
 from minagent.lora import (LoraConfig, _pattern_value, base_state_dict, inject_lora, load_adapter, merge_lora,
@@ -212,6 +213,16 @@ def export(model, cfg: TrainConfig, out: Path, log=print) -> dict:
     return paths
 
 
+def refuse_an_out_holding_another_config(out: Path):
+    """A run writes its settings to OUT/config.json. When OUT already holds a config.json that is not an earlier
+    run's settings (a model checkpoint: --out given the --model directory, or a models/ folder), writing there
+    would replace the checkpoint's config with the run's and leave that model unloadable: refused, naming it."""
+    config = out / "config.json"
+    if config.is_file() and not is_training_run_settings(config):
+        raise ValueError(f"--out {out}: {config} is there and is not a training run's settings (a model "
+                         "checkpoint's?); the run would overwrite it with its own: choose another --out")
+
+
 def run(cfg: TrainConfig, stop_after_step: int | None = None) -> dict:
     """Train one stage. stop_after_step ends the run abruptly after that step (tests simulate a kill with it:
     nothing is saved beyond what the periodic checkpoints already wrote)."""
@@ -219,6 +230,7 @@ def run(cfg: TrainConfig, stop_after_step: int | None = None) -> dict:
     env, device = init_distributed(cfg.device)
     log = print if env.is_main else (lambda *a, **k: None)
     out = Path(cfg.out)
+    refuse_an_out_holding_another_config(out)
     try:
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
