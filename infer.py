@@ -216,6 +216,12 @@ def main(argv=None):
     if args.command in ("exam", "distill") and Path(args.out).is_dir():
         # refused now, not after the run: exam writes --out only at the end, after every question has run
         parser.error(f"{args.command} --out {args.out}: a directory is there; --out names the JSONL file to write")
+    for flag in ("--exam", "--questions", "--system-file"):  # --out over one of the run's own inputs
+        given = getattr(args, flag[2:].replace("-", "_"), None)
+        if args.command in ("exam", "distill") and given and Path(given).resolve() == Path(args.out).resolve():
+            # exam's results (or distill's trajectories) would replace (or be appended to) the file they come from
+            parser.error(f"{args.command} --out {args.out} is the {flag} file; write the "
+                         f"{'results' if args.command == 'exam' else 'trajectories'} to another file")
     if args.command == "exam" and args.mode != "agent":
         ignored = [flag for flag, given in (("--sag", args.sag), ("--extractor", args.extractor)) if given]
         if ignored:  # agent systems of their own: --mode closed-book|rag|cot would run without them, silently
