@@ -61,7 +61,10 @@ class Stages:
         self.work, self.log, self.force = Path(work), log, force
         self.keys: dict[str, str] = {}
 
-    def run(self, name: str, inputs: dict, build, resumable: bool = False) -> Path:
+    def run(self, name: str, inputs: dict, build, resumable: bool = False, keep_previous: bool = False) -> Path:
+        """keep_previous: a finished output that the new inputs replace is moved to `<name>.previous/` (one
+        generation) instead of deleted: a rerun with a typo'd --teacher URL must not wipe hours of a real
+        teacher's trajectories before it finds out the URL is wrong."""
         d = self.work / name
         key = _key({"stage": name, **inputs})
         self.keys[name] = key
@@ -76,7 +79,13 @@ class Stages:
         pending = d / "stage.key"
         resume = resumable and pending.is_file() and pending.read_text().strip() == key
         if d.exists() and not resume:
-            shutil.rmtree(d)
+            previous = d.with_name(name + ".previous")
+            if keep_previous and marker.is_file():
+                shutil.rmtree(previous, ignore_errors=True)
+                d.rename(previous)
+                self.log(f"[{name}] its earlier output (other inputs) is kept in {previous}")
+            else:
+                shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
         pending.write_text(key)
         self.log(f"[{name}] {'resuming' if resume else 'running'}")
@@ -311,7 +320,7 @@ def run_recipe(tier: str = "tiny", work: str | Path = "runs/tiny", seed: int = 0
     # interrupted teacher stage (a --teacher server that went away) keeps the trajectories it had paid for
     st.run("teacher", teacher_inputs, lambda d, r: make_trajectories(
         d, dom, items, search, teacher, s.get("teacher", {}).get("max_train"),
-        s.get("teacher", {}).get("extractor_every", 1), log), resumable=True)
+        s.get("teacher", {}).get("extractor_every", 1), log), resumable=True, keep_previous=True)
 
     st.run("cpt", {"base": st.keys["base"], "domain": st.keys["domain"], **s["cpt"]},
            lambda d, r: train_stage(d, r, base, work / "domain" / "manual", s["cpt"], seed, progress),
