@@ -7,6 +7,7 @@ import pytest
 from minagent.agent import AgentConfig, HTTPChatLLM, ScriptedLLM
 from minagent.agent.commands import load_llm, run_exam
 from minagent.retrieval import build_index
+from cli_errors import infer_usage_error
 
 CHOICES = {"A": "git log", "B": "git add", "C": "git stash", "D": "git blame"}
 
@@ -43,32 +44,21 @@ def test_a_url_selects_the_http_backend():
     assert isinstance(load_llm("http://127.0.0.1:9/v1"), HTTPChatLLM)
 
 
-def _cli_error(capsys, argv):
-    """Run infer.py's main on argv; return what it printed when it stopped with a usage error (exit code 2)."""
-    import pytest
-
-    from infer import main
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    assert stop.value.code == 2
-    return capsys.readouterr().err
-
-
 def test_cli_refuses_what_would_run_wrong_or_silently_differently(capsys, tmp_path):
     """Values are checked, never clamped, and an agent is not run with a search tool it does not have."""
     exam = ["exam", "--model", "m", "--exam", "e.jsonl", "--out", "o.jsonl"]
-    assert "--index INDEX is required (the agent's search tool)" in _cli_error(capsys, exam)
-    assert "--index INDEX is required" in _cli_error(capsys, ["distill", "--teacher", "m", "--questions", "q",
+    assert "--index INDEX is required (the agent's search tool)" in infer_usage_error(capsys, exam)
+    assert "--index INDEX is required" in infer_usage_error(capsys, ["distill", "--teacher", "m", "--questions", "q",
                                                               "--out", "o"])
-    assert "exam --mode rag: --index INDEX is required" in _cli_error(capsys, exam + ["--mode", "rag"])
-    assert "argument --k: 0 is outside [1, 10]" in _cli_error(capsys, exam + ["--index", "i", "--k", "0"])
-    assert "argument --max-steps: 0 is outside [1, inf]" in _cli_error(capsys, exam + ["--index", "i",
+    assert "exam --mode rag: --index INDEX is required" in infer_usage_error(capsys, exam + ["--mode", "rag"])
+    assert "argument --k: 0 is outside [1, 10]" in infer_usage_error(capsys, exam + ["--index", "i", "--k", "0"])
+    assert "argument --max-steps: 0 is outside [1, inf]" in infer_usage_error(capsys, exam + ["--index", "i",
                                                                                        "--max-steps", "0"])
-    assert "argument --question: empty text" in _cli_error(capsys, ["ask", "--model", "m", "--question", " "])
-    assert "argument --port: 99999 is outside [0, 65535]" in _cli_error(capsys, ["serve", "--port", "99999"])
-    assert "argument --top-p: 0 is outside (0, 1]" in _cli_error(capsys, ["chat", "--model", "m", "--prompt", "x",
+    assert "argument --question: empty text" in infer_usage_error(capsys, ["ask", "--model", "m", "--question", " "])
+    assert "argument --port: 99999 is outside [0, 65535]" in infer_usage_error(capsys, ["serve", "--port", "99999"])
+    assert "argument --top-p: 0 is outside (0, 1]" in infer_usage_error(capsys, ["chat", "--model", "m", "--prompt", "x",
                                                                          "--top-p", "0"])
-    assert "argument --temperature: 'nan' is not a finite number" in _cli_error(
+    assert "argument --temperature: 'nan' is not a finite number" in infer_usage_error(
         capsys, ["chat", "--model", "m", "--prompt", "x", "--temperature", "nan"])
 
 
@@ -125,7 +115,7 @@ def test_an_output_path_that_is_a_directory_is_refused_before_the_exam_runs(caps
     exam.write_text('{"id": "q1", "question": "a?", "answer": "b"}\n')
     for command in (["exam", "--model", "m", "--exam", str(exam)], ["distill", "--teacher", "m", "--questions",
                                                                     str(exam)]):
-        err = _cli_error(capsys, command + ["--out", str(tmp_path), "--no-search"])
+        err = infer_usage_error(capsys, command + ["--out", str(tmp_path), "--no-search"])
         assert f"--out {tmp_path}: a directory is there" in err
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(root / "infer.py"), "exam", "--model", "m", "--exam", str(exam),
@@ -139,9 +129,9 @@ def test_agent_only_flags_in_another_mode_and_two_backends_for_serve_are_refused
     """--sag and --extractor change only the agent: with --mode closed-book|rag|cot they were accepted and the
     exam ran without them; serve --model M --oracle Q served the oracle under M's name."""
     exam = ["exam", "--model", "m", "--exam", "e.jsonl", "--out", "o.jsonl", "--index", "i"]
-    assert "exam --mode rag: only --mode agent uses --sag" in _cli_error(
+    assert "exam --mode rag: only --mode agent uses --sag" in infer_usage_error(
         capsys, exam + ["--mode", "rag", "--sag", "4"])
-    assert "exam --mode cot: only --mode agent uses --sag, --extractor" in _cli_error(
+    assert "exam --mode cot: only --mode agent uses --sag, --extractor" in infer_usage_error(
         capsys, exam + ["--mode", "cot", "--sag", "2", "--extractor"])
-    assert "serve: --model and --oracle are alternatives" in _cli_error(
+    assert "serve: --model and --oracle are alternatives" in infer_usage_error(
         capsys, ["serve", "--model", "m", "--oracle", "q.jsonl"])

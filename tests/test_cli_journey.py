@@ -14,6 +14,7 @@ import pytest
 import infer
 from minagent.agent import commands
 from minagent.agent.teacher import oracle_teacher, read_questions
+from cli_errors import infer_usage_error
 
 OWN = Path(__file__).resolve().parent / "data" / "own_domain"
 
@@ -23,13 +24,6 @@ def _help(capsys, argv) -> str:
         infer.main(argv + ["--help"])
     assert stop.value.code == 0
     return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare on single spaces
-
-
-def _usage_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as stop:
-        infer.main(argv)
-    assert stop.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_help_states_defaults_of_zero(capsys):
@@ -50,12 +44,12 @@ def test_help_states_defaults_of_zero(capsys):
 ])
 def test_an_index_and_no_search_together_are_refused(capsys, command):
     """--no-search set the index aside without a word: the run went on without the search tool asked for."""
-    err = _usage_error(capsys, command + ["--index", "idx", "--no-search"])
+    err = infer_usage_error(capsys, command + ["--index", "idx", "--no-search"])
     assert f"{command[0]}: --index and --no-search are alternatives" in err
 
 
 def test_serve_without_a_model_names_the_flags(capsys):
-    err = _usage_error(capsys, ["serve", "--port", "0"])
+    err = infer_usage_error(capsys, ["serve", "--port", "0"])
     assert "serve: nothing to serve; pass --model DIR (a checkpoint) or --oracle QUESTIONS.jsonl" in err
 
 

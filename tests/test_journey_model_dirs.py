@@ -14,6 +14,7 @@ import pytest
 
 import infer
 import train
+from cli_errors import infer_usage_error
 
 MODEL_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
 
@@ -28,15 +29,8 @@ def run_dir(tmp_path):
     return run
 
 
-def infer_error(capsys, argv):
-    with pytest.raises(SystemExit) as stop:
-        infer.main(argv)
-    assert stop.value.code == 2
-    return capsys.readouterr().err
-
-
 def test_chat_names_the_model_inside_a_training_run(capsys, run_dir):
-    err = infer_error(capsys, ["chat", "--prompt", "hi", "--model", str(run_dir)])
+    err = infer_usage_error(capsys, ["chat", "--prompt", "hi", "--model", str(run_dir)])
     assert f"chat --model {run_dir}: a training run's directory" in err
     assert f"its model is {run_dir / 'final' / 'model'}" in err
 
@@ -63,28 +57,28 @@ def test_a_recipe_stage_directory_names_its_run_model(capsys, tmp_path):
     stage = tmp_path / "runs" / "tiny" / "sft"          # the recipe's layout: the run lives in stage/run
     (stage / "run" / "final" / "model").mkdir(parents=True)
     (stage / "run" / "final" / "model" / "config.json").write_text(json.dumps(MODEL_CONFIG))
-    err = infer_error(capsys, ["chat", "--prompt", "hi", "--model", str(stage)])
+    err = infer_usage_error(capsys, ["chat", "--prompt", "hi", "--model", str(stage)])
     assert f"its model is {stage / 'run' / 'final' / 'model'}" in err
 
 
 def test_a_directory_without_config_json_is_named(capsys, tmp_path):
-    err = infer_error(capsys, ["chat", "--prompt", "hi", "--model", str(tmp_path)])
+    err = infer_usage_error(capsys, ["chat", "--prompt", "hi", "--model", str(tmp_path)])
     assert f"chat --model {tmp_path}: no config.json" in err
 
 
 def test_a_missing_directory_and_a_file_are_named(capsys, tmp_path):
-    err = infer_error(capsys, ["chat", "--prompt", "hi", "--model", str(tmp_path / "nope")])
+    err = infer_usage_error(capsys, ["chat", "--prompt", "hi", "--model", str(tmp_path / "nope")])
     assert f"chat --model {tmp_path / 'nope'}: no such directory" in err
     a_file = tmp_path / "model.gguf"
     a_file.write_bytes(b"GGUF")
-    err = infer_error(capsys, ["index", "--corpus", str(tmp_path), "--out", str(tmp_path / "i"), "--dense",
+    err = infer_usage_error(capsys, ["index", "--corpus", str(tmp_path), "--out", str(tmp_path / "i"), "--dense",
                                "--lm", str(a_file)])
     assert f"index --lm {a_file}: a file, not a directory" in err
 
 
 def test_an_unfinished_run_says_its_model_is_not_there(capsys, run_dir):
     (run_dir / "final" / "model" / "config.json").unlink()
-    err = infer_error(capsys, ["chat", "--prompt", "hi", "--model", str(run_dir)])
+    err = infer_usage_error(capsys, ["chat", "--prompt", "hi", "--model", str(run_dir)])
     assert f"{run_dir / 'config.json'} holds a training run's settings" in err
     assert "--export false" in err
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import infer
 from minagent.agent import commands
+from cli_errors import infer_usage_error
 
 OWN = Path(__file__).parent / "data" / "own_domain"
 
@@ -20,13 +20,6 @@ def exam(tmp_path):
     path = tmp_path / "exam.jsonl"
     shutil.copyfile(OWN / "exam.jsonl", path)
     return path
-
-
-def refuse(capsys, argv):
-    with pytest.raises(SystemExit) as stop:
-        infer.main(argv)
-    assert stop.value.code == 2
-    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -42,7 +35,7 @@ def test_out_over_an_input_is_refused(monkeypatch, capsys, tmp_path, exam, argv,
     before = exam.read_bytes()
     other_spelling = os.path.join(str(tmp_path), ".", "exam.jsonl")   # the same file, written another way
     argv = [a.replace("{e}", str(exam)).replace("{o}", other_spelling) for a in argv]
-    err = refuse(capsys, argv)
+    err = infer_usage_error(capsys, argv)
     assert f"{argv[0]} --out {other_spelling} is the {flag} file" in err
     assert exam.read_bytes() == before
     assert [json.loads(line) for line in exam.read_text().splitlines()] == \
