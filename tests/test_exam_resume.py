@@ -148,3 +148,25 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(tmp_path
     second.open()
     second.finish()
     assert not (tmp_path / "r.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("model, label", [("runs/my-sft/final/model", "my-sft"),
+                                          ("runs/tiny/sft/run/final/model", "sft"),
+                                          ("models/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
+                                          ("http://127.0.0.1:8000/v1", "v1")])
+def test_the_table_names_the_model_not_the_run_layout(tmp_path, monkeypatch, model, label):
+    """Every README path to a trained model ends in final/model, so each row was labelled "model agent"."""
+    exam = tmp_path / "exam.jsonl"
+    exam.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    monkeypatch.setattr("minagent.agent.commands.load_llm", lambda *a, **k: answering([]))
+    logged = []
+    evaluate.exam_command(model, exam, tmp_path / "r.jsonl", mode="closed-book", log=logged.append)
+    assert f"| {label} closed-book " in logged[-1]
+
+
+def test_an_unknown_split_lists_the_splits_the_file_has(tmp_path):
+    exam = tmp_path / "exam.jsonl"
+    exam.write_text("".join(json.dumps({**i, "split": "train" if n % 2 else "heldout"}) + "\n"
+                            for n, i in enumerate(ITEMS)))
+    with pytest.raises(ValueError, match=r"no questions with split 'test' \(the file's splits: heldout, train\)"):
+        evaluate.exam_command("m", exam, tmp_path / "r.jsonl", mode="closed-book", split="test", log=None)

@@ -175,6 +175,13 @@ def _resumable(out_path, settings: dict, legacy: dict) -> tuple[PartialResults, 
         return partial, found
 
 
+def model_label(model) -> str:
+    """The table's name for a model: the last part of its path that is not the run layout's own (runs/my-sft/
+    final/model -> my-sft, runs/tiny/sft/run/final/model -> sft); a URL's last part as written."""
+    parts = [p for p in Path(str(model)).parts if p not in ("model", "final", "run", "/")]
+    return parts[-1] if parts else str(model)
+
+
 def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir=None, k: int = 3,
                  system_file=None, agent_config: AgentConfig | None = None, extractor: bool = False,
                  split: str | None = None, log=print, draft_tokens: int | None = None,
@@ -184,9 +191,12 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
     line is appended for multiple-choice questions), e.g. the one the recipe trained with."""
     from ..agent.commands import load_llm
     from ..agent.teacher import read_questions
-    items = [i for i in read_questions(exam_path) if split is None or i.get("split") == split]
+    every = read_questions(exam_path)
+    items = [i for i in every if split is None or i.get("split") == split]
     if not items:
-        raise ValueError(f"{exam_path}: no questions" + (f" with split {split!r}" if split else ""))
+        splits = sorted({str(i["split"]) for i in every if i.get("split") is not None})
+        raise ValueError(f"{exam_path}: no questions" + (f" with split {split!r} (the file's splits: "
+                                                          f"{', '.join(splits) or 'none'})" if split else ""))
     search = None
     if index_dir is not None:
         from ..retrieval import load_index
@@ -197,7 +207,7 @@ def exam_command(model: str, exam_path, out_path, mode: str = "agent", index_dir
     if system_file is not None:
         text = Path(system_file).read_text(encoding="utf-8").strip()
         agent_system = lambda mc: text + (formats.MULTIPLE_CHOICE_LINE if mc else "")  # noqa: E731
-    system = System(f"{Path(str(model)).name} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
+    system = System(f"{model_label(model)} {mode}", "model", mode, sag=(agent_config.sag if agent_config else 0),
                     extractor=extractor)
     # the settings that change this mode's answers, and only those: a closed-book run resumed with another --k
     # (which it never reads) was refused
