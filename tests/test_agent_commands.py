@@ -56,8 +56,8 @@ def test_cli_refuses_what_would_run_wrong_or_silently_differently(capsys, tmp_pa
                                                                                        "--max-steps", "0"])
     assert "argument --question: empty text" in infer_usage_error(capsys, ["ask", "--model", "m", "--question", " "])
     assert "argument --port: 99999 is outside [0, 65535]" in infer_usage_error(capsys, ["serve", "--port", "99999"])
-    assert "argument --top-p: 0 is outside (0, 1]" in infer_usage_error(capsys, ["chat", "--model", "m", "--prompt", "x",
-                                                                         "--top-p", "0"])
+    assert "argument --top-p: 0 is outside (0, 1]" in infer_usage_error(
+        capsys, ["chat", "--model", "m", "--prompt", "x", "--top-p", "0"])
     assert "argument --temperature: 'nan' is not a finite number" in infer_usage_error(
         capsys, ["chat", "--model", "m", "--prompt", "x", "--temperature", "nan"])
 
